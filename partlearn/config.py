@@ -1,0 +1,255 @@
+"""Frozen dataclass configs, loaded from TOML files that hold only overrides.
+
+Every default lives here, once. A pipeline file (``pipelines/*.toml``) names
+only what differs; ``--set section.key=value`` overrides on top. Unknown keys
+are rejected with a did-you-mean; values are checked against the field's type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._validation import ConfigError, check_choice, did_you_mean
+
+DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders")
+BAD_IMAGE_POLICIES = ("error", "skip")
+FEATURE_MODES = ("roi", "crop")
+ROI_POOLING = ("mean", "max")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""
+    format: str = "auto"
+    csv: str = "labels.csv"
+    classes: tuple[str, ...] = ()
+    on_bad_image: str = "error"
+    min_side: int = 32
+    min_train_per_class: int = 5
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    scales: tuple[float, ...] = (0.25, 0.35, 0.5, 0.7)
+    stride: float = 0.33
+    full_image: bool = True
+    flips: bool = False
+    min_size: int = 16
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "efficientnet_lite0"
+    weights: str = "DEFAULT"
+    tap: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    mode: str = "roi"
+    short_side: int = 448
+    roi_size: int = 3
+    roi_pooling: str = "mean"
+    crop_size: int = 224
+    batch_size: int = 8
+    workers: int = 2
+    device: str = "auto"
+    amp: bool = True
+    pca_dim: int = 0
+    whiten: bool = False
+    pca_max_regions: int = 200_000
+    shard_size: int = 128
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "experiment"
+    cache_dir: str = "cache"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    regions: RegionsConfig = field(default_factory=RegionsConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+
+    def __post_init__(self):
+        _check(self)
+
+
+def _check(cfg: Config) -> None:
+    check_choice("data.format", cfg.data.format, DATASET_FORMATS)
+    check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
+    check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
+    check_choice("features.roi_pooling", cfg.features.roi_pooling, ROI_POOLING)
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device):
+        raise ConfigError(
+            f"features.device={cfg.features.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        )
+    r = cfg.regions
+    if not r.scales or any(not 0 < s <= 1 for s in r.scales):
+        raise ConfigError(
+            f"regions.scales={list(r.scales)} must be a non-empty list of fractions in (0, 1]"
+        )
+    if not 0 < r.stride <= 1:
+        raise ConfigError(f"regions.stride={r.stride} must be a fraction of the window in (0, 1]")
+    positive = {
+        "data.min_side": cfg.data.min_side,
+        "features.short_side": cfg.features.short_side,
+        "features.roi_size": cfg.features.roi_size,
+        "features.crop_size": cfg.features.crop_size,
+        "features.batch_size": cfg.features.batch_size,
+        "features.shard_size": cfg.features.shard_size,
+        "features.pca_max_regions": cfg.features.pca_max_regions,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{name}={value} must be >= 1")
+    for name, value in {
+        "features.workers": cfg.features.workers,
+        "features.pca_dim": cfg.features.pca_dim,
+        "regions.min_size": r.min_size,
+        "data.min_train_per_class": cfg.data.min_train_per_class,
+    }.items():
+        if value < 0:
+            raise ConfigError(f"{name}={value} must be >= 0")
+    if cfg.features.whiten and not cfg.features.pca_dim:
+        raise ConfigError("features.whiten=true needs features.pca_dim > 0")
+    b = cfg.backbone
+    for name, value in (("backbone.mean", b.mean), ("backbone.std", b.std)):
+        if value and len(value) != 3:
+            raise ConfigError(f"{name}={list(value)} must hold 3 numbers (R, G, B) or be empty")
+
+
+# --------------------------------------------------------------------- loading
+
+
+def _sections(cls) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(where: str, value, annotation):
+    """Check ``value`` (parsed from TOML) against a field annotation; return the typed value."""
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r} should be a list of {item_type.__name__}")
+        return tuple(_coerce(f"{where}[{i}]", v, item_type) for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(
+        f"{where}={value!r} should be of type {annotation.__name__}, got {type(value).__name__}"
+    )
+
+
+def _parse_override(item: str) -> tuple[list[str], object]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} should look like section.key=value")
+    dotted, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: take it as a string
+    return dotted.strip().split("."), value
+
+
+def _merge(tree: dict, keys: list[str], value, where: str) -> None:
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: {'.'.join(keys)} is not a section key")
+    node[keys[-1]] = value
+
+
+def from_dict(tree: dict, where: str = "config") -> Config:
+    """Build a ``Config`` from nested dicts, rejecting unknown keys and wrong types."""
+    top = _sections(Config)
+    kwargs = {}
+    for key, value in tree.items():
+        if key not in top:
+            raise ConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, top)}")
+        annotation = top[key]
+        if dataclasses.is_dataclass(annotation):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] should be a section, got {value!r}")
+            fields = _sections(annotation)
+            sub = {}
+            for k, v in value.items():
+                if k not in fields:
+                    raise ConfigError(
+                        f"{where}: unknown key '{key}.{k}'{did_you_mean(k, fields)}"
+                        f"; valid keys in [{key}]: {', '.join(fields)}"
+                    )
+                sub[k] = _coerce(f"{key}.{k}", v, fields[k])
+            kwargs[key] = annotation(**sub)
+        else:
+            kwargs[key] = _coerce(key, value, annotation)
+    return Config(**kwargs)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults, then the TOML file at ``path`` (if any), then ``section.key=value`` overrides."""
+    tree: dict = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            tree = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    for item in overrides:
+        keys, value = _parse_override(item)
+        _merge(tree, keys, value, f"--set {item}")
+    return from_dict(tree, where)
+
+
+def to_dict(cfg) -> dict:
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def dump_toml(cfg: Config) -> str:
+    """The resolved config as TOML that ``load_config`` reads back to an equal ``Config``."""
+    lines, sections = [], []
+    for key, value in to_dict(cfg).items():
+        if isinstance(value, dict):
+            sections.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, values in sections:
+        lines.append(f"\n[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
