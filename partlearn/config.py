@@ -37,7 +37,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class RegionsConfig:
     scales: tuple[float, ...] = (0.25, 0.35, 0.5, 0.7)
-    stride: float = 0.33
+    stride: float = 0.4
     full_image: bool = True
     flips: bool = False
     min_size: int = 16

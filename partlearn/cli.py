@@ -1,0 +1,177 @@
+"""``partlearn`` command line: a thin ``main(argv)`` over the pipeline.
+
+Exit codes: 0 success, 2 usage or configuration error, 1 runtime error
+(bad data included), 130 interrupted. A user's mistake gets one clear line,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from ._validation import ConfigError, PartlearnError
+
+logger = logging.getLogger("partlearn")
+
+
+def _config(args):
+    from .config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "device", None):
+        overrides.append(f'features.device="{args.device}"')
+    return load_config(args.config, overrides)
+
+
+def _pipeline(args):
+    from .pipeline import Pipeline
+
+    return Pipeline(_config(args), cache_dir=args.cache_dir)
+
+
+def cmd_run(args) -> int:
+    pipe = _pipeline(args)
+    summary = pipe.run(until=args.until or pipe.stages[-1], force=args.force or (), out=args.out)
+    for stage, info in summary["stages"].items():
+        print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
+              f"{summary['timings'][stage]:9.2f} s")
+    print(f"peak memory {summary['peak_memory_mb']:.0f} MB")
+    return 0
+
+
+def cmd_status(args) -> int:
+    for row in _pipeline(args).status():
+        print(f"{row['stage']:10s} {row['key']}  {row['state']}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from . import datasets
+
+    cfg = _config(args)
+    d = cfg.data
+    if not d.root:
+        raise ConfigError("data.root is not set: give it in the config or with --set data.root=PATH")
+    manifest = datasets.read_dataset(d.root, format=d.format, csv=d.csv, classes=d.classes)
+    audit = datasets.audit_dataset(manifest, min_side=d.min_side,
+                                   min_train_per_class=d.min_train_per_class)
+    text = datasets.audit_markdown(audit.report)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "audit.json").write_text(json.dumps(audit.report, indent=1))
+        (out / "audit.md").write_text(text)
+        logger.info("audit written to %s", out)
+    print(text)
+    return 0
+
+
+def cmd_cache(args) -> int:
+    from .cache import Cache, human_size
+
+    cache_dir = args.cache_dir or "cache"
+    cache = Cache(cache_dir)
+    if args.cache_cmd == "ls":
+        rows = cache.entries()
+        for r in rows:
+            state = "" if r["complete"] else "  (partial)"
+            print(f"{r['stage']:10s} {r['key']}  {human_size(r['bytes']):>9s}  {r['created']}{state}")
+        print(f"{len(rows)} entries, {human_size(sum(r['bytes'] for r in rows))} in {cache_dir}")
+        return 0
+    if args.cache_cmd == "rm":
+        removed = cache.remove(args.selectors)
+    else:
+        keep = None
+        if args.keep:
+            from .config import load_config
+            from .pipeline import Pipeline
+
+            keep = set()
+            for path in args.keep:
+                pipe = Pipeline(load_config(path), cache_dir=cache_dir)
+                keep.update((s, pipe.key(s)) for s in pipe.stages)
+        removed = cache.gc(keep)
+    for r in removed:
+        print(f"removed {r['stage']} {r['key']} ({human_size(r['bytes'])})")
+    print(f"{len(removed)} entries removed, {human_size(sum(r['bytes'] for r in removed))} freed")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pipeline import STAGES
+
+    p = argparse.ArgumentParser(prog="partlearn", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp):
+        sp.add_argument("config", help="pipeline TOML file (e.g. pipelines/cub200.toml)")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a config value (repeatable)")
+        sp.add_argument("--cache-dir", help="stage store (default: the config's cache_dir)")
+        sp.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+
+    run = sub.add_parser("run", help="run the pipeline's stages")
+    with_config(run)
+    run.add_argument("--until", choices=STAGES, help="last stage to run (default: all)")
+    run.add_argument("--force", action="append", choices=STAGES,
+                     help="recompute this stage and those after it (repeatable)")
+    run.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="say which stages are cached and which are stale")
+    with_config(status)
+    status.set_defaults(func=cmd_status)
+
+    ds = sub.add_parser("datasets", help="dataset tools")
+    ds_sub = ds.add_subparsers(dest="datasets_cmd", required=True)
+    audit = ds_sub.add_parser("audit", help="audit the config's dataset")
+    with_config(audit)
+    audit.add_argument("--out", help="also write audit.json and audit.md here")
+    audit.set_defaults(func=cmd_audit)
+
+    cache = sub.add_parser("cache", help="inspect and clean the stage store")
+    cache.add_argument("--cache-dir", help="stage store (default: cache)")
+    cache_sub = cache.add_subparsers(dest="cache_cmd", required=True)
+    cache_sub.add_parser("ls", help="list entries with sizes")
+    rm = cache_sub.add_parser("rm", help="remove entries by stage name or key prefix")
+    rm.add_argument("selectors", nargs="+", metavar="STAGE|KEY")
+    gc = cache_sub.add_parser("gc", help="remove partial writes, and with --keep every "
+                                         "entry the given configs do not use")
+    gc.add_argument("--keep", action="append", metavar="CONFIG")
+    cache.set_defaults(func=cmd_cache)
+    return p
+
+
+def _setup_logging(verbose: bool, quiet: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("partlearn")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return args.func(args)
+    except PartlearnError as e:
+        print(f"partlearn: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("partlearn: interrupted; finished shards are kept and a re-run resumes",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,407 @@
+"""The pipeline: wires the library's compute functions into cached stages.
+
+Stages, in order: ``dataset`` (manifest + audit), ``regions``, ``features``
+(frozen-CNN region and global descriptors, sharded) and, when
+``features.pca_dim > 0``, ``pca``. Each stage's key chains the keys of its
+inputs (see ``partlearn.cache``), so changing a setting recomputes exactly the
+stages downstream of it. This is the only module that knows the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import resource
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from . import datasets
+from .cache import Cache, Entry, human_size, make_key, _size
+from .config import Config, dump_toml, to_dict
+from ._progress import progress
+from ._validation import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("dataset", "regions", "features", "pca")
+VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1}
+_LIBS = {
+    "dataset": ("pillow",),
+    "regions": ("numpy",),
+    "features": ("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
+    "pca": ("numpy", "scikit-learn"),
+}
+
+
+def _libs(stage: str) -> dict:
+    out = {}
+    for name in _LIBS[stage]:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _hash_bytes(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is not None:
+            h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:24]
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and of its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+# ------------------------------------------------------------------ readers
+
+
+@dataclass
+class RegionFeatures:
+    """Region descriptors of every image, read memory-mapped from the shards of one entry.
+
+    ``image(i)`` gives image ``i``'s ``(R_i, D)`` float16 rows; ``global_`` the
+    ``(N, D)`` full-image descriptors; ``boxes``/``flips`` the regions.
+    """
+
+    offsets: np.ndarray
+    shard_images: np.ndarray  # first image of each shard, plus N at the end
+    shards: list  # per shard: (regions memmap, global memmap)
+    boxes: np.ndarray
+    flips: np.ndarray
+
+    @classmethod
+    def from_entry(cls, entry: Entry, regions: Entry) -> "RegionFeatures":
+        shards = [(entry.shard_array(s, "regions"), entry.shard_array(s, "global"))
+                  for s in range(entry.n_shards)]
+        sizes = [len(g) for _, g in shards]
+        return cls(offsets=regions.array("offsets", mmap=False),
+                   shard_images=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+                   shards=shards, boxes=regions.array("boxes"), flips=regions.array("flips"))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return self.shards[0][1].shape[1] if self.shards else 0
+
+    def image(self, i: int) -> np.ndarray:
+        s = int(np.searchsorted(self.shard_images, i, side="right")) - 1
+        first = self.shard_images[s]
+        base = self.offsets[first]
+        return self.shards[s][0][self.offsets[i] - base:self.offsets[i + 1] - base]
+
+    @property
+    def global_(self) -> np.ndarray:
+        return np.concatenate([g for _, g in self.shards]) if self.shards else np.zeros((0, 0))
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+class Pipeline:
+    """Computes stage keys from a ``Config`` and runs the stages through the cache."""
+
+    def __init__(self, cfg: Config, cache_dir: str | None = None):
+        if not cfg.data.root:
+            raise ConfigError("data.root is not set: give it in the config or with "
+                              "--set data.root=PATH")
+        self.cfg = cfg
+        self.cache = Cache(cache_dir or cfg.cache_dir)
+        self._keys: dict[str, str] = {}
+        self._desc: dict[str, dict] = {}
+        self._manifest = None
+        self._backbone = None
+        self.stages = STAGES if cfg.features.pca_dim else STAGES[:-1]
+
+    # ---- keys
+
+    @property
+    def manifest(self):
+        if self._manifest is None:
+            d = self.cfg.data
+            self._manifest = datasets.read_dataset(d.root, format=d.format, csv=d.csv,
+                                                   classes=d.classes)
+        return self._manifest
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            from .backbones import create_backbone
+
+            b = self.cfg.backbone
+            self._backbone = create_backbone(b.name, weights=b.weights, tap=b.tap,
+                                             mean=b.mean, std=b.std)
+        return self._backbone
+
+    def _device(self):
+        from ._device import resolve_device
+
+        return resolve_device(self.cfg.features.device)
+
+    def _fingerprint(self) -> str:
+        """Hash of the manifest and of every image file's size and mtime (missing files too)."""
+        m = self.manifest
+        h = hashlib.sha256()
+        h.update(json.dumps([m.classes, m.image_id, m.path, m.label.tolist(),
+                             m.split.tolist()]).encode())
+        h.update(_hash_bytes(m.bbox, m.keypoints).encode())
+        root = Path(m.root)
+        for rel in m.path:
+            try:
+                st = os.stat(root / rel)
+                h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
+            except OSError:
+                h.update(b"missing;")
+        return h.hexdigest()[:24]
+
+    def _params(self, stage: str) -> tuple[dict, dict]:
+        cfg = self.cfg
+        if stage == "dataset":
+            d = cfg.data
+            params = {"format": d.format, "csv": d.csv, "classes": list(d.classes),
+                      "min_side": d.min_side, "min_train_per_class": d.min_train_per_class}
+            return params, {"files": self._fingerprint()}
+        if stage == "regions":
+            params = to_dict(cfg.regions) | {"on_bad_image": cfg.data.on_bad_image}
+            return params, {"dataset": self.key("dataset")}
+        if stage == "features":
+            f, b = cfg.features, self.backbone
+            device = self._device()
+            params = {
+                "backbone": b.name, "weights": b.weights_id, "tap": cfg.backbone.tap,
+                "mean": list(b.mean), "std": list(b.std), "mode": f.mode,
+                "short_side": f.short_side, "roi_size": f.roi_size,
+                "roi_pooling": f.roi_pooling, "crop_size": f.crop_size,
+                "precision": "amp-fp16" if (f.amp and device.type == "cuda") else "fp32",
+                "with_global_flip": cfg.regions.flips,
+            }
+            return params, {"regions": self.key("regions")}
+        if stage == "pca":
+            f = cfg.features
+            params = {"pca_dim": f.pca_dim, "whiten": f.whiten,
+                      "max_regions": f.pca_max_regions, "seed": cfg.seed}
+            return params, {"features": self.key("features")}
+        raise ValueError(stage)
+
+    def key(self, stage: str) -> str:
+        if stage not in self._keys:
+            params, inputs = self._params(stage)
+            libs = _libs(stage)
+            self._desc[stage] = {"version": VERSIONS[stage], "params": params,
+                                 "inputs": inputs, "libs": libs}
+            self._keys[stage] = make_key(stage, VERSIONS[stage], params, inputs, libs)
+        return self._keys[stage]
+
+    def status(self) -> list[dict]:
+        rows = []
+        for stage in self.stages:
+            key = self.key(stage)
+            partial = self.cache.root / stage / (key + ".partial")
+            if self.cache.has(stage, key):
+                state = "cached"
+            elif partial.is_dir():
+                done = len([p for p in partial.glob("shard_*") if p.suffix != ".tmp"])
+                state = f"partial ({done} shards done; a run resumes it)"
+            else:
+                state = "stale (a run computes it)"
+            rows.append({"stage": stage, "key": key, "state": state})
+        return rows
+
+    # ---- running
+
+    def _stage(self, stage: str, force: bool, compute) -> tuple[Entry, bool]:
+        key = self.key(stage)
+        entry = self.cache.get(stage, key)
+        if entry is not None and not force:
+            logger.info("%s: cached %s (%s)", stage, key, human_size(_size(entry.path)))
+            return entry, True
+        if entry is not None:
+            logger.info("%s: --force, recomputing %s", stage, key)
+            import shutil
+
+            shutil.rmtree(entry.path)
+        else:
+            logger.info("%s: not cached, computing %s", stage, key)
+        with self.cache.writer(stage, key, self._desc[stage]) as w:
+            if w is not None:
+                compute(w)
+        return self.cache.get(stage, key), False
+
+    def run(self, until: str = "features", force=(), out: str | Path | None = None) -> dict:
+        if until not in self.stages:
+            raise ConfigError(f"--until {until!r}: stages of this pipeline are "
+                              f"{', '.join(self.stages)}")
+        bad_force = [s for s in force if s not in STAGES]
+        if bad_force:
+            raise ConfigError(f"--force {bad_force[0]!r}: stages are {', '.join(STAGES)}")
+        todo = self.stages[: self.stages.index(until) + 1]
+        forced = set()
+        for s in force:  # forcing a stage recomputes everything after it too
+            forced.update(STAGES[STAGES.index(s):])
+        out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(dump_toml(self.cfg))
+        logger.info("run directory: %s", out)
+
+        summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
+                   "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
+                   "stages": {}}
+        entries: dict[str, Entry] = {}
+        self.kept = None
+        try:
+            for stage in todo:
+                t0 = time.perf_counter()
+                entry, cached = self._stage(stage, stage in forced,
+                                            getattr(self, f"_compute_{stage}"))
+                entries[stage] = entry
+                if stage == "dataset":
+                    self._after_dataset(entry, out)
+                summary["timings"][stage] = round(time.perf_counter() - t0, 3)
+                summary["stages"][stage] = {"key": entry.key, "cached": cached}
+        finally:
+            summary["peak_memory_mb"] = peak_memory_mb()
+            (out / "results.json").write_text(json.dumps(summary, indent=1))
+        self.entries = entries
+        return summary
+
+    # ---- stages
+
+    def _compute_dataset(self, w) -> None:
+        d = self.cfg.data
+        audit = datasets.audit_dataset(self.manifest, min_side=d.min_side,
+                                       min_train_per_class=d.min_train_per_class,
+                                       n_jobs=max(1, os.cpu_count() or 1))
+        w.save_json("manifest", self.manifest.to_dict())
+        w.save_json("audit", audit.report)
+        w.save_array("width", audit.width)
+        w.save_array("height", audit.height)
+        w.save_array("bad", audit.bad)
+
+    def _after_dataset(self, entry: Entry, out: Path) -> None:
+        """Apply the bad-image policy and write the audit into the run directory."""
+        manifest = datasets.Manifest.from_dict(entry.json("manifest"))
+        report = entry.json("audit")
+        audit = datasets.Audit(report=report, width=entry.array("width", mmap=False),
+                               height=entry.array("height", mmap=False),
+                               bad=entry.array("bad", mmap=False))
+        try:
+            kept_manifest, kept = datasets.apply_bad_image_policy(
+                manifest, audit, self.cfg.data.on_bad_image)
+        finally:
+            (out / "audit.json").write_text(json.dumps(audit.report, indent=1))
+            (out / "audit.md").write_text(datasets.audit_markdown(audit.report))
+        self.kept_manifest, self.kept = kept_manifest, np.asarray(kept)
+        self.width, self.height = audit.width[self.kept], audit.height[self.kept]
+
+    def _compute_regions(self, w) -> None:
+        from .regions import regions_for_images
+
+        r = self.cfg.regions
+        boxes, flips, offsets = regions_for_images(
+            self.width, self.height, scales=r.scales, stride=r.stride,
+            full_image=r.full_image, flips=r.flips, min_size=r.min_size)
+        w.save_array("boxes", boxes)
+        w.save_array("flips", flips)
+        w.save_array("offsets", offsets)
+        w.save_array("kept", self.kept)
+        w.meta["n_images"] = len(offsets) - 1
+        w.meta["regions_per_image"] = {
+            "min": int(np.diff(offsets).min(initial=0)), "max": int(np.diff(offsets).max(initial=0)),
+            "mean": float(np.diff(offsets).mean()) if len(offsets) > 1 else 0.0}
+        logger.info("regions: %d images, %d regions (%.0f per image)", len(offsets) - 1,
+                    len(boxes), w.meta["regions_per_image"]["mean"])
+
+    def _compute_features(self, w) -> None:
+        from .features import extract_features
+
+        f = self.cfg.features
+        regions = self.cache.get("regions", self.key("regions"))
+        boxes, flips = regions.array("boxes"), regions.array("flips")
+        offsets = regions.array("offsets", mmap=False)
+        m = self.kept_manifest
+        n = len(m)
+        starts = list(range(0, n, f.shard_size))
+        todo = [s for s, start in enumerate(starts) if not w.shard_done(s)]
+        if len(todo) < len(starts):
+            logger.info("features: %d of %d shards already done, resuming",
+                        len(starts) - len(todo), len(starts))
+        images = [i for s in todo for i in range(starts[s], min(starts[s] + f.shard_size, n))]
+        sizes = np.stack([self.width, self.height], axis=1)
+        device = self._device()
+        logger.info("features: %s mode, %s, short side %d, on %s, %d images to extract",
+                    f.mode, self.backbone.name, f.short_side, device, len(images))
+        stream = extract_features(
+            [str(Path(m.root) / m.path[i]) for i in images],
+            [boxes[offsets[i]:offsets[i + 1]] for i in images],
+            [flips[offsets[i]:offsets[i + 1]] for i in images],
+            sizes[images], self.backbone, load_image=datasets.load_image, mode=f.mode,
+            short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
+            crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
+            workers=f.workers, with_global_flip=self.cfg.regions.flips)
+        buf: dict[str, list] = {"regions": [], "global": [], "global_flip": []}
+        shard_iter = iter(todo)
+        shard = next(shard_iter, None)
+        for _, reg, glob, glob_flip in progress(stream, total=len(images), desc="features",
+                                                 unit="img"):
+            buf["regions"].append(reg.astype(np.float16))
+            buf["global"].append(glob.astype(np.float16))
+            if glob_flip is not None:
+                buf["global_flip"].append(glob_flip.astype(np.float16))
+            if len(buf["global"]) == min(f.shard_size, n - starts[shard]):
+                w.save_shard(shard, {k: np.concatenate(v) if k == "regions" else np.stack(v)
+                                     for k, v in buf.items() if v})
+                buf = {k: [] for k in buf}
+                shard = next(shard_iter, None)
+        dim = w.shard_array(0, "global").shape[1] if starts else 0
+        w.meta.update(n_images=n, n_shards=len(starts), shard_size=f.shard_size, dim=dim,
+                      dtype="float16")
+
+    def _compute_pca(self, w) -> None:
+        from .features import apply_pca, fit_pca
+
+        f = self.cfg.features
+        feats = self.region_features("features")
+        train = np.flatnonzero(self.kept_manifest.split == "train")
+        rng = np.random.default_rng(self.cfg.seed)
+        counts = np.diff(feats.offsets)[train]
+        per_image = max(1, f.pca_max_regions // max(1, len(train)))
+        sample = []
+        for i, c in zip(train, counts):
+            rows = rng.choice(c, size=min(c, per_image), replace=False)
+            sample.append(np.asarray(feats.image(i)[np.sort(rows)], dtype=np.float32))
+        x = np.concatenate(sample)
+        if f.pca_dim > min(x.shape):
+            raise ConfigError(f"features.pca_dim={f.pca_dim} exceeds what {x.shape[0]} training "
+                              f"regions of dimension {x.shape[1]} allow ({min(x.shape)})")
+        logger.info("pca: fitting %d components on %d training regions", f.pca_dim, len(x))
+        pca = fit_pca(x, f.pca_dim, whiten=f.whiten, random_state=self.cfg.seed)
+        for name, array in pca.items():
+            w.save_array(f"pca_{name}", array)
+        for s, (reg, glob) in enumerate(progress(feats.shards, desc="pca", unit="shard")):
+            w.save_shard(s, {
+                "regions": apply_pca(np.asarray(reg, np.float32), pca, f.whiten).astype(np.float16),
+                "global": apply_pca(np.asarray(glob, np.float32), pca, f.whiten).astype(np.float16),
+            })
+        w.meta.update(n_images=len(feats), n_shards=len(feats.shards), dim=f.pca_dim,
+                      dtype="float16")
+
+    def region_features(self, stage: str = "features") -> RegionFeatures:
+        """The cached region features (``features`` or ``pca`` stage) of the kept images."""
+        entry = self.cache.get(stage, self.key(stage))
+        if entry is None:
+            raise DataError(f"stage {stage!r} is not cached yet; run it first")
+        return RegionFeatures.from_entry(entry, self.cache.get("regions", self.key("regions")))
