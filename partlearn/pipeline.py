@@ -50,14 +50,6 @@ def _libs(stage: str) -> dict:
     return out
 
 
-def _hash_bytes(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is not None:
-            h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:24]
-
-
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and of its finished children, in MB."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -155,10 +147,9 @@ class Pipeline:
     def _fingerprint(self) -> str:
         """Hash of the manifest and of every image file's size and mtime (missing files too)."""
         m = self.manifest
-        h = hashlib.sha256()
-        h.update(json.dumps([m.classes, m.image_id, m.path, m.label.tolist(),
-                             m.split.tolist()]).encode())
-        h.update(_hash_bytes(m.bbox, m.keypoints).encode())
+        described = m.to_dict()
+        described.pop("root")  # the same files elsewhere are the same data
+        h = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
         root = Path(m.root)
         for rel in m.path:
             try:
