@@ -60,7 +60,7 @@ class FeaturesConfig:
     roi_pooling: str = "mean"
     crop_size: int = 224
     batch_size: int = 8
-    workers: int = 2
+    workers: int = -1  # DataLoader workers; -1: none on CPU, up to 8 on CUDA
     device: str = "auto"
     amp: bool = True
     pca_dim: int = 0
@@ -112,13 +112,14 @@ def _check(cfg: Config) -> None:
         if value < 1:
             raise ConfigError(f"{name}={value} must be >= 1")
     for name, value in {
-        "features.workers": cfg.features.workers,
         "features.pca_dim": cfg.features.pca_dim,
         "regions.min_size": r.min_size,
         "data.min_train_per_class": cfg.data.min_train_per_class,
     }.items():
         if value < 0:
             raise ConfigError(f"{name}={value} must be >= 0")
+    if cfg.features.workers < -1:
+        raise ConfigError(f"features.workers={cfg.features.workers} must be >= 0, or -1 (auto)")
     if cfg.features.whiten and not cfg.features.pca_dim:
         raise ConfigError("features.whiten=true needs features.pca_dim > 0")
     b = cfg.backbone

@@ -173,7 +173,7 @@ class Pipeline:
             f, b = cfg.features, self.backbone
             device = self._device()
             params = {
-                "backbone": b.name, "weights": b.weights_id, "tap": cfg.backbone.tap,
+                "backbone": b.name, "weights": b.weights_id, "tap": b.tap,
                 "mean": list(b.mean), "std": list(b.std), "mode": f.mode,
                 "short_side": f.short_side, "roi_size": f.roi_size,
                 "roi_pooling": f.roi_pooling, "crop_size": f.crop_size,

@@ -1,0 +1,55 @@
+"""Cold and warm wall time and peak memory of ``partlearn run CONFIG --until STAGE``.
+
+Each run is a separate process (so peak memory is that run's own) on a fresh
+cache directory; the warm run re-runs the same command on the now-full cache.
+
+    python benchmarks/bench_pipeline.py pipelines/cub200.toml --until features
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def run(config, until, cache, out, extra):
+    cmd = [sys.executable, "-m", "partlearn", "-q", "run", config, "--until", until,
+           "--cache-dir", cache, "--out", out, *extra]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    results = json.loads((Path(out) / "results.json").read_text())
+    return {"wall_s": round(wall, 2), "peak_memory_mb": results["peak_memory_mb"],
+            "stages": {s: {"cached": v["cached"], "seconds": results["timings"][s]}
+                       for s, v in results["stages"].items()}}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("--until", default="features")
+    p.add_argument("--set", action="append", default=[])
+    p.add_argument("--json", help="write the figures here too")
+    args = p.parse_args(argv)
+    extra = [x for s in args.set for x in ("--set", s)]
+    with tempfile.TemporaryDirectory() as tmp:
+        cold = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/cold", extra)
+        warm = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/warm", extra)
+    report = {"config": args.config, "until": args.until, "set": args.set,
+              "machine": f"{platform.processor() or platform.machine()}, "
+                         f"{__import__('os').cpu_count()} cores",
+              "cold": cold, "warm": warm,
+              "warm_over_cold": round(warm["wall_s"] / cold["wall_s"], 4)}
+    print(json.dumps(report, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The pipeline and CLI end to end on a tiny dataset the test draws, with a tiny backbone."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from partlearn.cli import main
+from partlearn.config import load_config
+from partlearn.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("Cat", "dog"):
+            (root / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (64, 48) if i % 2 else (48, 64)
+                pixels = rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
+    return root
+
+
+def args(tiny, *extra):
+    return ["--set", f"data.root={tiny / 'data'}", "--set", "data.format=folders",
+            "--set", "data.min_train_per_class=1", "--set", "backbone.name=resnet18",
+            "--set", f"backbone.weights={tiny / 'r18.pth'}", "--set", "features.short_side=64",
+            "--set", "features.workers=0", "--set", "features.shard_size=3",
+            "--set", "regions.scales=[0.5, 0.8]", "--cache-dir", str(tiny / "cache"), *extra]
+
+
+def results(path):
+    return json.loads((path / "results.json").read_text())
+
+
+def test_run_status_cache_and_rerun(tiny, capsys):
+    out1, out2, out3 = tiny / "run1", tiny / "run2", tiny / "run3"
+    assert main(["run", "x.toml", *args(tiny, "--out", str(out1))]) == 2  # missing config
+    assert "x.toml does not exist" in capsys.readouterr().err
+
+    config = tiny / "p.toml"
+    config.write_text('name = "tiny"\n')
+    assert main(["run", str(config), *args(tiny, "--until", "features", "--out", str(out1))]) == 0
+    r1 = results(out1)
+    assert {s: v["cached"] for s, v in r1["stages"].items()} == {
+        "dataset": False, "regions": False, "features": False}
+    for name in ("config.toml", "audit.json", "audit.md", "results.json"):
+        assert (out1 / name).is_file()
+    assert load_config(out1 / "config.toml").features.short_side == 64  # resolved config
+
+    capsys.readouterr()
+    assert main(["status", str(config), *args(tiny)]) == 0
+    assert capsys.readouterr().out.count("cached") == 3
+
+    # warm: all cached; a features-only change recomputes features only
+    assert main(["run", str(config), *args(tiny, "--out", str(out2))]) == 0
+    assert all(v["cached"] for v in results(out2)["stages"].values())
+    assert main(["run", str(config), *args(tiny, "--set", "features.roi_size=2",
+                                           "--out", str(out3))]) == 0
+    r3 = results(out3)["stages"]
+    assert r3["dataset"]["cached"] and r3["regions"]["cached"] and not r3["features"]["cached"]
+    assert r3["features"]["key"] != r1["stages"]["features"]["key"]
+
+    # --force recomputes the stage and those after it
+    assert main(["run", str(config), *args(tiny, "--force", "regions", "--out", str(out2))]) == 0
+    r = results(out2)["stages"]
+    assert r["dataset"]["cached"] and not r["regions"]["cached"] and not r["features"]["cached"]
+
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(tiny / "cache"), "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert "features" in listing and "dataset" in listing
+
+
+def test_features_read_back_in_order(tiny):
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])
+    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
+    pipe.run(until="features", out=tiny / "run-order")
+    feats = pipe.region_features()
+    m = pipe.kept_manifest
+    assert len(feats) == len(m) == 10
+    assert feats.global_.shape == (10, 512) and feats.global_.dtype == np.float16
+    for i in range(len(m)):
+        x = np.asarray(feats.image(i), np.float32)
+        assert x.shape == (feats.offsets[i + 1] - feats.offsets[i], 512)
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
+        # the full-image region and the global descriptor come from the same pass
+        assert float(x[0] @ np.asarray(feats.global_[i], np.float32)) > 0.95
+
+
+def test_interrupted_extraction_resumes(tiny, monkeypatch):
+    import partlearn.features as features
+
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])
+    real = features.extract_features
+    seen = []
+
+    def crash_after_four(*a, **k):
+        for n, item in enumerate(real(*a, **k)):
+            if n == 4:
+                raise KeyboardInterrupt
+            seen.append(item[0])
+            yield item
+
+    monkeypatch.setattr(features, "extract_features", crash_after_four)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(cfg, cache_dir=str(tiny / "cache3")).run(until="features", out=tiny / "r-int")
+    monkeypatch.setattr(features, "extract_features", real)
+    calls = []
+
+    def counting(paths, *a, **k):
+        calls.append(len(paths))
+        return real(paths, *a, **k)
+
+    monkeypatch.setattr(features, "extract_features", counting)
+    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache3"))
+    pipe.run(until="features", out=tiny / "r-res")
+    assert calls == [10 - 3]  # shard 0 (3 images) survived the interruption
+    ref = Pipeline(cfg, cache_dir=str(tiny / "cache2")).region_features()
+    got = pipe.region_features()
+    np.testing.assert_array_equal(np.asarray(got.global_), np.asarray(ref.global_))
+
+
+def test_user_errors_are_one_line(tiny, capsys):
+    config = tiny / "p.toml"
+    config.write_text('name = "tiny"\n')
+    cases = [
+        (["run", str(config), *args(tiny, "--set", "features.mdoe=roi")], 2, "did you mean 'mode'"),
+        (["run", str(config), *args(tiny, "--set", "backbone.name=resnet5O")], 2, "resnet50"),
+        (["run", str(config), "--set", "data.root=/nonexistent/x", "--cache-dir",
+          str(tiny / "c")], 1, "/nonexistent/x"),
+    ]
+    for argv, code, text in cases:
+        capsys.readouterr()
+        assert main(argv) == code
+        err = capsys.readouterr().err
+        assert text in err and "Traceback" not in err
+        assert len([l for l in err.splitlines() if l.startswith("partlearn: error")]) == 1
+
+
+def test_bad_image_policy_end_to_end(tiny, capsys):
+    import shutil
+
+    data = tiny / "baddata"
+    shutil.copytree(tiny / "data", data)
+    (data / "train" / "Cat" / "0.png").write_bytes(b"")
+    (data / "test" / "dog" / "1.png").write_bytes(b"not an image at all")
+    config = tiny / "p.toml"
+    config.write_text('name = "tiny"\n')
+    base = [a if not a.startswith("data.root=") else f"data.root={data}" for a in args(tiny)]
+    capsys.readouterr()
+    assert main(["run", str(config), *base, "--until", "regions", "--out", str(tiny / "b1")]) == 1
+    err = capsys.readouterr().err
+    assert "0.png" in err and "1.png" in err and "on_bad_image" in err
+    assert (tiny / "b1" / "audit.md").is_file()  # the audit lands even when the run stops
+    assert main(["run", str(config), *base, "--set", "data.on_bad_image=skip",
+                 "--until", "regions", "--out", str(tiny / "b2")]) == 0
+    audit = json.loads((tiny / "b2" / "audit.json").read_text())
+    assert len(audit["skipped"]) == 2
