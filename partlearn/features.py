@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,10 +274,12 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
                         ("crop_size", crop_size), ("batch_size", batch_size)):
         if value < 1:
             raise ConfigError(f"{name}={value} must be >= 1")
-    if workers < 0:
-        raise ConfigError(f"workers={workers} must be >= 0")
+    if workers < -1:
+        raise ConfigError(f"workers={workers} must be >= 0, or -1 (auto)")
     boxes, flips, sizes = _check_inputs(paths, boxes, flips, sizes)
     device = resolve_device(device)
+    if workers == -1:  # on CPU, loader processes only take cores from the forward pass
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     targets = [_resized_size(int(w), int(h), short_side) for w, h in sizes]
     dataset = _Images(list(paths), sizes, targets, load_image, boxes, flips,
                       crop_size if mode == "crop" else 0)

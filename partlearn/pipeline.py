@@ -330,8 +330,11 @@ class Pipeline:
         if len(todo) < len(starts):
             logger.info("features: %d of %d shards already done, resuming",
                         len(starts) - len(todo), len(starts))
-        images = [i for s in todo for i in range(starts[s], min(starts[s] + f.shard_size, n))]
         sizes = np.stack([self.width, self.height], axis=1)
+        # within a shard, same-size images go together so that batches fill up
+        order = {s: sorted(range(starts[s], min(starts[s] + f.shard_size, n)),
+                           key=lambda i: (sizes[i, 0], sizes[i, 1])) for s in todo}
+        images = [i for s in todo for i in order[s]]
         device = self._device()
         logger.info("features: %s mode, %s, short side %d, on %s, %d images to extract",
                     f.mode, self.backbone.name, f.short_side, device, len(images))
@@ -343,19 +346,21 @@ class Pipeline:
             short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
             crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
             workers=f.workers, with_global_flip=self.cfg.regions.flips)
-        buf: dict[str, list] = {"regions": [], "global": [], "global_flip": []}
+        done: dict[int, tuple] = {}
         shard_iter = iter(todo)
         shard = next(shard_iter, None)
-        for _, reg, glob, glob_flip in progress(stream, total=len(images), desc="features",
+        for k, reg, glob, glob_flip in progress(stream, total=len(images), desc="features",
                                                  unit="img"):
-            buf["regions"].append(reg.astype(np.float16))
-            buf["global"].append(glob.astype(np.float16))
-            if glob_flip is not None:
-                buf["global_flip"].append(glob_flip.astype(np.float16))
-            if len(buf["global"]) == min(f.shard_size, n - starts[shard]):
-                w.save_shard(shard, {k: np.concatenate(v) if k == "regions" else np.stack(v)
-                                     for k, v in buf.items() if v})
-                buf = {k: [] for k in buf}
+            done[images[k]] = (reg.astype(np.float16), glob.astype(np.float16),
+                               None if glob_flip is None else glob_flip.astype(np.float16))
+            if len(done) == len(order[shard]):
+                rows = [done[i] for i in sorted(done)]  # back to manifest order
+                arrays = {"regions": np.concatenate([r[0] for r in rows]),
+                          "global": np.stack([r[1] for r in rows])}
+                if rows[0][2] is not None:
+                    arrays["global_flip"] = np.stack([r[2] for r in rows])
+                w.save_shard(shard, arrays)
+                done = {}
                 shard = next(shard_iter, None)
         dim = w.shard_array(0, "global").shape[1] if starts else 0
         w.meta.update(n_images=n, n_shards=len(starts), shard_size=f.shard_size, dim=dim,
