@@ -8,7 +8,6 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys

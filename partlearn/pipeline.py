@@ -9,12 +9,12 @@ stages downstream of it. This is the only module that knows the cache.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -222,8 +222,6 @@ class Pipeline:
             return entry, True
         if entry is not None:
             logger.info("%s: --force, recomputing %s", stage, key)
-            import shutil
-
             shutil.rmtree(entry.path)
         else:
             logger.info("%s: not cached, computing %s", stage, key)

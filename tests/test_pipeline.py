@@ -165,3 +165,23 @@ def test_bad_image_policy_end_to_end(tiny, capsys):
                  "--until", "regions", "--out", str(tiny / "b2")]) == 0
     audit = json.loads((tiny / "b2" / "audit.json").read_text())
     assert len(audit["skipped"]) == 2
+
+
+def test_pca_stage_fits_on_training_regions(tiny):
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
+                      + ["features.pca_dim=16", "features.whiten=true"])
+    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
+    assert pipe.stages[-1] == "pca"
+    summary = pipe.run(out=tiny / "run-pca")
+    assert summary["stages"]["features"]["cached"] and not summary["stages"]["pca"]["cached"]
+    feats = pipe.region_features("pca")
+    assert feats.global_.shape == (10, 16)
+    x = np.asarray(feats.image(0), np.float32)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
+    # fitted on every region of the training split and on nothing else
+    entry = pipe.cache.get("pca", pipe.key("pca"))
+    assert entry.array("pca_components").shape == (16, 512)
+    raw = pipe.region_features("features")
+    train = np.flatnonzero(pipe.kept_manifest.split == "train")
+    x_train = np.concatenate([np.asarray(raw.image(i), np.float32) for i in train])
+    np.testing.assert_allclose(entry.array("pca_mean"), x_train.mean(0), atol=1e-4)
