@@ -64,7 +64,7 @@ def cpu_model() -> str:
 
 def plain_forward(paths, sizes, backbone, args):
     """The same loader and forward as extract_features, with no pooling."""
-    targets = [F._resized_size(int(w), int(h), args.short_side) for w, h in sizes]
+    targets = [F._resized_size(int(w), int(h), args.short_side, backbone.stride) for w, h in sizes]
     data = F._Images(paths, sizes, targets, load_rgb, None, None, 0)
     loader = torch.utils.data.DataLoader(data, batch_sampler=F._batches(targets, args.batch_size),
                                          num_workers=args.workers, collate_fn=F._collate)
@@ -96,7 +96,7 @@ def tensor_level(paths, boxes, flips, sizes, backbone, args):
     """Forward vs forward+pooling on decoded tensors, ABBA per image."""
     prepared = []
     for p, (w, h) in zip(paths, sizes):
-        tw, th = F._resized_size(int(w), int(h), args.short_side)
+        tw, th = F._resized_size(int(w), int(h), args.short_side, backbone.stride)
         img = load_rgb(p).resize((tw, th), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float() / 255.0
         mean = torch.tensor(backbone.mean).view(1, 3, 1, 1)

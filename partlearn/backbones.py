@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from ._validation import ConfigError, PartlearnError, did_you_mean
@@ -57,6 +56,8 @@ class Backbone:
 
 def available_backbones() -> list[str]:
     """The EfficientNet-Lite models, then torchvision's classification models."""
+    import torchvision  # here, not at the top: 1 s the EfficientNet path does not need
+
     return list(_LITE) + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
@@ -76,7 +77,7 @@ def create_backbone(name: str = BackboneConfig.name, weights: str = BackboneConf
     mean, std = _check_mean_std(mean), _check_mean_std(std, "std")
     if name in _LITE:
         net, pre, input_size, weights_id, tap_name = _build_lite(name, weights, tap)
-    elif name in torchvision.models.list_models(module=torchvision.models):
+    elif name in available_backbones():
         net, pre, input_size, weights_id, tap_name = _build_torchvision(name, weights, tap)
     else:
         raise ConfigError(
@@ -225,6 +226,8 @@ class _NodeTap(nn.Module):
 
 def _resolve_weights_enum(name: str, weights: str):
     """The weights enum member that ``weights`` names for model ``name`` (or ``None``)."""
+    import torchvision  # here, not at the top: 1 s the EfficientNet path does not need
+
     try:
         enum = torchvision.models.get_model_weights(name)
     except (ValueError, KeyError):
@@ -257,6 +260,8 @@ def _resolve_weights_enum(name: str, weights: str):
 
 def _default_preprocess(name: str, member) -> tuple[tuple, tuple, int]:
     """``(mean, std, crop size)`` from an enum's transforms (no download needed)."""
+    import torchvision  # here, not at the top: 1 s the EfficientNet path does not need
+
     if member is None:
         try:
             member = torchvision.models.get_model_weights(name).DEFAULT
@@ -296,6 +301,8 @@ def _default_tap(name: str, model: nn.Module) -> str:
 
 
 def _build_torchvision(name: str, weights: str, tap: str):
+    import torchvision  # here, not at the top: 1 s the EfficientNet path does not need
+
     from torchvision.models.feature_extraction import (
         create_feature_extractor,
         get_graph_node_names,

@@ -35,7 +35,7 @@ def _pipeline(args):
 
 def cmd_run(args) -> int:
     pipe = _pipeline(args)
-    summary = pipe.run(until=args.until or pipe.stages[-1], force=args.force or (), out=args.out)
+    summary = pipe.run(until=args.until, force=args.force or (), out=args.out)
     for stage, info in summary["stages"].items():
         print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
               f"{summary['timings'][stage]:9.2f} s")
@@ -148,9 +148,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     root = logging.getLogger("partlearn")
     root.handlers[:] = [handler]

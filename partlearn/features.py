@@ -58,11 +58,21 @@ def _signed_sqrt_l2_torch(x: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------------- loading
 
 
-def _resized_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """``(width, height)`` after scaling the short side to ``short_side`` (aspect kept)."""
-    if width <= height:
-        return short_side, max(1, math.floor(height * short_side / width + 0.5))
-    return max(1, math.floor(width * short_side / height + 0.5)), short_side
+def _resized_size(width: int, height: int, short_side: int,
+                  multiple: int = 1) -> tuple[int, int]:
+    """``(width, height)`` after scaling the short side to ``short_side``; the long
+    side is rounded to a multiple of ``multiple`` (the backbone's stride).
+
+    The rounding bends the aspect ratio by at most ``multiple / 2`` pixels
+    (<= 2.4% at 448 px, stride 32); in exchange the feature map covers the image
+    exactly, and images of similar shape share an input size, so they batch
+    together and the backend does not build kernels (and keep memory) for
+    every distinct size.
+    """
+    short = min(width, height)
+    long_ = max(width, height) * short_side / short
+    long_ = max(multiple, multiple * math.floor(long_ / multiple + 0.5))
+    return (short_side, long_) if width <= height else (long_, short_side)
 
 
 def _batches(targets: list[tuple[int, int]], batch_size: int) -> list[list[int]]:
@@ -280,7 +290,8 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
     device = resolve_device(device)
     if workers == -1:  # on CPU, loader processes only take cores from the forward pass
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
-    targets = [_resized_size(int(w), int(h), short_side) for w, h in sizes]
+    targets = [_resized_size(int(w), int(h), short_side, backbone.stride)
+               for w, h in sizes]
     dataset = _Images(list(paths), sizes, targets, load_image, boxes, flips,
                       crop_size if mode == "crop" else 0)
     loader = torch.utils.data.DataLoader(

@@ -64,41 +64,47 @@ def peak_memory_mb() -> float:
 class RegionFeatures:
     """Region descriptors of every image, read memory-mapped from the shards of one entry.
 
-    ``image(i)`` gives image ``i``'s ``(R_i, D)`` float16 rows; ``global_`` the
-    ``(N, D)`` full-image descriptors; ``boxes``/``flips`` the regions.
+    ``image(i)``: image ``i``'s ``(R_i, D)`` float16 rows. ``global_``: the
+    ``(N, D)`` full-image descriptors (``global_flip`` of the mirrored images,
+    or None). ``boxes``/``flips``/``offsets``: the regions, image ``i`` owning
+    rows ``offsets[i]:offsets[i + 1]``.
     """
 
     offsets: np.ndarray
-    shard_images: np.ndarray  # first image of each shard, plus N at the end
-    shards: list  # per shard: (regions memmap, global memmap)
     boxes: np.ndarray
     flips: np.ndarray
+    shards: list  # regions memmap of each shard
+    shard_images: np.ndarray  # first image of each shard, plus N at the end
+    global_: np.ndarray
+    global_flip: np.ndarray | None
 
     @classmethod
     def from_entry(cls, entry: Entry, regions: Entry) -> "RegionFeatures":
-        shards = [(entry.shard_array(s, "regions"), entry.shard_array(s, "global"))
-                  for s in range(entry.n_shards)]
-        sizes = [len(g) for _, g in shards]
-        return cls(offsets=regions.array("offsets", mmap=False),
-                   shard_images=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-                   shards=shards, boxes=regions.array("boxes"), flips=regions.array("flips"))
+        shards = range(entry.n_shards)
+        glob = [entry.shard_array(s, "global", mmap=False) for s in shards]
+        flip = None
+        if entry.n_shards and (entry.path / "shard_00000" / "global_flip.npy").is_file():
+            flip = np.concatenate([entry.shard_array(s, "global_flip", mmap=False)
+                                   for s in shards])
+        return cls(offsets=regions.array("offsets", mmap=False), boxes=regions.array("boxes"),
+                   flips=regions.array("flips"),
+                   shards=[entry.shard_array(s, "regions") for s in shards],
+                   shard_images=np.concatenate([[0], np.cumsum([len(g) for g in glob])])
+                   .astype(np.int64),
+                   global_=np.concatenate(glob) if glob else np.zeros((0, 0), np.float16),
+                   global_flip=flip)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
     @property
     def dim(self) -> int:
-        return self.shards[0][1].shape[1] if self.shards else 0
+        return self.global_.shape[1]
 
     def image(self, i: int) -> np.ndarray:
         s = int(np.searchsorted(self.shard_images, i, side="right")) - 1
-        first = self.shard_images[s]
-        base = self.offsets[first]
-        return self.shards[s][0][self.offsets[i] - base:self.offsets[i + 1] - base]
-
-    @property
-    def global_(self) -> np.ndarray:
-        return np.concatenate([g for _, g in self.shards]) if self.shards else np.zeros((0, 0))
+        base = self.offsets[self.shard_images[s]]
+        return self.shards[s][self.offsets[i] - base:self.offsets[i + 1] - base]
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -230,7 +236,9 @@ class Pipeline:
                 compute(w)
         return self.cache.get(stage, key), False
 
-    def run(self, until: str = "features", force=(), out: str | Path | None = None) -> dict:
+    def run(self, until: str | None = None, force=(), out: str | Path | None = None) -> dict:
+        """Run the stages up to ``until`` (default: all); write the run directory ``out``."""
+        until = until or self.stages[-1]
         if until not in self.stages:
             raise ConfigError(f"--until {until!r}: stages of this pipeline are "
                               f"{', '.join(self.stages)}")
@@ -385,11 +393,15 @@ class Pipeline:
         pca = fit_pca(x, f.pca_dim, whiten=f.whiten, random_state=self.cfg.seed)
         for name, array in pca.items():
             w.save_array(f"pca_{name}", array)
-        for s, (reg, glob) in enumerate(progress(feats.shards, desc="pca", unit="shard")):
-            w.save_shard(s, {
-                "regions": apply_pca(np.asarray(reg, np.float32), pca, f.whiten).astype(np.float16),
-                "global": apply_pca(np.asarray(glob, np.float32), pca, f.whiten).astype(np.float16),
-            })
+        def project(x):
+            return apply_pca(np.asarray(x, np.float32), pca, f.whiten).astype(np.float16)
+
+        for s, reg in enumerate(progress(feats.shards, desc="pca", unit="shard")):
+            images = slice(feats.shard_images[s], feats.shard_images[s + 1])
+            arrays = {"regions": project(reg), "global": project(feats.global_[images])}
+            if feats.global_flip is not None:
+                arrays["global_flip"] = project(feats.global_flip[images])
+            w.save_shard(s, arrays)
         w.meta.update(n_images=len(feats), n_shards=len(feats.shards), dim=f.pca_dim,
                       dtype="float16")
 

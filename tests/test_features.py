@@ -88,6 +88,10 @@ def test_resized_size_and_batches():
     assert _resized_size(500, 333, 448) == (673, 448)
     assert _resized_size(333, 500, 448) == (448, 673)
     assert _resized_size(448, 448, 448) == (448, 448)
+    assert _resized_size(500, 333, 448, 32) == (672, 448)  # 672.7 -> 21 * 32
+    assert _resized_size(333, 500, 448, 32) == (448, 672)
+    assert _resized_size(500, 360, 448, 32) == (608, 448)  # 622.2 -> 19 * 32 (nearest)
+    assert _resized_size(100, 10, 448, 32) == (4480, 448)
     targets = [(1, 2), (1, 2), (1, 2), (3, 4), (1, 2), (1, 2)]
     assert _batches(targets, 2) == [[0, 1], [2], [3], [4, 5]]
     assert _batches(targets, 8) == [[0, 1, 2], [3], [4, 5]]

@@ -185,3 +185,16 @@ def test_pca_stage_fits_on_training_regions(tiny):
     train = np.flatnonzero(pipe.kept_manifest.split == "train")
     x_train = np.concatenate([np.asarray(raw.image(i), np.float32) for i in train])
     np.testing.assert_allclose(entry.array("pca_mean"), x_train.mean(0), atol=1e-4)
+
+
+def test_flipped_regions_and_global(tiny):
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a] + ["regions.flips=true"])
+    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache-flip"))
+    pipe.run(until="features", out=tiny / "run-flip")
+    feats = pipe.region_features()
+    assert feats.global_flip is not None and feats.global_flip.shape == feats.global_.shape
+    r = feats.offsets[1] - feats.offsets[0]
+    assert r % 2 == 0 and feats.flips[:r].sum() == r // 2
+    x = np.asarray(feats.image(0), np.float32)
+    # the flipped full image region is the mirrored image's global descriptor
+    assert float(x[r // 2] @ np.asarray(feats.global_flip[0], np.float32)) > 0.95
