@@ -249,6 +249,7 @@ class Pipeline:
         forced = set()
         for s in force:  # forcing a stage recomputes everything after it too
             forced.update(STAGES[STAGES.index(s):])
+        self.key("dataset")  # reads the annotations: a wrong data.root fails before the run dir
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(dump_toml(self.cfg))
