@@ -141,7 +141,10 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
     ap.add_argument("--short-side", type=int, default=FeaturesConfig.short_side)
     ap.add_argument("--batch-size", type=int, default=FeaturesConfig.batch_size)
-    ap.add_argument("--workers", type=int, default=FeaturesConfig.workers)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader workers")
+    ap.add_argument("--backbone", default=BackboneConfig.name)
+    ap.add_argument("--weights", default=BackboneConfig.weights,
+                    help="weights enum, DEFAULT, a state-dict file, or none (random: speed only)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
@@ -153,7 +156,7 @@ def main(argv=None):
     regions = [dense_regions(int(w), int(h), **dataclasses.asdict(RegionsConfig()))
                for w, h in sizes]
     boxes, flips = [r[0] for r in regions], [r[1] for r in regions]
-    backbone = create_backbone(BackboneConfig.name, weights=BackboneConfig.weights)
+    backbone = create_backbone(args.backbone, weights=args.weights)
     n_regions = sum(len(b) for b in boxes)
     print(f"{len(paths)} images, {n_regions} regions ({n_regions / len(paths):.0f}/image), "
           f"{backbone.name} ({backbone.weights_id}), short side {args.short_side}",
