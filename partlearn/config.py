@@ -70,14 +70,42 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True)
+class PartsConfig:
+    """Part learning (``partlearn.parts``); scores are in background-std units."""
+
+    n_parts: int = 12  # parts per class, before pruning
+    n_init: int = 1  # k-means restarts for the initial parts
+    kmeans_iter: int = 10
+    beta_start: float = 0.5  # graduated assignment: inverse temperature schedule
+    beta_growth: float = 2.0
+    beta_end: float = 8.0
+    updates_per_beta: int = 1
+    sinkhorn_iter: int = 20
+    slack: float = 3.0  # a region must score above this to be matched rather than none
+    hard_negatives: int = 500  # negative regions mined per part, once per beta level
+    negative_weight: float = 0.5  # 0: no hard negatives
+    orthogonality: float = 0.0  # 0: off
+    nms_iou: float = 0.5  # 0 or 1: off; needs the region boxes
+    sparsity: bool = True  # a region serves at most one part
+    tol: float = 1e-3  # a beta level stops when no part moves more than this
+    keep: int = 0  # keep the most discriminative parts; 0: all
+    n_negative_images: int = 150  # other-class images sampled per class
+    min_images: int = 2  # per class
+    background_regions: int = 50_000  # regions sampled to fit the background
+    shrinkage: float = 0.3
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     cache_dir: str = "cache"
     seed: int = 0
+    n_jobs: int = -1  # processes for independent work (classes); -1: every core
     data: DataConfig = field(default_factory=DataConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    parts: PartsConfig = field(default_factory=PartsConfig)
 
     def __post_init__(self):
         _check(self)
@@ -126,6 +154,28 @@ def _check(cfg: Config) -> None:
     for name, value in (("backbone.mean", b.mean), ("backbone.std", b.std)):
         if value and len(value) != 3:
             raise ConfigError(f"{name}={list(value)} must hold 3 numbers (R, G, B) or be empty")
+    p = cfg.parts
+    for name in ("n_parts", "n_init", "kmeans_iter", "updates_per_beta", "sinkhorn_iter",
+                 "n_negative_images", "min_images", "background_regions"):
+        if getattr(p, name) < 1:
+            raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 1")
+    for name in ("hard_negatives", "keep", "negative_weight", "tol"):
+        if getattr(p, name) < 0:
+            raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 0")
+    if p.keep > p.n_parts:
+        raise ConfigError(f"parts.keep={p.keep} must be <= parts.n_parts={p.n_parts} "
+                          "(0 keeps all)")
+    if not 0 < p.beta_start <= p.beta_end:
+        raise ConfigError(f"parts.beta_start={p.beta_start} and parts.beta_end={p.beta_end} "
+                          "must satisfy 0 < beta_start <= beta_end")
+    if p.beta_growth <= 1:
+        raise ConfigError(f"parts.beta_growth={p.beta_growth} must be > 1")
+    if not 0 <= p.orthogonality <= 1:
+        raise ConfigError(f"parts.orthogonality={p.orthogonality} must be in [0, 1] (0: off)")
+    if not 0 <= p.nms_iou <= 1:
+        raise ConfigError(f"parts.nms_iou={p.nms_iou} must be an IoU in [0, 1] (0 or 1: off)")
+    if not 0 <= p.shrinkage <= 1:
+        raise ConfigError(f"parts.shrinkage={p.shrinkage} must be in [0, 1]")
 
 
 # --------------------------------------------------------------------- loading

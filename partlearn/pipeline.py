@@ -30,13 +30,14 @@ from ._validation import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("dataset", "regions", "features", "pca")
-VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1}
+STAGES = ("dataset", "regions", "features", "pca", "parts")
+VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 1}
 _LIBS = {
     "dataset": ("pillow",),
     "regions": ("numpy",),
     "features": ("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
     "pca": ("numpy", "scikit-learn"),
+    "parts": ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
 }
 
 
@@ -123,7 +124,8 @@ class Pipeline:
         self._desc: dict[str, dict] = {}
         self._manifest = None
         self._backbone = None
-        self.stages = STAGES if cfg.features.pca_dim else STAGES[:-1]
+        self.stages = tuple(s for s in STAGES if s != "pca" or cfg.features.pca_dim)
+        self.features_stage = "pca" if cfg.features.pca_dim else "features"
 
     # ---- keys
 
@@ -192,6 +194,9 @@ class Pipeline:
             params = {"pca_dim": f.pca_dim, "whiten": f.whiten,
                       "max_regions": f.pca_max_regions, "seed": cfg.seed}
             return params, {"features": self.key("features")}
+        if stage == "parts":
+            params = to_dict(cfg.parts) | {"seed": cfg.seed}
+            return params, {self.features_stage: self.key(self.features_stage)}
         raise ValueError(stage)
 
     def key(self, stage: str) -> str:
@@ -406,9 +411,104 @@ class Pipeline:
         w.meta.update(n_images=len(feats), n_shards=len(feats.shards), dim=f.pca_dim,
                       dtype="float16")
 
+    def _compute_parts(self, w) -> None:
+        """The background model, then every class's parts, each class a shard:
+        classes learnt in parallel, an interrupted run keeps the finished ones."""
+        from joblib import Parallel, delayed
+
+        from .parts import fit_background
+
+        p = self.cfg.parts
+        feats = self.region_features(self.features_stage)
+        m = self.kept_manifest
+        train = np.flatnonzero(m.split == "train")
+        if (w.path / "background_mean.npy").is_file():
+            background = {"mean": np.load(w.path / "background_mean.npy"),
+                          "whitener": np.load(w.path / "background_whitener.npy")}
+        else:
+            rng = np.random.default_rng(self.cfg.seed)
+            per_image = max(1, p.background_regions // max(1, len(train)))
+            sample = []
+            for i in train:
+                x = feats.image(i)
+                rows = np.sort(rng.choice(len(x), size=min(len(x), per_image), replace=False))
+                sample.append(np.asarray(x[rows], np.float32))
+            background = fit_background(np.concatenate(sample), shrinkage=p.shrinkage)
+            logger.info("parts: background model from %d training regions",
+                        sum(len(x) for x in sample))
+            for name, array in background.items():
+                w.save_array(f"background_{name}", array)
+
+        params = {k: v for k, v in to_dict(p).items()
+                  if k not in ("n_negative_images", "min_images", "background_regions",
+                               "shrinkage")}
+        labels = m.label
+        todo = [c for c in range(len(m.classes)) if not w.shard_done(c)]
+        if len(todo) < len(m.classes):
+            logger.info("parts: %d of %d classes already learnt, resuming",
+                        len(m.classes) - len(todo), len(m.classes))
+
+        def job(c):
+            pos = train[labels[train] == c]
+            others = train[labels[train] != c]
+            rng = np.random.default_rng([self.cfg.seed, c])
+            neg = np.sort(rng.choice(others, size=min(len(others), p.n_negative_images),
+                                     replace=False))
+            boxes = [feats.boxes[feats.offsets[i]:feats.offsets[i + 1]] for i in pos]
+            return delayed(_learn_one)(c, m.classes[c], [feats.image(i) for i in pos],
+                                       [feats.image(i) for i in neg], background, boxes,
+                                       params, self.cfg.seed, p.min_images)
+
+        summary = []
+        results = Parallel(n_jobs=self.cfg.n_jobs, return_as="generator_unordered")(
+            job(c) for c in todo)
+        for c, parts, seconds in progress(results, total=len(todo), desc="parts",
+                                          unit="class"):
+            w.save_shard(c, parts)
+            summary.append({"class": m.classes[c], "seconds": round(seconds, 2)})
+            logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
+                        m.classes[c], len(parts["weights"]), parts["discriminativeness"].mean(),
+                        float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
+        w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
+
+    def parts(self) -> dict:
+        """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,
+        ``discriminativeness``, and the per-class arrays under ``per_class``."""
+        entry = self.cache.get("parts", self.key("parts"))
+        if entry is None:
+            raise DataError("stage 'parts' is not cached yet; run it first")
+        names = ("weights", "bias", "directions", "discriminativeness", "mean_abs_cos",
+                 "matches", "match_scores", "n_updates")
+        per_class = [{n: entry.shard_array(c, n, mmap=False) for n in names}
+                     for c in range(entry.n_shards)]
+        return {
+            "weights": np.concatenate([pc["weights"] for pc in per_class]),
+            "bias": np.concatenate([pc["bias"] for pc in per_class]),
+            "part_class": np.concatenate([np.full(len(pc["weights"]), c)
+                                          for c, pc in enumerate(per_class)]),
+            "discriminativeness": np.concatenate([pc["discriminativeness"]
+                                                  for pc in per_class]),
+            "background_mean": entry.array("background_mean", mmap=False),
+            "background_whitener": entry.array("background_whitener", mmap=False),
+            "per_class": per_class,
+        }
+
     def region_features(self, stage: str = "features") -> RegionFeatures:
         """The cached region features (``features`` or ``pca`` stage) of the kept images."""
         entry = self.cache.get(stage, self.key(stage))
         if entry is None:
             raise DataError(f"stage {stage!r} is not cached yet; run it first")
         return RegionFeatures.from_entry(entry, self.cache.get("regions", self.key("regions")))
+
+
+def _learn_one(c, name, positives, negatives, background, boxes, params, seed, min_images):
+    """One class's parts (a joblib job): ``(class index, arrays, seconds)``."""
+    from .parts import learn_class_parts
+
+    if len(positives) < min_images:
+        raise DataError(f"class {name!r} has {len(positives)} training images; part "
+                        f"learning needs at least parts.min_images={min_images}")
+    t0 = time.perf_counter()
+    parts = learn_class_parts(positives, negatives, background, boxes=boxes,
+                              random_state=seed + c, name=name, **params)
+    return c, parts, time.perf_counter() - t0

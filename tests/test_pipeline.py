@@ -61,16 +61,17 @@ def test_run_status_cache_and_rerun(tiny, capsys):
     assert capsys.readouterr().out.count("cached") == 3
 
     # warm: all cached; a features-only change recomputes features only
-    assert main(["run", str(config), *args(tiny, "--out", str(out2))]) == 0
+    assert main(["run", str(config), *args(tiny, "--until", "features", "--out", str(out2))]) == 0
     assert all(v["cached"] for v in results(out2)["stages"].values())
     assert main(["run", str(config), *args(tiny, "--set", "features.roi_size=2",
-                                           "--out", str(out3))]) == 0
+                                           "--until", "features", "--out", str(out3))]) == 0
     r3 = results(out3)["stages"]
     assert r3["dataset"]["cached"] and r3["regions"]["cached"] and not r3["features"]["cached"]
     assert r3["features"]["key"] != r1["stages"]["features"]["key"]
 
     # --force recomputes the stage and those after it
-    assert main(["run", str(config), *args(tiny, "--force", "regions", "--out", str(out2))]) == 0
+    assert main(["run", str(config), *args(tiny, "--force", "regions", "--until", "features",
+                                           "--out", str(out2))]) == 0
     r = results(out2)["stages"]
     assert r["dataset"]["cached"] and not r["regions"]["cached"] and not r["features"]["cached"]
 
@@ -171,8 +172,8 @@ def test_pca_stage_fits_on_training_regions(tiny):
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
                       + ["features.pca_dim=16", "features.whiten=true"])
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
-    assert pipe.stages[-1] == "pca"
-    summary = pipe.run(out=tiny / "run-pca")
+    assert pipe.stages == ("dataset", "regions", "features", "pca", "parts")
+    summary = pipe.run(until="pca", out=tiny / "run-pca")
     assert summary["stages"]["features"]["cached"] and not summary["stages"]["pca"]["cached"]
     feats = pipe.region_features("pca")
     assert feats.global_.shape == (10, 16)
@@ -198,3 +199,33 @@ def test_flipped_regions_and_global(tiny):
     x = np.asarray(feats.image(0), np.float32)
     # the flipped full image region is the mirrored image's global descriptor
     assert float(x[r // 2] @ np.asarray(feats.global_flip[0], np.float32)) > 0.95
+
+
+def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
+    import partlearn.pipeline as pipeline_module
+
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
+                      + ["parts.n_parts=3", "parts.min_images=2", "n_jobs=1"])
+    real = pipeline_module._learn_one
+
+    def fail_on_second_class(c, *a, **k):
+        if c == 1:
+            raise KeyboardInterrupt
+        return real(c, *a, **k)
+
+    monkeypatch.setattr(pipeline_module, "_learn_one", fail_on_second_class)
+    with pytest.raises(KeyboardInterrupt):
+        Pipeline(cfg, cache_dir=str(tiny / "cache2")).run(until="parts", out=tiny / "p1")
+    monkeypatch.setattr(pipeline_module, "_learn_one", real)
+    learnt = []
+    monkeypatch.setattr(pipeline_module, "_learn_one",
+                        lambda c, *a, **k: learnt.append(c) or real(c, *a, **k))
+    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
+    summary = pipe.run(until="parts", out=tiny / "p2")
+    assert learnt == [1]  # class 0 survived the interruption
+    assert not summary["stages"]["parts"]["cached"]
+    parts = pipe.parts()
+    assert parts["weights"].shape == (6, 512) and list(parts["part_class"]) == [0, 0, 0, 1, 1, 1]
+    assert ((parts["discriminativeness"] >= 0) & (parts["discriminativeness"] <= 1)).all()
+    assert Pipeline(cfg, cache_dir=str(tiny / "cache2")).run(
+        until="parts", out=tiny / "p3")["stages"]["parts"]["cached"]

@@ -1,0 +1,296 @@
+"""Benchmark part learning (``partlearn.parts``) on synthetic region features.
+
+    python benchmarks/bench_parts.py                 # all three measurements
+    python benchmarks/bench_parts.py --only ratio    # or: regions, workers
+
+Synthetic data at realistic sizes: D=1280 (the default backbone's width),
+``--images`` positive images per class with ``--regions`` regions each, float16
+like the feature cache; every region is a noisy copy of a vector from a
+clutter set shared by all classes, except a few planted per-class prototypes.
+
+1. ``ratio``: one class's ``learn_class_parts`` (``--negatives`` negative images)
+   against the matrix products it cannot avoid, done by BLAS in the same run:
+   the whitening product of its positives plus, for every update it ran, the
+   score product ``S = Z @ U.T``. A second, wider baseline adds the products
+   with the negatives that the hard-negative mining (once per beta level) and
+   the final max responses need. Rounds alternate class and baseline.
+2. ``regions``: the same class at 1x, 2x, 4x the regions per image (positives
+   and negatives), rounds interleaved; time per region should stay flat.
+3. ``workers``: the per-class learning of ``--classes`` classes (what
+   ``PartLearner.fit`` runs after the background, on the same memory-mapped
+   images) in-process on one BLAS thread against joblib's 2 workers of one
+   BLAS thread each, rounds interleaved; and ``PartLearner.fit`` end to end
+   with ``n_jobs=1`` (BLAS on every core) against ``n_jobs=2``.
+
+Prints a Markdown summary (and JSON with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_info, threadpool_limits
+
+from partlearn import parts as P
+from partlearn.config import PartsConfig
+
+
+def synthetic(n_classes, n_images, n_regions, dim, seed=0, n_clutter=300, k=5, noise=1.0):
+    """``(X, y)``: float16 ``(n_regions, dim)`` arrays, ``n_images`` per class."""
+    rng = np.random.default_rng(seed)
+    clutter = rng.standard_normal((n_clutter, dim)).astype(np.float32)
+    planted = rng.standard_normal((n_classes, k, dim)).astype(np.float32)
+    X, y = [], []
+    for c in range(n_classes):
+        for _ in range(n_images):
+            x = clutter[rng.integers(n_clutter, size=n_regions)]
+            x[rng.choice(n_regions, k, replace=False)] = planted[c]
+            x += noise * rng.standard_normal(x.shape, dtype=np.float32)
+            X.append(x.astype(np.float16))
+            y.append(c)
+    return X, np.array(y)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def one_class_inputs(args, n_regions, seed=0):
+    """Positives (class 0), negatives (``--negatives`` images of other classes), background."""
+    n_classes = 1 + -(-args.negatives // args.images)
+    X, y = synthetic(n_classes, args.images, n_regions, args.dim, seed=seed)
+    pos = [X[i] for i in np.flatnonzero(y == 0)]
+    neg = [X[i] for i in np.flatnonzero(y != 0)][:args.negatives]
+    sample = np.concatenate(X)[::max(1, len(y) * n_regions // PartsConfig.background_regions)]
+    return pos, neg, P.fit_background(sample)
+
+
+def timed(f):
+    t = time.perf_counter()
+    out = f()
+    return time.perf_counter() - t, out
+
+
+def baseline(pos, neg, background, n_updates, n_levels):
+    """Seconds of the unavoidable products: (strict, with the negatives' products)."""
+    mean, w = background["mean"], background["whitener"]
+    xp, _ = P._stack(pos, len(mean), "bench")  # conversion not timed: not a product
+    xn, _ = P._stack(neg, len(mean), "bench")
+    u = np.random.default_rng(0).standard_normal((PartsConfig.n_parts, len(mean)),
+                                                 dtype=np.float32)
+    t0 = time.perf_counter()
+    z = (xp - mean) @ w
+    for _ in range(n_updates):
+        s = z @ u.T
+    t1 = time.perf_counter()
+    for _ in range(n_levels + 1):  # mining once per level, and the final max responses
+        s = xn @ u.T
+    t2 = time.perf_counter()
+    del s
+    return t1 - t0, t2 - t0
+
+
+def breakdown(pos, neg, background, boxes) -> dict:
+    """Seconds of each step of ``learn_class_parts`` at the defaults, run step by step
+    with the module's own helpers (a copy of its loop, for the figures only)."""
+    c = PartsConfig()
+    t = {}
+
+    def step(name, f):
+        s, out = timed(f)
+        t[name] = t.get(name, 0.0) + s
+        return out
+
+    mean, w = background["mean"], background["whitener"]
+    xp, offp = step("convert positives", lambda: P._stack(pos, len(mean), "bench"))
+    xn, offn = step("convert negatives", lambda: P._stack(neg, len(mean), "bench"))
+    z = step("whiten positives", lambda: (xp - mean) @ w)
+    counts = np.diff(offp)
+    r_max = int(counts.max())
+    valid = np.arange(r_max)[None, :] < counts[:, None]
+    overlap = step("IoU", lambda: P._iou_overlap(boxes, r_max, c.nms_iou))
+    cen, _ = step("k-means (faiss)", lambda: P._faiss.kmeans(z, c.n_parts, c.kmeans_iter,
+                                                            c.n_init, 0))
+    u = P._normalise_rows(cen)
+    spad = np.full((len(pos), c.n_parts, r_max), -np.inf, np.float32)
+    rows = spad.transpose(0, 2, 1)
+    beta = c.beta_start
+    while beta <= c.beta_end * (1 + 1e-9):
+        hard = step("mine hard negatives", lambda: P._hard_negative_mean(
+            u, xn, mean, w, c.hard_negatives))
+        rows[valid] = step("score products", lambda: z @ u.T)
+        match, _ = step("NMS", lambda: P._harden(spad, c.slack, c.sparsity, overlap))
+        spad[P._suppression(match, overlap)] = -np.inf
+        m = step("Sinkhorn", lambda: P._softassign(spad, beta, c.slack, c.sinkhorn_iter,
+                                                   c.sparsity))
+        a = m.transpose(0, 2, 1)[valid]
+        u = step("weighted means", lambda: P._normalise_rows(
+            (a.T @ z) / a.sum(axis=0)[:, None] - c.negative_weight * hard))
+        beta *= c.beta_growth
+    step("final scores, AP", lambda: np.maximum.reduceat(xn @ (u @ w).T, offn[:-1], axis=0))
+    return t
+
+
+def bench_ratio(args) -> dict:
+    pos, neg, bg = one_class_inputs(args, args.regions)
+    rng = np.random.default_rng(0)
+    boxes = []
+    for x in pos:  # random boxes in a 500x500 image: NMS has work to do
+        xy = rng.uniform(0, 400, (len(x), 2))
+        boxes.append(np.c_[xy, xy + rng.uniform(50, 100, (len(x), 2))].astype(np.float32))
+    P.learn_class_parts(pos, neg, bg, boxes=boxes)  # warm-up
+    rows, parts = [], []
+    for _ in range(args.rounds):
+        t_class, res = timed(lambda: P.learn_class_parts(pos, neg, bg, boxes=boxes))
+        n_updates = int(res["n_updates"])
+        betas = PartsConfig.beta_start * PartsConfig.beta_growth ** np.arange(64)
+        n_levels = int((betas <= PartsConfig.beta_end * (1 + 1e-9)).sum())
+        strict, wide = baseline(pos, neg, bg, n_updates, n_levels)
+        rows.append(dict(t_class=t_class, strict=strict, wide=wide, n_updates=n_updates))
+        parts.append(breakdown(pos, neg, bg, boxes))
+    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
+    return dict(positives=len(pos), negatives=len(neg), regions=args.regions, dim=args.dim,
+                rounds=rows, t_class=med("t_class"), strict=med("strict"), wide=med("wide"),
+                ratio_strict=float(np.median([r["t_class"] / r["strict"] for r in rows])),
+                ratio_wide=float(np.median([r["t_class"] / r["wide"] for r in rows])),
+                breakdown={k: float(np.median([p[k] for p in parts])) for k in parts[0]})
+
+
+def bench_regions(args) -> dict:
+    scales = (1, 2, 4)
+    base = max(8, args.regions // 2)
+    inputs = {s: one_class_inputs(args, base * s) for s in scales}
+    for s in scales:
+        P.learn_class_parts(*inputs[s])  # warm-up
+    times = {s: [] for s in scales}
+    updates = {}
+    for r in range(args.rounds):
+        for s in (scales if r % 2 == 0 else scales[::-1]):
+            t, res = timed(lambda: P.learn_class_parts(*inputs[s]))
+            times[s].append(t)
+            updates[s] = int(res["n_updates"])
+    out = []
+    for s in scales:
+        t = float(np.median(times[s]))
+        n = (args.images + args.negatives) * base * s
+        out.append(dict(scale=s, regions_per_image=base * s, total_regions=n, seconds=t,
+                        rounds=times[s],
+                        us_per_region=1e6 * t / n, n_updates=updates[s]))
+    return dict(rows=out)
+
+
+def bench_workers(args) -> dict:
+    X, y = synthetic(args.classes, args.images, args.regions, args.dim, seed=1)
+    params = dict(random_state=0, n_negative_images=args.negatives)
+    est = P.PartLearner(**params).fit(X, y)  # the background and the per-class jobs of fit
+    bg = est.background_
+    # the images as ``fit`` hands them to its workers: views of one memory-mapped file
+    folder = tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench-parts-")
+    shared = P._shared(X, np.array([len(x) for x in X]), Path(folder.name))
+    rng = np.random.default_rng(0)
+    jobs = []
+    for c in est.classes_:
+        neg = np.sort(rng.choice(np.flatnonzero(y != c), min(args.negatives, (y != c).sum()),
+                                 replace=False))
+        jobs.append(([shared[i] for i in np.flatnonzero(y == c)], [shared[i] for i in neg]))
+
+    def classes(n_jobs):
+        if n_jobs == 1:
+            with threadpool_limits(1):
+                return [P.learn_class_parts(p, n, bg) for p, n in jobs]
+        return Parallel(n_jobs=n_jobs)(delayed(P.learn_class_parts)(p, n, bg)
+                                       for p, n in jobs)
+
+    def fit(n_jobs):
+        return P.PartLearner(n_jobs=n_jobs, **params).fit(X, y)
+
+    classes(2)  # start the worker pool
+    fit(2)
+    t = {"classes_1": [], "classes_2": [], "fit_1": [], "fit_2": []}
+    for r in range(args.rounds):
+        order = (1, 2) if r % 2 == 0 else (2, 1)
+        for n in order:
+            t[f"classes_{n}"].append(timed(lambda: classes(n))[0])
+        for n in order:
+            t[f"fit_{n}"].append(timed(lambda: fit(n))[0])
+    folder.cleanup()
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    return dict(classes=args.classes, times=t, median=med,
+                speedup_classes=med["classes_1"] / med["classes_2"],
+                speedup_fit=med["fit_1"] / med["fit_2"])
+
+
+def machine() -> dict:
+    blas = [f"{i['internal_api']} {i.get('version', '')} ({i['num_threads']} threads)"
+            for i in threadpool_info()]
+    return dict(cpu=cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
+                numpy=np.__version__, blas=blas, faiss_gpus=P._faiss.num_gpus())
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=("ratio", "regions", "workers"), action="append")
+    ap.add_argument("--dim", type=int, default=1280)
+    ap.add_argument("--images", type=int, default=30, help="positive images per class")
+    ap.add_argument("--regions", type=int, default=200, help="regions per image")
+    ap.add_argument("--negatives", type=int, default=PartsConfig.n_negative_images)
+    ap.add_argument("--classes", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args(argv)
+    todo = args.only or ["ratio", "regions", "workers"]
+    out = dict(machine=machine(), args=vars(args))
+    if "ratio" in todo:
+        r = out["ratio"] = bench_ratio(args)
+        print(f"\n### One class: {r['positives']} positives, {r['negatives']} negatives, "
+              f"{r['regions']} regions/image, D={r['dim']}\n")
+        print("| class learning | whitening + score products | ratio | "
+              "+ negatives' products | ratio | updates |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {r['t_class']:.3f} s | {r['strict']:.3f} s | **{r['ratio_strict']:.2f}** | "
+              f"{r['wide']:.3f} s | **{r['ratio_wide']:.2f}** | "
+              f"{r['rounds'][0]['n_updates']} |")
+        print("\nSteps (run one by one, medians): " + ", ".join(
+            f"{k} {1000 * v:.0f} ms" for k, v in r["breakdown"].items()))
+    if "regions" in todo:
+        r = out["regions"] = bench_regions(args)
+        print("\n### Cost vs regions\n")
+        print("| scale | regions/image | regions (pos + neg) | seconds | µs/region | updates |")
+        print("|---|---|---|---|---|---|")
+        for row in r["rows"]:
+            print(f"| {row['scale']}x | {row['regions_per_image']} | {row['total_regions']:,} "
+                  f"| {row['seconds']:.3f} | {row['us_per_region']:.2f} | {row['n_updates']} |")
+    if "workers" in todo:
+        r = out["workers"] = bench_workers(args)
+        m = r["median"]
+        print(f"\n### Workers: {r['classes']} classes\n")
+        print("| section | 1 worker | 2 workers | speed-up |")
+        print("|---|---|---|---|")
+        print(f"| per-class learning (1 BLAS thread per worker) | {m['classes_1']:.2f} s | "
+              f"{m['classes_2']:.2f} s | **{r['speedup_classes']:.2f}x** |")
+        print(f"| PartLearner.fit (n_jobs=1: BLAS on all cores) | {m['fit_1']:.2f} s | "
+              f"{m['fit_2']:.2f} s | **{r['speedup_fit']:.2f}x** |")
+    print("\nmachine:", json.dumps(out["machine"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

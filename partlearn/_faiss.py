@@ -1,0 +1,108 @@
+"""The one gateway to faiss: k-means and exact inner-product top-k, on CPU or GPU.
+
+Every array is converted at the boundary with
+``np.ascontiguousarray(x, dtype="float32")``. When the installed faiss sees
+GPUs (``faiss-gpu``), both functions run there behind the same interface;
+otherwise on the CPU (top-k by BLAS there: see ``topk_inner``). No other
+module imports faiss.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import faiss
+import numpy as np
+
+from ._validation import ConfigError, DataError
+
+_BLOCK_SCORES = 1 << 24  # scores per block of the CPU top-k (64 MB of float32)
+
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype="float32")
+
+
+def num_gpus() -> int:
+    """GPUs that the installed faiss can use (0 with ``faiss-cpu``)."""
+    get = getattr(faiss, "get_num_gpus", None)
+    return int(get()) if get is not None else 0
+
+
+@functools.lru_cache(maxsize=1)
+def _gpu_resources():
+    return faiss.StandardGpuResources()
+
+
+def kmeans(x, k: int, niter: int, nredo: int, seed: int) -> tuple[np.ndarray, float]:
+    """Lloyd k-means of the rows of ``x`` (``faiss.Kmeans``): the best of ``nredo``
+    seeded runs of ``niter`` iterations.
+
+    Returns ``(centroids (k, D) float32, objective)``: the sum of squared
+    distances of the points (faiss subsamples at most 256 per centroid) to
+    their centroid, in the kept run. Same ``x`` and ``seed``, same centroids.
+    """
+    x = _f32(x)
+    if x.ndim != 2:
+        raise DataError(f"kmeans needs a 2-D array of row vectors, got shape {x.shape}")
+    if not 1 <= k <= len(x):
+        raise ConfigError(f"kmeans: n_samples={len(x)} should be >= k={k} >= 1")
+    if niter < 1 or nredo < 1:
+        raise ConfigError(f"kmeans: niter={niter} and nredo={nredo} must be >= 1")
+    km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), nredo=int(nredo),
+                      seed=int(seed) % (2**31), verbose=False, spherical=False,
+                      min_points_per_centroid=1,  # no stderr warning on small classes
+                      gpu=num_gpus() > 0)
+    km.train(x)
+    obj = np.asarray(km.obj, dtype=np.float64)
+    # obj holds every iteration of every run; runs only decrease, the kept run ends lowest
+    objective = float(obj.min()) if obj.size else 0.0
+    return np.asarray(km.centroids, dtype=np.float32).reshape(k, x.shape[1]), objective
+
+
+def topk_inner(queries, base, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``base`` with the largest inner product with each query.
+
+    Returns ``(scores (Q, k) float32, indices (Q, k) int64)``, best first; ``k``
+    is capped at ``len(base)``. Exact brute force, the search of an
+    ``IndexFlatIP``: on a GPU, faiss's (``knn_gpu``); on the CPU, BLAS products
+    over blocks of ``base`` and a partial sort. faiss's CPU search (``faiss.knn``)
+    gives the same answer but, for a few queries against many rows, takes 2x
+    the BLAS route alone and 4x inside the part-learning loop, where its OpenMP
+    threads and OpenBLAS's spin against each other (faiss 1.15 uses BLAS only
+    from 128k queries); see BENCHMARKS.md, "Part learning".
+    """
+    q, b = _f32(queries), _f32(base)
+    if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
+        raise DataError(f"topk_inner: queries {q.shape} and base {b.shape} should be "
+                        "(Q, D) and (N, D) with the same D")
+    k = min(int(k), len(b))
+    if k < 1:
+        return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+    if num_gpus() > 0:
+        scores, indices = faiss.knn_gpu(_gpu_resources(), q, b, k,
+                                        metric=faiss.METRIC_INNER_PRODUCT)
+        return np.asarray(scores, np.float32), np.asarray(indices, np.int64)
+    return _topk_blas(q, b, k)
+
+
+def _topk_blas(q: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = max(k, _BLOCK_SCORES // max(len(q), 1))  # bounds the (Q, rows) score block
+    best_s = np.empty((len(q), 0), np.float32)
+    best_i = np.empty((len(q), 0), np.int64)
+    for start in range(0, len(b), rows):
+        s = q @ b[start:start + rows].T  # (Q, rows)
+        if s.shape[1] > k:
+            part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+            s = np.take_along_axis(s, part, axis=1)
+        else:
+            part = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+        best_s = np.concatenate([best_s, s], axis=1)
+        best_i = np.concatenate([best_i, part + start], axis=1)
+        if best_s.shape[1] > k:
+            keep = np.argpartition(-best_s, k - 1, axis=1)[:, :k]
+            best_s = np.take_along_axis(best_s, keep, axis=1)
+            best_i = np.take_along_axis(best_i, keep, axis=1)
+    order = np.argsort(-best_s, axis=1, kind="stable")
+    return (np.take_along_axis(best_s, order, axis=1),
+            np.take_along_axis(best_i, order, axis=1))

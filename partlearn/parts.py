@@ -1,0 +1,612 @@
+"""Discriminative parts per class: graduated assignment with part constraints.
+
+Sicre & Jurie (CVIU 2015): for every class, a small vocabulary of parts
+(linear models on region features) that are generative (found in most images
+of the class) and distinctive (rarely fire on other classes).
+
+1. ``fit_background``: an LDA background model of region features, mean μ0 and
+   shrunk covariance Σλ; the whitened space is ``z = (x - μ0) @ W`` with
+   ``W = Σλ^(-1/2)``. A unit direction ŵ there scores a region ``s = z·ŵ``, a
+   z-score under the background model, so ``slack`` and ``1/beta`` are in
+   background standard deviations.
+2. ``learn_class_parts``: k-means (faiss) on the class's whitened regions gives
+   the initial parts; then, for ``beta`` on a geometric schedule, a soft
+   matching between each positive image's regions and the parts, with a slack
+   row and column (Sinkhorn in the log domain, all images at once in one padded
+   tensor), re-estimates every part as the matched mean of its regions minus
+   ``negative_weight`` times the mean of its hard negatives (its top-scoring
+   regions of other-class images, ``_faiss.topk_inner``, mined once per
+   ``beta`` level; negatives are never whitened: they score as ``x @ w + b``).
+   Constraints: ``orthogonality`` between the parts of a class, spatial
+   competition (``nms_iou``, needs the region boxes) and ``sparsity`` (a
+   region serves at most one part). At the end each part's best region per
+   positive image is chosen greedily (``matches``) and each part gets the
+   average precision of its max response, positives against negatives.
+3. ``PartLearner``: the scikit-learn estimator over all classes, in parallel.
+
+Functions take and return arrays; caching is the caller's business. This
+module does not import torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed, effective_n_jobs
+from sklearn.base import BaseEstimator
+from sklearn.metrics import average_precision_score
+from sklearn.utils.validation import check_is_fitted, check_random_state
+
+from . import _faiss
+from ._validation import ConfigError, DataError
+from .config import Config, PartsConfig
+
+logger = logging.getLogger(__name__)
+
+_P = PartsConfig  # defaults live there, once
+
+#: ``PartsConfig`` fields that ``learn_class_parts`` takes as keyword arguments.
+#: The others belong to its caller: ``shrinkage`` (``fit_background``),
+#: ``background_regions``, ``n_negative_images`` and ``min_images``.
+CLASS_PARAMS = ("n_parts", "n_init", "kmeans_iter", "beta_start", "beta_growth", "beta_end",
+                "updates_per_beta", "sinkhorn_iter", "slack", "hard_negatives",
+                "negative_weight", "orthogonality", "nms_iou", "sparsity", "tol", "keep")
+
+_BLOCK_ROWS = 16384  # rows per block when reducing large region arrays
+
+
+# ------------------------------------------------------------------ the inputs
+
+
+def _check_params(**params) -> None:
+    """The ``PartsConfig`` checks (``ConfigError`` naming ``parts.<field>``)."""
+    Config(parts=PartsConfig(**params))
+
+
+def _stack(arrays, dim: int | None, who: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a list of ``(R_i, D)`` arrays (float16 memmaps too) in one float32
+    ``(sum R_i, D)`` array, and the offsets ``(n + 1,)`` of each image's rows."""
+    shapes = []
+    for i, a in enumerate(arrays):
+        shape = np.shape(a)
+        if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+            want = f"(R, {dim})" if dim is not None else "(R, D)"
+            raise DataError(f"{who} image {i}: regions should be a {want} array with R >= 1, "
+                            f"got shape {shape}")
+        dim = shape[1]
+        shapes.append(shape[0])
+    offsets = np.zeros(len(shapes) + 1, np.int64)
+    np.cumsum(shapes, out=offsets[1:])
+    out = np.empty((int(offsets[-1]), dim or 0), np.float32)
+    for i, a in enumerate(arrays):
+        out[offsets[i]:offsets[i + 1]] = a  # converts one image at a time
+    if not np.isfinite(out).all():
+        bad = ~np.isfinite(out).all(axis=1)
+        row = int(np.flatnonzero(bad)[0])
+        i = int(np.searchsorted(offsets, row, side="right") - 1)
+        raise DataError(f"{who} image {i}: region {row - offsets[i]} holds NaN or inf "
+                        f"({int(bad.sum())} such regions in {len(shapes)} images)")
+    return out, offsets
+
+
+def _check_boxes(boxes, counts: np.ndarray, who: str) -> list[np.ndarray]:
+    if len(boxes) != len(counts):
+        raise DataError(f"{who}: {len(boxes)} box arrays for {len(counts)} images")
+    out = []
+    for i, (b, r) in enumerate(zip(boxes, counts)):
+        b = np.asarray(b, dtype=np.float32)
+        if b.shape != (r, 4):
+            raise DataError(f"{who} image {i}: boxes should be ({r}, 4) like its regions, "
+                            f"got {b.shape}")
+        out.append(b)
+    return out
+
+
+# ------------------------------------------------------------------ background
+
+
+def fit_background(x, shrinkage: float = _P.shrinkage) -> dict:
+    """The LDA background of region features ``x`` ``(N, D)`` (float16 memmaps welcome).
+
+    Returns ``{"mean": μ0 (D,), "whitener": W (D, D)}`` float32, with
+    ``W = Σλ^(-1/2)``, ``Σλ = (1 - λ) Σ + λ (tr Σ / D) I``, ``λ = shrinkage``.
+    """
+    if not 0 <= shrinkage <= 1:
+        raise ConfigError(f"shrinkage={shrinkage} must be in [0, 1]")
+    shape = np.shape(x)
+    if len(shape) != 2 or shape[0] < 2 or shape[1] < 1:
+        raise DataError(f"fit_background needs (N, D) regions with N >= 2, got shape {shape}")
+    n, d = shape
+    blocks = range(0, n, _BLOCK_ROWS)
+    total = np.zeros(d, np.float64)
+    for s in blocks:
+        total += np.asarray(x[s:s + _BLOCK_ROWS], np.float32).sum(axis=0, dtype=np.float64)
+    mean = total / n
+    if not np.isfinite(mean).all():
+        raise DataError(f"fit_background: the {n} regions hold NaN or inf")
+    mean32 = mean.astype(np.float32)
+    cov = np.zeros((d, d), np.float64)
+    for s in blocks:
+        c = np.asarray(x[s:s + _BLOCK_ROWS], np.float32) - mean32
+        cov += c.T @ c
+    cov /= n - 1
+    avg = np.trace(cov) / d
+    if not avg > 0:
+        raise DataError(f"fit_background: the {n} regions do not vary (zero covariance)")
+    cov *= 1.0 - shrinkage
+    cov[np.diag_indices(d)] += shrinkage * avg
+    evals, evecs = np.linalg.eigh(cov)
+    if evals[0] <= 1e-10 * evals[-1]:
+        raise DataError(
+            f"fit_background: the covariance of {n} regions in {d} dimensions is singular "
+            f"(smallest eigenvalue {evals[0]:.3g}); use shrinkage > 0 (got {shrinkage})")
+    whitener = (evecs / np.sqrt(evals)) @ evecs.T
+    return {"mean": mean32, "whitener": whitener.astype(np.float32)}
+
+
+# ------------------------------------------------------------------ assignment
+
+
+def _log_normalise(a: np.ndarray, axis: int) -> None:
+    """``a -= logsumexp(a, axis)`` in place (every slice holds a finite entry)."""
+    m = a.max(axis=axis, keepdims=True)
+    t = np.subtract(a, m)
+    np.exp(t, out=t)
+    s = t.sum(axis=axis, keepdims=True)
+    np.log(s, out=s)
+    s += m
+    a -= s
+
+
+def _softassign(spad: np.ndarray, beta: float, slack: float, n_iter: int,
+                sparsity: bool) -> np.ndarray:
+    """Soft matching of every image's regions to the parts, all images at once.
+
+    ``spad`` ``(n, P, R)``: scores, ``-inf`` for padding and suppressed pairs.
+    The log matching matrix ``(n, P + 1, R + 1)`` gets a slack region (the part
+    matches nothing) and a slack part (the region stays unassigned), both
+    scoring ``slack``, so ``log M = beta * (s - slack)`` and 0 on the slacks.
+    Each part's row (its regions and its slack: one region or none) and, with
+    ``sparsity``, each region's column (its parts and its slack: at most one
+    part) are normalised alternately, parts last. Returns the region-part
+    weights ``(n, P, R)``. (Parts along the middle axis: both reductions run
+    on long or contiguous axes.)
+    """
+    n, p, r = spad.shape
+    log_m = np.zeros((n, p + 1, r + 1), np.float32)
+    np.multiply(spad - np.float32(slack), np.float32(beta), out=log_m[:, :p, :r])
+    parts = log_m[:, :p, :]
+    if not sparsity:  # no region constraint: one pass over the parts is exact
+        _log_normalise(parts, axis=2)
+    else:
+        regions = log_m[:, :, :r]  # a padded region holds only its slack entry: it stays put
+        for _ in range(n_iter):
+            _log_normalise(regions, axis=1)
+            _log_normalise(parts, axis=2)
+    weights = log_m[:, :p, :r]
+    np.exp(weights, out=weights)
+    return weights
+
+
+def _harden(spad: np.ndarray, slack: float, sparsity: bool,
+            overlap: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Each part's region in each image, greedily by score over all images at once.
+
+    ``spad`` ``(n, P, R)``. The best remaining (part, region) pair of every
+    image is taken while it scores above ``slack``; the part is then done in
+    that image, and its region is removed for the other parts (``sparsity``),
+    as are the regions that ``overlap`` it (NMS). Returns ``(match (n, P)
+    int64, -1 for the slack; score (n, P) float32, NaN for the slack)``.
+    """
+    n, p, r = spad.shape
+    avail = spad.copy()
+    match = np.full((n, p), -1, np.int64)
+    score = np.full((n, p), np.nan, np.float32)
+    images = np.arange(n)
+    for _ in range(p):
+        flat = avail.reshape(n, p * r)
+        best = flat.argmax(axis=1)
+        value = flat[images, best]
+        ok = value > slack
+        if not ok.any():
+            break
+        i = images[ok]
+        part, reg = np.divmod(best[ok], r)
+        match[i, part] = reg
+        score[i, part] = value[ok]
+        avail[i, part, :] = -np.inf
+        if sparsity:
+            avail[i, :, reg] = -np.inf
+        if overlap is not None:
+            avail[i] = np.where(overlap[i, reg][:, None, :], -np.inf, avail[i])
+    return match, score
+
+
+def _suppression(match: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """``(n, P, R)``: region ``r`` overlaps the region chosen by another part than ``p``."""
+    n, p = match.shape
+    chosen = overlap[np.arange(n)[:, None], np.maximum(match, 0)]  # (n, P, R)
+    chosen &= (match >= 0)[:, :, None]
+    count = chosen.sum(axis=1, dtype=np.int32)  # (n, R)
+    return (count[:, None, :] - chosen) > 0
+
+
+def _iou_overlap(boxes: list[np.ndarray], r_max: int, threshold: float) -> np.ndarray:
+    """``(n, R, R)`` bool: IoU above ``threshold`` within each image (padding: never)."""
+    n = len(boxes)
+    pad = np.zeros((n, r_max, 4), np.float32)
+    for i, b in enumerate(boxes):
+        pad[i, :len(b)] = b
+    x0, y0, x1, y1 = (pad[..., k] for k in range(4))
+    area = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    iw = np.clip(np.minimum(x1[:, :, None], x1[:, None, :])
+                 - np.maximum(x0[:, :, None], x0[:, None, :]), 0, None)
+    ih = np.clip(np.minimum(y1[:, :, None], y1[:, None, :])
+                 - np.maximum(y0[:, :, None], y0[:, None, :]), 0, None)
+    inter = iw * ih
+    union = area[:, :, None] + area[:, None, :] - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter > threshold * union * (union > 0)  # > 0 of the IoU when union is 0
+
+
+def _normalise_rows(u: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(u, axis=1, keepdims=True)
+    return u / np.maximum(norm, np.finfo(np.float32).tiny)
+
+
+def _mean_abs_cos(u: np.ndarray) -> float:
+    p = len(u)
+    if p < 2:
+        return 0.0
+    g = np.abs(_normalise_rows(u) @ _normalise_rows(u).T)
+    return float((g.sum() - np.trace(g)) / (p * (p - 1)))
+
+
+# ------------------------------------------------------------------ one class
+
+
+def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
+                      n_parts: int = _P.n_parts, n_init: int = _P.n_init,
+                      kmeans_iter: int = _P.kmeans_iter, beta_start: float = _P.beta_start,
+                      beta_growth: float = _P.beta_growth, beta_end: float = _P.beta_end,
+                      updates_per_beta: int = _P.updates_per_beta,
+                      sinkhorn_iter: int = _P.sinkhorn_iter, slack: float = _P.slack,
+                      hard_negatives: int = _P.hard_negatives,
+                      negative_weight: float = _P.negative_weight,
+                      orthogonality: float = _P.orthogonality, nms_iou: float = _P.nms_iou,
+                      sparsity: bool = _P.sparsity, tol: float = _P.tol, keep: int = _P.keep,
+                      random_state=0, name: str = "") -> dict:
+    """Learn the parts of one class.
+
+    ``positives``: the class's images, a list of ``(R_i, D)`` region arrays
+    (float16 memmaps are read one image at a time); ``negatives``: other-class
+    images, likewise; ``background``: from ``fit_background``; ``boxes``: the
+    positives' region boxes ``(R_i, 4)`` (x0, y0, x1, y1), needed by NMS
+    (without them NMS is off). ``name`` (the class) is used in messages.
+
+    Returns a dict of arrays (P = ``keep`` or ``n_parts``; ``n_pos`` positives):
+    ``weights`` (P, D) and ``bias`` (P,): a region ``x`` scores
+    ``x @ weights.T + bias`` (background z-score); ``directions`` (P, D): unit
+    parts in the whitened space; ``discriminativeness`` (P,): average
+    precision of the part's max response per image, positives against
+    negatives; ``matches`` (P, n_pos): each part's region in each positive
+    image, -1 where the slack won; ``match_scores`` (P, n_pos), NaN there;
+    ``kept`` (P,): indices among the ``n_parts`` learned; ``objective``
+    (updates,): mean expected matched score; 0-d: ``n_updates``,
+    ``beta_final``, ``mean_abs_cos`` (between the kept parts),
+    ``kmeans_objective``, ``n_positives``, ``n_negatives``.
+    """
+    params = dict(n_parts=n_parts, n_init=n_init, kmeans_iter=kmeans_iter,
+                  beta_start=beta_start, beta_growth=beta_growth, beta_end=beta_end,
+                  updates_per_beta=updates_per_beta, sinkhorn_iter=sinkhorn_iter, slack=slack,
+                  hard_negatives=hard_negatives, negative_weight=negative_weight,
+                  orthogonality=orthogonality, nms_iou=nms_iou, sparsity=sparsity, tol=tol,
+                  keep=keep)
+    _check_params(**params)
+    who = f"class {name!r}" if name else "positives"
+    mean = np.asarray(background["mean"], np.float32)
+    whitener = np.asarray(background["whitener"], np.float32)
+    dim = len(mean)
+    if len(positives) < 1 or len(negatives) < 1:
+        raise DataError(f"{who}: part learning needs positive and negative images, got "
+                        f"{len(positives)} positive and {len(negatives)} negative")
+    xp, offp = _stack(positives, dim, f"{who}: positive")
+    xn, offn = _stack(negatives, dim, f"{who}: negative")
+    counts = np.diff(offp)
+    n_pos, n_regions = len(counts), len(xp)
+    if n_regions < n_parts:
+        raise DataError(f"{who}: n_parts={n_parts} is more than the {n_regions} regions "
+                        f"of its {n_pos} images")
+    nms = boxes is not None and 0 < nms_iou < 1
+    if boxes is not None:
+        boxes = _check_boxes(boxes, counts, who)
+    seed = int(check_random_state(random_state).randint(2**31 - 1))
+
+    # whitened positives; negatives stay in x-space (scored as x @ w + b)
+    xp -= mean
+    z = xp @ whitener
+    del xp
+    r_max = int(counts.max())
+    valid = np.arange(r_max)[None, :] < counts[:, None]  # (n_pos, r_max), row-major = z's rows
+    overlap = _iou_overlap(boxes, r_max, nms_iou) if nms else None
+
+    centroids, km_objective = _faiss.kmeans(z, n_parts, kmeans_iter, n_init, seed)
+    u = _normalise_rows(centroids)
+    betas = [beta_start]
+    while betas[-1] * beta_growth <= beta_end * (1 + 1e-9):
+        betas.append(betas[-1] * beta_growth)
+
+    spad = np.full((n_pos, n_parts, r_max), -np.inf, np.float32)
+    spad_rows = spad.transpose(0, 2, 1)  # (n_pos, r_max, P): z's rows under ``valid``
+    objective = []
+    beta = beta_start
+    mine = bool(negative_weight and hard_negatives)
+    for beta in betas:
+        if mine:  # once per level, with the parts of that moment
+            hard = np.float32(negative_weight) * _hard_negative_mean(u, xn, mean, whitener,
+                                                                     hard_negatives)
+        for _ in range(updates_per_beta):
+            spad_rows[valid] = z @ u.T
+            if nms:
+                match, _ = _harden(spad, slack, sparsity, overlap)
+                spad[_suppression(match, overlap)] = -np.inf
+            weights = _softassign(spad, beta, slack, sinkhorn_iter, sparsity)
+            objective.append(_expected_score(weights, spad, slack))
+            a = weights.transpose(0, 2, 1)[valid]  # (n_regions, P)
+            mass = a.sum(axis=0)
+            new = (a.T @ z) / np.maximum(mass, np.finfo(np.float32).tiny)[:, None]
+            if mine:
+                new -= hard
+            new = _normalise_rows(new)
+            idle = mass < 1e-6  # matched (next to) nothing anywhere: keep the part as it was
+            new[idle] = u[idle]
+            if orthogonality and n_parts > 1:
+                gram = new @ new.T
+                np.fill_diagonal(gram, 0.0)
+                new = _normalise_rows(new - np.float32(orthogonality) * (gram @ new))
+            move = float(np.linalg.norm(new - u, axis=1).max())
+            u = new.astype(np.float32, copy=False)
+            if move < tol:
+                break
+
+    # harden, then measure
+    s = z @ u.T
+    spad_rows[valid] = s
+    match, match_score = _harden(spad, slack, sparsity, overlap)
+    w = u @ whitener  # W is symmetric: (W û)ᵀ
+    b = -(w @ mean)
+    pos_max = np.maximum.reduceat(s, offp[:-1], axis=0)
+    neg_max = np.maximum.reduceat(xn @ w.T + b, offn[:-1], axis=0)
+    labels = np.r_[np.ones(n_pos), np.zeros(len(negatives))]
+    ap = np.array([average_precision_score(labels, np.r_[pos_max[:, k], neg_max[:, k]])
+                   for k in range(n_parts)], np.float32)
+    kept = np.arange(n_parts)
+    if keep:
+        kept = np.sort(np.argsort(-ap, kind="stable")[:keep])
+    logger.debug("%s: %d updates, final beta %.3g, AP %s", who, len(objective), beta,
+                 np.round(ap[kept], 3))
+    return {
+        "weights": np.ascontiguousarray(w[kept], np.float32),
+        "bias": b[kept].astype(np.float32),
+        "directions": np.ascontiguousarray(u[kept], np.float32),
+        "discriminativeness": ap[kept],
+        "matches": np.ascontiguousarray(match.T[kept], np.int64),
+        "match_scores": np.ascontiguousarray(match_score.T[kept], np.float32),
+        "kept": kept.astype(np.int64),
+        "objective": np.asarray(objective, np.float64),
+        "n_updates": np.asarray(len(objective)),
+        "beta_final": np.asarray(beta, np.float64),
+        "mean_abs_cos": np.asarray(_mean_abs_cos(u[kept]), np.float64),
+        "kmeans_objective": np.asarray(km_objective, np.float64),
+        "n_positives": np.asarray(n_pos),
+        "n_negatives": np.asarray(len(negatives)),
+    }
+
+
+def _hard_negative_mean(u, xn, mean, whitener, k) -> np.ndarray:
+    """``(P, D)``: each part's mean whitened negative among its ``k`` top-scoring ones."""
+    w = u @ whitener  # scores in x-space: x @ w.T - mean @ w.T; the shift changes no order
+    _, idx = _faiss.topk_inner(w, xn, k)
+    hard = xn[idx].mean(axis=1) - mean  # (P, D)
+    return hard @ whitener
+
+
+def _expected_score(weights, spad, slack) -> float:
+    """Mean over images and parts of a part's expected matched score (slack: ``slack``)."""
+    region = np.where(weights > 0, weights * np.where(np.isfinite(spad), spad, 0.0), 0.0)
+    unmatched = np.clip(1.0 - weights.sum(axis=2), 0.0, None)  # the slack region's share
+    n, p, _ = spad.shape
+    return float((region.sum() + slack * unmatched.sum()) / (n * p))
+
+
+# ------------------------------------------------------------------ estimator
+
+
+class PartLearner(BaseEstimator):
+    """Parts for every class (``learn_class_parts``), classes in parallel.
+
+    ``fit(X, y, boxes=None)``: ``X`` a list of ``(R_i, D)`` region arrays (one
+    per image), ``y`` ``(N,)`` labels, ``boxes`` optional ``(R_i, 4)`` region
+    boxes (for NMS). Parameters are the ``PartsConfig`` fields, plus
+    ``random_state`` and ``n_jobs`` (joblib, over classes).
+
+    Fitted: ``parts_`` (n_total, D) weights and ``part_bias_`` (a region's
+    response is ``x @ parts_.T + part_bias_``), ``part_class_``,
+    ``discriminativeness_``, ``matches_`` (per class, (P_c, n_c) region
+    indices into its images ``positive_images_``; -1: none),
+    ``class_results_`` (per class, ``learn_class_parts``'s dict),
+    ``background_``, ``classes_``, ``n_features_in_``.
+    """
+
+    def __init__(self, n_parts=_P.n_parts, n_init=_P.n_init, kmeans_iter=_P.kmeans_iter,
+                 beta_start=_P.beta_start, beta_growth=_P.beta_growth, beta_end=_P.beta_end,
+                 updates_per_beta=_P.updates_per_beta, sinkhorn_iter=_P.sinkhorn_iter,
+                 slack=_P.slack, hard_negatives=_P.hard_negatives,
+                 negative_weight=_P.negative_weight, orthogonality=_P.orthogonality,
+                 nms_iou=_P.nms_iou, sparsity=_P.sparsity, tol=_P.tol, keep=_P.keep,
+                 n_negative_images=_P.n_negative_images, min_images=_P.min_images,
+                 background_regions=_P.background_regions, shrinkage=_P.shrinkage,
+                 random_state=None, n_jobs=None):
+        self.n_parts = n_parts
+        self.n_init = n_init
+        self.kmeans_iter = kmeans_iter
+        self.beta_start = beta_start
+        self.beta_growth = beta_growth
+        self.beta_end = beta_end
+        self.updates_per_beta = updates_per_beta
+        self.sinkhorn_iter = sinkhorn_iter
+        self.slack = slack
+        self.hard_negatives = hard_negatives
+        self.negative_weight = negative_weight
+        self.orthogonality = orthogonality
+        self.nms_iou = nms_iou
+        self.sparsity = sparsity
+        self.tol = tol
+        self.keep = keep
+        self.n_negative_images = n_negative_images
+        self.min_images = min_images
+        self.background_regions = background_regions
+        self.shrinkage = shrinkage
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def _config(self) -> PartsConfig:
+        names = [f for f in PartsConfig.__dataclass_fields__]
+        cfg = PartsConfig(**{f: getattr(self, f) for f in names})
+        Config(parts=cfg)  # the config's checks
+        return cfg
+
+    def fit(self, X, y, boxes=None):
+        cfg = self._config()
+        X, y, classes, dim = _check_fit_inputs(X, y, boxes, cfg)
+        rng = check_random_state(self.random_state)
+        counts = np.array([len(x) for x in X], np.int64)
+
+        self.background_ = fit_background(_sample_regions(X, counts, cfg.background_regions, rng),
+                                          cfg.shrinkage)
+        jobs = []
+        for c in classes:
+            pos = np.flatnonzero(y == c)
+            others = np.flatnonzero(y != c)
+            neg = np.sort(rng.choice(others, min(cfg.n_negative_images, len(others)),
+                                     replace=False))
+            jobs.append((c, pos, neg, int(rng.randint(2**31 - 1))))
+        params = {k: getattr(cfg, k) for k in CLASS_PARAMS}
+
+        with tempfile.TemporaryDirectory(prefix="partlearn-") as tmp:
+            if effective_n_jobs(self.n_jobs) > 1:
+                X = _shared(X, counts, Path(tmp))
+            results = Parallel(n_jobs=self.n_jobs)(
+                delayed(learn_class_parts)(
+                    [X[i] for i in pos], [X[i] for i in neg], self.background_,
+                    boxes=None if boxes is None else [boxes[i] for i in pos],
+                    **params, random_state=seed, name=str(c))
+                for c, pos, neg, seed in jobs)
+
+        self.classes_ = classes
+        self.n_features_in_ = dim
+        self.class_results_ = results
+        self.positive_images_ = [pos for _, pos, _, _ in jobs]
+        self.parts_ = np.concatenate([r["weights"] for r in results])
+        self.part_bias_ = np.concatenate([r["bias"] for r in results])
+        self.part_class_ = np.concatenate([np.repeat(c, len(r["bias"]))
+                                           for c, r in zip(classes, results)])
+        self.discriminativeness_ = np.concatenate([r["discriminativeness"] for r in results])
+        self.matches_ = [r["matches"] for r in results]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """``(n_images, n_parts_total)``: each part's max response over an image's regions."""
+        check_is_fitted(self, "parts_")
+        out = np.empty((len(X), len(self.parts_)), np.float32)
+        start = 0
+        while start < len(X):  # blocks of images, so large sets need little memory
+            stop, rows = start, 0
+            while stop < len(X) and (rows < _BLOCK_ROWS or stop == start):
+                rows += len(X[stop])
+                stop += 1
+            x, off = _stack(X[start:stop], self.n_features_in_, "transform: X")
+            scores = x @ self.parts_.T + self.part_bias_
+            out[start:stop] = np.maximum.reduceat(scores, off[:-1], axis=0)
+            start = stop
+        return out
+
+
+def _check_fit_inputs(X, y, boxes, cfg: PartsConfig):
+    if isinstance(X, np.ndarray) and X.ndim != 1 and X.dtype != object:
+        raise DataError(f"X should be a list of (R_i, D) region arrays, one per image, "
+                        f"got an array of shape {X.shape}")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(X):
+        raise DataError(f"X and y should have one entry per image: got {len(X)} images in X "
+                        f"and y of shape {y.shape}")
+    if boxes is not None and len(boxes) != len(X):
+        raise DataError(f"boxes should have one entry per image: got {len(boxes)} for "
+                        f"{len(X)} images")
+    classes, per_class = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"part learning needs images of at least 2 classes (negatives are "
+                        f"other classes' images), got {len(classes)}: {classes.tolist()}")
+    dim = None
+    for i, x in enumerate(X):
+        shape = np.shape(x)
+        if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+            want = f"(R, {dim})" if dim is not None else "(R, D)"
+            raise DataError(f"class {str(y[i])!r}, image {i} of X: regions should be a "
+                            f"{want} array with R >= 1, got shape {shape}")
+        dim = shape[1]
+        if boxes is not None and np.shape(boxes[i]) != (shape[0], 4):
+            raise DataError(f"class {str(y[i])!r}, image {i} of X: boxes should be "
+                            f"({shape[0]}, 4) like its regions, got {np.shape(boxes[i])}")
+        finite = np.isfinite(np.asarray(x))
+        if not finite.all():
+            bad = int((~finite.all(axis=1)).sum())
+            raise DataError(f"class {str(y[i])!r}, image {i} of X: {bad} of its {shape[0]} "
+                            "regions hold NaN or inf")
+    for c, n in zip(classes, per_class):
+        regions = sum(len(X[i]) for i in np.flatnonzero(y == c))
+        if n < cfg.min_images:
+            raise DataError(f"class {str(c)!r} has {n} image(s); part learning needs at "
+                            f"least min_images={cfg.min_images}")
+        if regions < cfg.n_parts:
+            raise DataError(f"class {str(c)!r}: n_parts={cfg.n_parts} is more than the "
+                            f"{regions} regions of its {n} images")
+    return list(X), y, classes, dim
+
+
+def _sample_regions(X, counts, n_max, rng) -> np.ndarray:
+    """Up to ``n_max`` regions drawn uniformly from all images, float32."""
+    offsets = np.r_[0, np.cumsum(counts)]
+    total = int(offsets[-1])
+    if total <= n_max:
+        return np.concatenate([np.asarray(x, np.float32) for x in X])
+    pick = np.sort(rng.choice(total, n_max, replace=False))
+    image = np.searchsorted(offsets, pick, side="right") - 1
+    out = np.empty((n_max, np.shape(X[0])[1]), np.float32)
+    bounds = np.r_[0, np.flatnonzero(np.diff(image)) + 1, n_max]
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        i = image[s]
+        out[s:e] = np.asarray(X[i])[pick[s:e] - offsets[i]]
+    return out
+
+
+def _shared(X, counts, folder: Path) -> list:
+    """``X`` as views of one memory-mapped file, which joblib passes to its workers
+    by name instead of pickling every array (already memory-mapped: as is)."""
+    if all(isinstance(x, np.memmap) for x in X):
+        return X
+    dtypes = {np.asarray(x).dtype for x in X}
+    dtype = dtypes.pop() if len(dtypes) == 1 else np.dtype(np.float32)
+    offsets = np.r_[0, np.cumsum(counts)]
+    path = folder / "regions.npy"
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=dtype,
+                                   shape=(int(offsets[-1]), np.shape(X[0])[1]))
+    for i, x in enumerate(X):
+        mm[offsets[i]:offsets[i + 1]] = x
+    mm.flush()
+    del mm
+    mm = np.load(path, mmap_mode="r")
+    return [mm[offsets[i]:offsets[i + 1]] for i in range(len(X))]

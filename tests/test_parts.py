@@ -1,0 +1,368 @@
+"""Part learning on planted parts: properties, not golden numbers."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from partlearn import _faiss
+from partlearn._validation import ConfigError, DataError
+from partlearn.config import Config, PartsConfig, load_config
+from partlearn.parts import CLASS_PARAMS, PartLearner, fit_background, learn_class_parts
+
+N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED = 4, 30, 40, 64, 3
+N_PARTS = PartsConfig.n_parts  # the tests run the defaults
+
+
+def planted_data(seed=0, noise=0.5, n_clutter=40):
+    """Every image: ``N_REGIONS`` noisy copies of vectors from a clutter set shared by all
+    classes, except ``K_PLANTED`` regions (random positions) that are noisy copies of its
+    class's planted prototypes. Boxes at random in a 100x100 image, many overlapping."""
+    rng = np.random.default_rng(seed)
+    clutter = rng.standard_normal((n_clutter, DIM))
+    planted = rng.standard_normal((N_CLASSES, K_PLANTED, DIM))
+    X, y, boxes, where = [], [], [], []
+    for c in range(N_CLASSES):
+        for _ in range(N_IMAGES):
+            x = clutter[rng.integers(n_clutter, size=N_REGIONS)]
+            pos = rng.choice(N_REGIONS, K_PLANTED, replace=False)
+            x[pos] = planted[c]
+            x = x + noise * rng.standard_normal(x.shape)
+            xy = rng.uniform(0, 60, (N_REGIONS, 2))
+            wh = rng.uniform(20, 40, (N_REGIONS, 2))
+            X.append(x.astype(np.float32))
+            boxes.append(np.c_[xy, xy + wh].astype(np.float32))
+            y.append(c)
+            where.append(pos)
+    names = np.array([f"c{c}" for c in range(N_CLASSES)])
+    return dict(X=X, y=names[np.array(y)], boxes=boxes, planted=planted, clutter=clutter,
+                where=where, names=names)
+
+
+def cos(a, b):
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return a @ b.T
+
+
+def iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def matched_means(X, images, matches):
+    """(P, D): mean original-space region each part matched (zeros when never)."""
+    out = np.zeros((len(matches), X[0].shape[1]))
+    for p, m in enumerate(matches):
+        rows = [X[images[j]][m[j]] for j in np.flatnonzero(m >= 0)]
+        if rows:
+            out[p] = np.mean(rows, axis=0)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted_data()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """Defaults, without boxes (so without NMS: the boxes here are random, unrelated to
+    the content; NMS is tested on its own)."""
+    return PartLearner(random_state=0).fit(data["X"], data["y"])
+
+
+@pytest.fixture(scope="module")
+def one_class(data):
+    """Positives, negatives, boxes and background of class c0."""
+    y = data["y"]
+    pos = np.flatnonzero(y == "c0")
+    neg = np.flatnonzero(y != "c0")
+    X = data["X"]
+    return dict(pos=[X[i] for i in pos], neg=[X[i] for i in neg],
+                boxes=[data["boxes"][i] for i in pos], where=[data["where"][i] for i in pos],
+                background=fit_background(np.concatenate(X), PartsConfig.shrinkage))
+
+
+# ------------------------------------------------------------------ faiss gateway
+
+
+def test_kmeans_objective_and_seed():
+    x = np.random.default_rng(0).standard_normal((500, 16))
+    c4, obj4 = _faiss.kmeans(x, 4, niter=10, nredo=1, seed=3)
+    c16, obj16 = _faiss.kmeans(x, 16, niter=10, nredo=1, seed=3)
+    assert c4.shape == (4, 16) and c4.dtype == np.float32
+    assert obj16 < obj4  # more centroids, lower error
+    again, _ = _faiss.kmeans(x, 4, niter=10, nredo=1, seed=3)
+    np.testing.assert_array_equal(c4, again)
+    _, best_of_3 = _faiss.kmeans(x, 4, niter=10, nredo=3, seed=3)
+    assert best_of_3 <= obj4 * (1 + 1e-6)
+    with pytest.raises(ConfigError, match="n_samples=500 should be >= k=501"):
+        _faiss.kmeans(x, 501, niter=10, nredo=1, seed=0)
+
+
+def test_topk_inner_is_exact():
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((300, 8)).astype(np.float16)  # converted at the boundary
+    q = rng.standard_normal((5, 8))
+    scores, idx = _faiss.topk_inner(q, base, 7)
+    full = q.astype(np.float32) @ base.astype(np.float32).T
+    np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :7])
+    np.testing.assert_allclose(scores, np.take_along_axis(full, idx, 1), rtol=1e-5)
+    assert _faiss.topk_inner(q, base[:3], 7)[1].shape == (5, 3)  # k capped at len(base)
+
+
+# ------------------------------------------------------------------ background
+
+
+def test_background_whitens():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4000, 10)) @ rng.standard_normal((10, 10)) + 5
+    bg = fit_background(x.astype(np.float16), shrinkage=0.0)
+    z = (x - bg["mean"]) @ bg["whitener"]
+    np.testing.assert_allclose(np.cov(z.T), np.eye(10), atol=0.02)
+    w = rng.standard_normal(10)
+    assert abs(np.std(z @ (w / np.linalg.norm(w))) - 1) < 0.02  # scores are z-scores
+    shrunk = fit_background(x, shrinkage=0.5)
+    assert np.linalg.norm(shrunk["whitener"]) < np.linalg.norm(bg["whitener"])
+    with pytest.raises(DataError, match="singular"):
+        fit_background(x[:5], shrinkage=0.0)
+
+
+# ------------------------------------------------------------------ planted parts
+
+
+def test_recovers_every_planted_prototype(data, fitted):
+    X = data["X"]
+    for ci, c in enumerate(fitted.classes_):
+        res = fitted.class_results_[ci]
+        means = matched_means(X, fitted.positive_images_[ci], res["matches"])
+        to_planted = cos(means, data["planted"][ci])  # (P, K)
+        assert (to_planted.max(axis=0) >= 0.9).all(), (c, to_planted.max(axis=0))
+        # the same seen through the parts' directions, mapped back to the original space
+        bg = fitted.background_
+        back = np.linalg.solve(bg["whitener"], res["directions"].T).T  # Σλ^(1/2) ŵ
+        assert (cos(back, data["planted"][ci] - bg["mean"]).max(axis=0) >= 0.9).all()
+        # and the parts pick the prototype's own copy in (nearly) every image; two parts
+        # may share a prototype (then they share its images: sparsity)
+        for k in range(K_PLANTED):
+            where = np.array([data["where"][i][k] for i in fitted.positive_images_[ci]])
+            assert np.mean((res["matches"] == where).any(axis=0)) >= 0.9
+
+
+def test_kmeans_alone_returns_clutter_and_ap_ranks_planted_first(data, fitted):
+    X, y = data["X"], data["y"]
+    bg = fitted.background_
+    for ci, c in enumerate(fitted.classes_):
+        res = fitted.class_results_[ci]
+        # a part is planted when its direction, mapped back, is a planted prototype
+        back = np.linalg.solve(bg["whitener"], res["directions"].T).T
+        planted = cos(back, data["planted"][ci] - bg["mean"]).max(axis=1) >= 0.9
+        ap = res["discriminativeness"]
+        assert planted.sum() >= K_PLANTED and (~planted).any()
+        assert ap[planted].min() > ap[~planted].max(), (c, ap, planted)
+        # plain k-means on the positives (same space, same P) finds clutter centroids
+        z = (np.concatenate([X[i] for i in np.flatnonzero(y == c)]) - bg["mean"]) @ bg["whitener"]
+        centroids, _ = _faiss.kmeans(z, N_PARTS, niter=20, nredo=3, seed=0)
+        back = np.linalg.solve(bg["whitener"], centroids.T).T + bg["mean"]
+        assert (cos(back, data["clutter"]).max(axis=1) >= 0.9).sum() >= 1
+
+
+def test_weights_and_bias_give_background_z_scores(data, fitted, one_class):
+    res = fitted.class_results_[0]
+    x = np.concatenate(one_class["pos"][:3])
+    bg = fitted.background_
+    z = (x - bg["mean"]) @ bg["whitener"]
+    np.testing.assert_allclose(x @ res["weights"].T + res["bias"], z @ res["directions"].T,
+                               rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.linalg.norm(res["directions"], axis=1), 1, rtol=1e-5)
+    # transform: each part's max response over an image's regions
+    r = fitted.transform(one_class["pos"][:3])
+    assert r.shape == (3, len(fitted.parts_))
+    first = one_class["pos"][0] @ fitted.parts_.T + fitted.part_bias_
+    np.testing.assert_allclose(r[0], first.max(axis=0), rtol=1e-5)
+    assert res["objective"].shape == (int(res["n_updates"]),)
+
+
+# ------------------------------------------------------------------ constraints
+
+
+def test_orthogonality_lowers_mean_abs_cos(one_class):
+    c = one_class
+    mac = {g: float(learn_class_parts(c["pos"], c["neg"], c["background"], boxes=c["boxes"],
+                                      n_parts=N_PARTS, orthogonality=g)["mean_abs_cos"])
+           for g in (0.0, 0.5)}
+    assert mac[0.5] < 0.5 * mac[0.0], mac
+
+
+def test_nms_keeps_chosen_regions_apart(data, one_class):
+    threshold = 0.3
+
+    def worst_iou(matches, boxes):
+        worst = 0.0
+        for j, b in enumerate(boxes):
+            chosen = [r for r in matches[:, j] if r >= 0]
+            for a in range(len(chosen)):
+                for d in range(a + 1, len(chosen)):
+                    worst = max(worst, iou(b[chosen[a]], b[chosen[d]]))
+        return worst
+
+    est = PartLearner(nms_iou=threshold, random_state=0).fit(data["X"], data["y"],
+                                                             data["boxes"])
+    for images, matches in zip(est.positive_images_, est.matches_):
+        assert worst_iou(matches, [data["boxes"][i] for i in images]) <= threshold
+    c = one_class
+    off = learn_class_parts(c["pos"], c["neg"], c["background"], boxes=c["boxes"],
+                            nms_iou=0.0)
+    assert worst_iou(off["matches"], c["boxes"]) > threshold  # the check is not vacuous
+
+
+def test_sparsity_one_part_per_region(one_class):
+    c = one_class
+
+    def shared_regions(res):
+        return sum(len(set(m[m >= 0])) < (m >= 0).sum() for m in res["matches"].T)
+
+    kw = dict(n_parts=N_PARTS, nms_iou=0.0)
+    on = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=True, **kw)
+    off = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=False, **kw)
+    assert shared_regions(on) == 0
+    assert shared_regions(off) > 0  # without it, parts collapse onto the same regions
+
+
+def test_keep_prunes_to_the_most_discriminative(one_class):
+    c = one_class
+    full = learn_class_parts(c["pos"], c["neg"], c["background"], n_parts=N_PARTS)
+    kept = learn_class_parts(c["pos"], c["neg"], c["background"], n_parts=N_PARTS, keep=2)
+    assert kept["weights"].shape == (2, DIM) and kept["matches"].shape == (2, N_IMAGES)
+    np.testing.assert_array_equal(np.sort(kept["discriminativeness"]),
+                                  np.sort(full["discriminativeness"])[-2:])
+    np.testing.assert_array_equal(kept["weights"], full["weights"][kept["kept"]])
+
+
+# ------------------------------------------------------------------ estimator contract
+
+
+def test_same_random_state_same_parts(data, fitted):
+    again = PartLearner(random_state=0).fit(data["X"], data["y"])
+    np.testing.assert_array_equal(again.parts_, fitted.parts_)
+    np.testing.assert_array_equal(again.part_bias_, fitted.part_bias_)
+    for a, b in zip(again.matches_, fitted.matches_):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_two_workers(data, fitted):
+    par = PartLearner(random_state=0, n_jobs=2).fit(data["X"], data["y"])
+    np.testing.assert_array_equal(par.part_class_, fitted.part_class_)
+    assert par.parts_.shape == fitted.parts_.shape
+    # one BLAS thread per worker: products may round differently, the parts agree
+    assert np.diag(cos(par.parts_, fitted.parts_)).min() > 0.99
+
+
+def test_sklearn_contract(data, fitted):
+    est = PartLearner(n_parts=4, slack=1.5, random_state=7)
+    assert est.get_params()["slack"] == 1.5 and est.get_params()["n_jobs"] is None
+    assert set(PartsConfig.__dataclass_fields__) < set(est.get_params())
+    est.set_params(n_parts=5, keep=2)
+    twin = clone(est)
+    assert twin.get_params() == est.get_params() and not hasattr(twin, "parts_")
+    with pytest.raises(NotFittedError):
+        twin.transform(data["X"][:2])
+    assert list(fitted.classes_) == list(data["names"])
+    assert fitted.n_features_in_ == DIM
+    assert fitted.parts_.shape == (N_CLASSES * N_PARTS, DIM)
+    assert fitted.part_bias_.shape == fitted.part_class_.shape == fitted.discriminativeness_.shape
+    assert [m.shape for m in fitted.matches_] == [(N_PARTS, N_IMAGES)] * N_CLASSES
+    assert set(fitted.background_) == {"mean", "whitener"}
+    PartLearner(n_parts=0)  # __init__ validates nothing; fit does
+    with pytest.raises(ConfigError, match="parts.n_parts=0 must be >= 1"):
+        PartLearner(n_parts=0).fit(data["X"], data["y"])
+
+
+def test_import_is_torch_free():
+    code = "import sys, partlearn.parts; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_learn_class_parts_takes_the_config_fields():
+    fields = set(PartsConfig.__dataclass_fields__)
+    assert set(CLASS_PARAMS) <= fields
+    assert fields - set(CLASS_PARAMS) == {"shrinkage", "background_regions",
+                                          "n_negative_images", "min_images"}
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def small(n_per_class=(3, 3), regions=5, dim=8, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(["cat", "dog"], n_per_class)
+    return [rng.standard_normal((regions, dim)).astype(np.float32) for _ in y], y
+
+
+def test_too_few_images():
+    X, y = small((3, 1))
+    with pytest.raises(DataError, match=r"class 'dog' has 1 image\(s\).*min_images=2"):
+        PartLearner(n_parts=2).fit(X, y)
+
+
+def test_nan_regions_named():
+    X, y = small()
+    X[4][2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"class 'dog', image 4 of X: 1 of its 5 regions"):
+        PartLearner(n_parts=2).fit(X, y)
+    X[4][2, 3] = np.inf
+    with pytest.raises(DataError, match="NaN or inf"):
+        learn_class_parts(X[3:], X[:3], fit_background(np.concatenate(X[:3]), 0.1),
+                          n_parts=2, name="dog")
+
+
+def test_mismatched_lengths():
+    X, y = small()
+    with pytest.raises(DataError, match="got 6 images in X and y of shape \\(5,\\)"):
+        PartLearner(n_parts=2).fit(X, y[:5])
+    boxes = [np.zeros((5, 4), np.float32)] * 5
+    with pytest.raises(DataError, match="got 5 for 6 images"):
+        PartLearner(n_parts=2).fit(X, y, boxes)
+    with pytest.raises(DataError, match=r"class 'cat', image 0 of X: boxes should be \(5, 4\)"):
+        PartLearner(n_parts=2).fit(X, y, [np.zeros((4, 4))] * 6)
+    X[2] = X[2][:, :6]
+    with pytest.raises(DataError, match=r"class 'cat', image 2 of X: .*\(R, 8\).*\(5, 6\)"):
+        PartLearner(n_parts=2).fit(X, y)
+
+
+def test_more_parts_than_regions():
+    X, y = small(regions=2)
+    with pytest.raises(DataError, match="class 'cat': n_parts=7 is more than the 6 regions "
+                                        "of its 3 images"):
+        PartLearner(n_parts=7).fit(X, y)
+    bg = fit_background(np.concatenate(X), 0.1)
+    with pytest.raises(DataError, match="class 'cat': n_parts=7 is more than the 6 regions"):
+        learn_class_parts(X[:3], X[3:], bg, n_parts=7, name="cat")
+
+
+def test_one_class_only():
+    X, y = small()
+    with pytest.raises(DataError, match="at least 2 classes"):
+        PartLearner(n_parts=2).fit(X, np.array(["cat"] * 6))
+
+
+def test_parts_config():
+    assert Config().parts == PartsConfig()
+    cfg = load_config(None, ["parts.n_parts=8", "parts.sparsity=false"])
+    assert cfg.parts.n_parts == 8 and cfg.parts.sparsity is False
+    for override, expected in [("parts.beta_growth=1", "parts.beta_growth=1.0 must be > 1"),
+                               ("parts.keep=50", "parts.keep=50 must be <= parts.n_parts"),
+                               ("parts.nms_iou=1.5", "parts.nms_iou=1.5 must be an IoU"),
+                               ("parts.beta_start=0", "0 < beta_start <= beta_end"),
+                               ("parts.shrinkage=-1", "parts.shrinkage=-1.0 must be in [0, 1]"),
+                               ("parts.n_parts=0", "parts.n_parts=0 must be >= 1")]:
+        with pytest.raises(ConfigError) as e:
+            load_config(None, [override])
+        assert expected in str(e.value)
