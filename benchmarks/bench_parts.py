@@ -17,10 +17,10 @@ clutter set shared by all classes, except a few planted per-class prototypes.
 2. ``regions``: the same class at 1x, 2x, 4x the regions per image (positives
    and negatives), rounds interleaved; time per region should stay flat.
 3. ``workers``: the per-class learning of ``--classes`` classes (what
-   ``PartLearner.fit`` runs after the background, on the same memory-mapped
-   images) in-process on one BLAS thread against joblib's 2 workers of one
-   BLAS thread each, rounds interleaved; and ``PartLearner.fit`` end to end
-   with ``n_jobs=1`` (BLAS on every core) against ``n_jobs=2``.
+   ``PartLearner.fit`` runs after the background: ``parts._run_classes``) on
+   one thread with one BLAS thread against 2 joblib worker threads of one BLAS
+   thread each, rounds interleaved; and ``PartLearner.fit`` end to end with
+   ``n_jobs=1`` (BLAS on every core) against ``n_jobs=2``.
 
 Prints a Markdown summary (and JSON with ``--json``).
 """
@@ -28,16 +28,16 @@ Prints a Markdown summary (and JSON with ``--json``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from partlearn import parts as P
@@ -105,45 +105,59 @@ def baseline(pos, neg, background, n_updates, n_levels):
     return t1 - t0, t2 - t0
 
 
+class _Steps:
+    """Adds up the seconds of named steps: ``with steps("name"): ...``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name):
+        t = time.perf_counter()
+        yield
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+
+
 def breakdown(pos, neg, background, boxes) -> dict:
     """Seconds of each step of ``learn_class_parts`` at the defaults, run step by step
     with the module's own helpers (a copy of its loop, for the figures only)."""
     c = PartsConfig()
-    t = {}
-
-    def step(name, f):
-        s, out = timed(f)
-        t[name] = t.get(name, 0.0) + s
-        return out
-
+    step = _Steps()
     mean, w = background["mean"], background["whitener"]
-    xp, offp = step("convert positives", lambda: P._stack(pos, len(mean), "bench"))
-    xn, offn = step("convert negatives", lambda: P._stack(neg, len(mean), "bench"))
-    z = step("whiten positives", lambda: (xp - mean) @ w)
+    with step("convert positives"):
+        xp, offp = P._stack(pos, len(mean), "bench")
+    with step("convert negatives"):
+        xn, offn = P._stack(neg, len(mean), "bench")
+    with step("whiten positives"):
+        z = (xp - mean) @ w
     counts = np.diff(offp)
     r_max = int(counts.max())
     valid = np.arange(r_max)[None, :] < counts[:, None]
-    overlap = step("IoU", lambda: P._iou_overlap(boxes, r_max, c.nms_iou))
-    cen, _ = step("k-means (faiss)", lambda: P._faiss.kmeans(z, c.n_parts, c.kmeans_iter,
-                                                            c.n_init, 0))
-    u = P._normalise_rows(cen)
+    with step("IoU"):
+        overlap = P._iou_overlap(boxes, r_max, c.nms_iou)
+    with step("k-means (faiss)"):
+        u = P._normalise_rows(P._faiss.kmeans(z, c.n_parts, c.kmeans_iter, c.n_init, 0)[0])
     spad = np.full((len(pos), c.n_parts, r_max), -np.inf, np.float32)
     rows = spad.transpose(0, 2, 1)
     beta = c.beta_start
     while beta <= c.beta_end * (1 + 1e-9):
-        hard = step("mine hard negatives", lambda: P._hard_negative_mean(
-            u, xn, mean, w, c.hard_negatives))
-        rows[valid] = step("score products", lambda: z @ u.T)
-        match, _ = step("NMS", lambda: P._harden(spad, c.slack, c.sparsity, overlap))
-        spad[P._suppression(match, overlap)] = -np.inf
-        m = step("Sinkhorn", lambda: P._softassign(spad, beta, c.slack, c.sinkhorn_iter,
-                                                   c.sparsity))
-        a = m.transpose(0, 2, 1)[valid]
-        u = step("weighted means", lambda: P._normalise_rows(
-            (a.T @ z) / a.sum(axis=0)[:, None] - c.negative_weight * hard))
+        with step("mine hard negatives"):
+            hard = P._hard_negative_mean(u, xn, mean, w, c.hard_negatives)
+        with step("score products"):
+            rows[valid] = z @ u.T
+        with step("NMS"):
+            match, _ = P._harden(spad, c.slack, c.sparsity, overlap)
+            spad[P._suppression(match, overlap)] = -np.inf
+        with step("Sinkhorn"):
+            m = P._softassign(spad, beta, c.slack, c.sinkhorn_iter, c.sparsity)
+        with step("weighted means"):
+            a = m.transpose(0, 2, 1)[valid]
+            u = P._normalise_rows((a.T @ z) / a.sum(axis=0)[:, None]
+                                  - c.negative_weight * hard)
         beta *= c.beta_growth
-    step("final scores, AP", lambda: np.maximum.reduceat(xn @ (u @ w).T, offn[:-1], axis=0))
-    return t
+    with step("final scores"):
+        np.maximum.reduceat(xn @ (u @ w).T, offn[:-1], axis=0)
+    return step.seconds
 
 
 def bench_ratio(args) -> dict:
@@ -161,14 +175,18 @@ def bench_ratio(args) -> dict:
         betas = PartsConfig.beta_start * PartsConfig.beta_growth ** np.arange(64)
         n_levels = int((betas <= PartsConfig.beta_end * (1 + 1e-9)).sum())
         strict, wide = baseline(pos, neg, bg, n_updates, n_levels)
-        rows.append(dict(t_class=t_class, strict=strict, wide=wide, n_updates=n_updates))
+        rows.append({"t_class": t_class, "strict": strict, "wide": wide,
+                     "n_updates": n_updates})
         parts.append(breakdown(pos, neg, bg, boxes))
-    med = lambda k: float(np.median([r[k] for r in rows]))  # noqa: E731
-    return dict(positives=len(pos), negatives=len(neg), regions=args.regions, dim=args.dim,
-                rounds=rows, t_class=med("t_class"), strict=med("strict"), wide=med("wide"),
-                ratio_strict=float(np.median([r["t_class"] / r["strict"] for r in rows])),
-                ratio_wide=float(np.median([r["t_class"] / r["wide"] for r in rows])),
-                breakdown={k: float(np.median([p[k] for p in parts])) for k in parts[0]})
+    def med(key):
+        return float(np.median([r[key] for r in rows]))
+
+    return {"positives": len(pos), "negatives": len(neg), "regions": args.regions,
+            "dim": args.dim, "rounds": rows, "t_class": med("t_class"),
+            "strict": med("strict"), "wide": med("wide"),
+            "ratio_strict": float(np.median([r["t_class"] / r["strict"] for r in rows])),
+            "ratio_wide": float(np.median([r["t_class"] / r["wide"] for r in rows])),
+            "breakdown": {k: float(np.median([p[k] for p in parts])) for k in parts[0]}}
 
 
 def bench_regions(args) -> dict:
@@ -181,40 +199,36 @@ def bench_regions(args) -> dict:
     updates = {}
     for r in range(args.rounds):
         for s in (scales if r % 2 == 0 else scales[::-1]):
-            t, res = timed(lambda: P.learn_class_parts(*inputs[s]))
+            t, res = timed(functools.partial(P.learn_class_parts, *inputs[s]))
             times[s].append(t)
             updates[s] = int(res["n_updates"])
     out = []
     for s in scales:
         t = float(np.median(times[s]))
         n = (args.images + args.negatives) * base * s
-        out.append(dict(scale=s, regions_per_image=base * s, total_regions=n, seconds=t,
-                        rounds=times[s],
-                        us_per_region=1e6 * t / n, n_updates=updates[s]))
-    return dict(rows=out)
+        out.append({"scale": s, "regions_per_image": base * s, "total_regions": n,
+                    "seconds": t, "rounds": times[s], "us_per_region": 1e6 * t / n,
+                    "n_updates": updates[s]})
+    return {"rows": out}
 
 
 def bench_workers(args) -> dict:
     X, y = synthetic(args.classes, args.images, args.regions, args.dim, seed=1)
-    params = dict(random_state=0, n_negative_images=args.negatives)
+    params = {"random_state": 0, "n_negative_images": args.negatives}
     est = P.PartLearner(**params).fit(X, y)  # the background and the per-class jobs of fit
     bg = est.background_
-    # the images as ``fit`` hands them to its workers: views of one memory-mapped file
-    folder = tempfile.TemporaryDirectory(dir=args.tmp, prefix="bench-parts-")
-    shared = P._shared(X, np.array([len(x) for x in X]), Path(folder.name))
     rng = np.random.default_rng(0)
-    jobs = []
+    calls = []
     for c in est.classes_:
         neg = np.sort(rng.choice(np.flatnonzero(y != c), min(args.negatives, (y != c).sum()),
                                  replace=False))
-        jobs.append(([shared[i] for i in np.flatnonzero(y == c)], [shared[i] for i in neg]))
+        calls.append((([X[i] for i in np.flatnonzero(y == c)], [X[i] for i in neg], bg), {}))
 
-    def classes(n_jobs):
+    def classes(n_jobs):  # what fit runs after the background
         if n_jobs == 1:
             with threadpool_limits(1):
-                return [P.learn_class_parts(p, n, bg) for p, n in jobs]
-        return Parallel(n_jobs=n_jobs)(delayed(P.learn_class_parts)(p, n, bg)
-                                       for p, n in jobs)
+                return P._run_classes(calls, 1)
+        return P._run_classes(calls, n_jobs)
 
     def fit(n_jobs):
         return P.PartLearner(n_jobs=n_jobs, **params).fit(X, y)
@@ -225,21 +239,20 @@ def bench_workers(args) -> dict:
     for r in range(args.rounds):
         order = (1, 2) if r % 2 == 0 else (2, 1)
         for n in order:
-            t[f"classes_{n}"].append(timed(lambda: classes(n))[0])
+            t[f"classes_{n}"].append(timed(functools.partial(classes, n))[0])
         for n in order:
-            t[f"fit_{n}"].append(timed(lambda: fit(n))[0])
-    folder.cleanup()
+            t[f"fit_{n}"].append(timed(functools.partial(fit, n))[0])
     med = {k: float(np.median(v)) for k, v in t.items()}
-    return dict(classes=args.classes, times=t, median=med,
-                speedup_classes=med["classes_1"] / med["classes_2"],
-                speedup_fit=med["fit_1"] / med["fit_2"])
+    return {"classes": args.classes, "times": t, "median": med,
+            "speedup_classes": med["classes_1"] / med["classes_2"],
+            "speedup_fit": med["fit_1"] / med["fit_2"]}
 
 
 def machine() -> dict:
     blas = [f"{i['internal_api']} {i.get('version', '')} ({i['num_threads']} threads)"
             for i in threadpool_info()]
-    return dict(cpu=cpu_model(), cores=os.cpu_count(), python=platform.python_version(),
-                numpy=np.__version__, blas=blas, faiss_gpus=P._faiss.num_gpus())
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+            "numpy": np.__version__, "blas": blas, "faiss_gpus": P._faiss.num_gpus()}
 
 
 def main(argv=None) -> dict:
@@ -255,7 +268,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args(argv)
     todo = args.only or ["ratio", "regions", "workers"]
-    out = dict(machine=machine(), args=vars(args))
+    out = {"machine": machine(), "args": vars(args)}
     if "ratio" in todo:
         r = out["ratio"] = bench_ratio(args)
         print(f"\n### One class: {r['positives']} positives, {r['negatives']} negatives, "

@@ -9,7 +9,7 @@ module imports faiss.
 
 from __future__ import annotations
 
-import functools
+import threading
 
 import faiss
 import numpy as np
@@ -29,9 +29,14 @@ def num_gpus() -> int:
     return int(get()) if get is not None else 0
 
 
-@functools.lru_cache(maxsize=1)
+_local = threading.local()
+
+
 def _gpu_resources():
-    return faiss.StandardGpuResources()
+    """This thread's GPU resources (a ``StandardGpuResources`` is not thread-safe)."""
+    if not hasattr(_local, "gpu"):
+        _local.gpu = faiss.StandardGpuResources()
+    return _local.gpu
 
 
 def kmeans(x, k: int, niter: int, nredo: int, seed: int) -> tuple[np.ndarray, float]:

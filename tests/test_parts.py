@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from threadpoolctl import threadpool_info
 
 from partlearn import _faiss
 from partlearn._validation import ConfigError, DataError
@@ -38,8 +39,8 @@ def planted_data(seed=0, noise=0.5, n_clutter=40):
             y.append(c)
             where.append(pos)
     names = np.array([f"c{c}" for c in range(N_CLASSES)])
-    return dict(X=X, y=names[np.array(y)], boxes=boxes, planted=planted, clutter=clutter,
-                where=where, names=names)
+    return {"X": X, "y": names[np.array(y)], "boxes": boxes, "planted": planted,
+            "clutter": clutter, "where": where, "names": names}
 
 
 def cos(a, b):
@@ -52,8 +53,8 @@ def iou(a, b):
     iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
-    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
-    return inter / (area(a) + area(b) - inter)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
 
 
 def matched_means(X, images, matches):
@@ -85,9 +86,9 @@ def one_class(data):
     pos = np.flatnonzero(y == "c0")
     neg = np.flatnonzero(y != "c0")
     X = data["X"]
-    return dict(pos=[X[i] for i in pos], neg=[X[i] for i in neg],
-                boxes=[data["boxes"][i] for i in pos], where=[data["where"][i] for i in pos],
-                background=fit_background(np.concatenate(X), PartsConfig.shrinkage))
+    return {"pos": [X[i] for i in pos], "neg": [X[i] for i in neg],
+            "boxes": [data["boxes"][i] for i in pos],
+            "background": fit_background(np.concatenate(X), PartsConfig.shrinkage)}
 
 
 # ------------------------------------------------------------------ faiss gateway
@@ -96,7 +97,7 @@ def one_class(data):
 def test_kmeans_objective_and_seed():
     x = np.random.default_rng(0).standard_normal((500, 16))
     c4, obj4 = _faiss.kmeans(x, 4, niter=10, nredo=1, seed=3)
-    c16, obj16 = _faiss.kmeans(x, 16, niter=10, nredo=1, seed=3)
+    _, obj16 = _faiss.kmeans(x, 16, niter=10, nredo=1, seed=3)
     assert c4.shape == (4, 16) and c4.dtype == np.float32
     assert obj16 < obj4  # more centroids, lower error
     again, _ = _faiss.kmeans(x, 4, niter=10, nredo=1, seed=3)
@@ -229,7 +230,7 @@ def test_sparsity_one_part_per_region(one_class):
     def shared_regions(res):
         return sum(len(set(m[m >= 0])) < (m >= 0).sum() for m in res["matches"].T)
 
-    kw = dict(n_parts=N_PARTS, nms_iou=0.0)
+    kw = {"n_parts": N_PARTS, "nms_iou": 0.0}
     on = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=True, **kw)
     off = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=False, **kw)
     assert shared_regions(on) == 0
@@ -258,7 +259,9 @@ def test_same_random_state_same_parts(data, fitted):
 
 
 def test_two_workers(data, fitted):
+    threads = [lib["num_threads"] for lib in threadpool_info()]
     par = PartLearner(random_state=0, n_jobs=2).fit(data["X"], data["y"])
+    assert [lib["num_threads"] for lib in threadpool_info()] == threads  # BLAS limit undone
     np.testing.assert_array_equal(par.part_class_, fitted.part_class_)
     assert par.parts_.shape == fitted.parts_.shape
     # one BLAS thread per worker: products may round differently, the parts agree
@@ -348,7 +351,7 @@ def test_more_parts_than_regions():
 
 
 def test_one_class_only():
-    X, y = small()
+    X, _ = small()
     with pytest.raises(DataError, match="at least 2 classes"):
         PartLearner(n_parts=2).fit(X, np.array(["cat"] * 6))
 
