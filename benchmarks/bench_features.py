@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from partlearn import features as F
 from partlearn.backbones import create_backbone
 from partlearn.config import BackboneConfig, FeaturesConfig, RegionsConfig
@@ -50,16 +50,6 @@ def cub_images(root: Path, n: int) -> list[str]:
     rel = [line.split(maxsplit=1)[1] for line in lines if line.strip()]
     pick = np.linspace(0, len(rel) - 1, min(n, len(rel))).round().astype(int)
     return [str(root / "images" / rel[i]) for i in pick]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def plain_forward(paths, sizes, backbone, args):

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from partlearn import parts as P
 from partlearn.config import PartsConfig
 
@@ -58,16 +59,6 @@ def synthetic(n_classes, n_images, n_regions, dim, seed=0, n_clutter=300, k=5, n
             X.append(x.astype(np.float16))
             y.append(c)
     return X, np.array(y)
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def one_class_inputs(args, n_regions, seed=0):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 
 def run(config, until, cache, out, extra):
@@ -42,7 +43,7 @@ def main(argv=None):
         cold = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/cold", extra)
         warm = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/warm", extra)
     report = {"config": args.config, "until": args.until, "set": args.set,
-              "machine": f"{platform.processor() or platform.machine()}, "
+              "machine": f"{cpu_model()}, "
                          f"{__import__('os').cpu_count()} cores",
               "cold": cold, "warm": warm,
               "warm_over_cold": round(warm["wall_s"] / cold["wall_s"], 4)}
