@@ -414,7 +414,8 @@ class Pipeline:
     def _compute_parts(self, w) -> None:
         """The background model, then every class's parts, each class a shard:
         classes learnt in parallel, an interrupted run keeps the finished ones."""
-        from joblib import Parallel, delayed
+        from joblib import Parallel, delayed, effective_n_jobs
+        from threadpoolctl import threadpool_limits
 
         from .parts import fit_background
 
@@ -459,17 +460,22 @@ class Pipeline:
                                        [feats.image(i) for i in neg], background, boxes,
                                        params, self.cfg.seed, p.min_images)
 
-        summary = []
-        results = Parallel(n_jobs=self.cfg.n_jobs, return_as="generator_unordered")(
-            job(c) for c in todo)
-        for c, parts, seconds in progress(results, total=len(todo), desc="parts",
-                                          unit="class"):
-            w.save_shard(c, parts)
-            summary.append({"class": m.classes[c], "seconds": round(seconds, 2)})
-            logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
-                        m.classes[c], len(parts["weights"]), parts["discriminativeness"].mean(),
-                        float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
+        # classes on threads, as PartLearner does: the memmapped regions are shared,
+        # not pickled, and BLAS gets its share of the cores in each
+        n_jobs = effective_n_jobs(self.cfg.n_jobs)
+        with threadpool_limits(max(1, (os.cpu_count() or 1) // n_jobs), user_api="blas"):
+            results = Parallel(n_jobs=n_jobs, require="sharedmem",
+                               return_as="generator_unordered")(job(c) for c in todo)
+            self._save_parts(w, results, len(todo), m.classes)
         w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
+
+    @staticmethod
+    def _save_parts(w, results, n, classes) -> None:
+        for c, parts, seconds in progress(results, total=n, desc="parts", unit="class"):
+            w.save_shard(c, parts)
+            logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
+                        classes[c], len(parts["weights"]), parts["discriminativeness"].mean(),
+                        float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
 
     def parts(self) -> dict:
         """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,
