@@ -17,7 +17,7 @@ clutter set shared by all classes, except a few planted per-class prototypes.
 2. ``regions``: the same class at 1x, 2x, 4x the regions per image (positives
    and negatives), rounds interleaved; time per region should stay flat.
 3. ``workers``: the per-class learning of ``--classes`` classes (what
-   ``PartLearner.fit`` runs after the background: ``parts._run_classes``) on
+   ``PartLearner.fit`` runs after the background: ``parts.learn_classes``) on
    one thread with one BLAS thread against 2 joblib worker threads of one BLAS
    thread each, rounds interleaved; and ``PartLearner.fit`` end to end with
    ``n_jobs=1`` (BLAS on every core) against ``n_jobs=2``.
@@ -218,8 +218,8 @@ def bench_workers(args) -> dict:
     def classes(n_jobs):  # what fit runs after the background
         if n_jobs == 1:
             with threadpool_limits(1):
-                return P._run_classes(calls, 1)
-        return P._run_classes(calls, n_jobs)
+                return [r for _, r, _ in P.learn_classes(calls, 1)]
+        return [r for _, r, _ in P.learn_classes(calls, n_jobs)]
 
     def fit(n_jobs):
         return P.PartLearner(n_jobs=n_jobs, **params).fit(X, y)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import time
 
 import numpy as np
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
@@ -504,7 +505,8 @@ class PartLearner(BaseEstimator):
                   dict(boxes=None if boxes is None else [boxes[i] for i in pos], **params,
                        random_state=seed, name=str(c)))
                  for c, pos, neg, seed in jobs]
-        results = _run_classes(calls, self.n_jobs)
+        done = {k: r for k, r, _ in learn_classes(calls, self.n_jobs)}
+        results = [done[k] for k in range(len(calls))]
 
         self.classes_ = classes
         self.n_features_in_ = dim
@@ -593,8 +595,9 @@ def _sample_regions(X, counts, n_max, rng) -> np.ndarray:
     return out
 
 
-def _run_classes(calls, n_jobs) -> list[dict]:
-    """``learn_class_parts(*args, **kwargs)`` for each ``(args, kwargs)`` of ``calls``.
+def learn_classes(calls, n_jobs):
+    """Yield ``(k, learn_class_parts(*args, **kwargs), seconds)`` for each ``(args,
+    kwargs)`` ``calls[k]``, in the order the classes finish.
 
     On ``n_jobs`` threads (joblib, shared memory): the region arrays, memmaps
     too, are shared as they are and nothing is pickled; BLAS, faiss and numpy's
@@ -605,13 +608,20 @@ def _run_classes(calls, n_jobs) -> list[dict]:
     """
     n = effective_n_jobs(n_jobs)
     if n == 1 or len(calls) < 2:
-        return [learn_class_parts(*args, **kwargs) for args, kwargs in calls]
+        for k, (args, kwargs) in enumerate(calls):
+            yield _learn_timed(k, args, kwargs, 0)
+        return
     inner = max(1, cpu_count() // n)
     with threadpool_limits(inner, user_api="blas"):
-        return Parallel(n_jobs=n, require="sharedmem")(
-            delayed(_learn_in_thread)(args, kwargs, inner) for args, kwargs in calls)
+        yield from Parallel(n_jobs=n, require="sharedmem", return_as="generator_unordered")(
+            delayed(_learn_timed)(k, args, kwargs, inner) for k, (args, kwargs) in enumerate(calls))
 
 
-def _learn_in_thread(args, kwargs, threads: int) -> dict:
-    with threadpool_limits(threads, user_api="openmp"):  # OpenMP's count is per thread
-        return learn_class_parts(*args, **kwargs)
+def _learn_timed(k, args, kwargs, threads: int):
+    t0 = time.perf_counter()
+    if threads:
+        with threadpool_limits(threads, user_api="openmp"):  # OpenMP's count is per thread
+            result = learn_class_parts(*args, **kwargs)
+    else:
+        result = learn_class_parts(*args, **kwargs)
+    return k, result, time.perf_counter() - t0

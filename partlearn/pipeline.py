@@ -414,10 +414,7 @@ class Pipeline:
     def _compute_parts(self, w) -> None:
         """The background model, then every class's parts, each class a shard:
         classes learnt in parallel, an interrupted run keeps the finished ones."""
-        from joblib import Parallel, delayed, effective_n_jobs
-        from threadpoolctl import threadpool_limits
-
-        from .parts import fit_background
+        from .parts import CLASS_PARAMS, fit_background, learn_classes
 
         p = self.cfg.parts
         feats = self.region_features(self.features_stage)
@@ -440,42 +437,36 @@ class Pipeline:
             for name, array in background.items():
                 w.save_array(f"background_{name}", array)
 
-        params = {k: v for k, v in to_dict(p).items()
-                  if k not in ("n_negative_images", "min_images", "background_regions",
-                               "shrinkage")}
+        params = {k: getattr(p, k) for k in CLASS_PARAMS}
         labels = m.label
         todo = [c for c in range(len(m.classes)) if not w.shard_done(c)]
         if len(todo) < len(m.classes):
             logger.info("parts: %d of %d classes already learnt, resuming",
                         len(m.classes) - len(todo), len(m.classes))
 
-        def job(c):
+        calls = []
+        for c in todo:
             pos = train[labels[train] == c]
+            if len(pos) < p.min_images:
+                raise DataError(f"class {m.classes[c]!r} has {len(pos)} training images; part "
+                                f"learning needs at least parts.min_images={p.min_images}")
             others = train[labels[train] != c]
             rng = np.random.default_rng([self.cfg.seed, c])
             neg = np.sort(rng.choice(others, size=min(len(others), p.n_negative_images),
                                      replace=False))
             boxes = [feats.boxes[feats.offsets[i]:feats.offsets[i + 1]] for i in pos]
-            return delayed(_learn_one)(c, m.classes[c], [feats.image(i) for i in pos],
-                                       [feats.image(i) for i in neg], background, boxes,
-                                       params, self.cfg.seed, p.min_images)
-
-        # classes on threads, as PartLearner does: the memmapped regions are shared,
-        # not pickled, and BLAS gets its share of the cores in each
-        n_jobs = effective_n_jobs(self.cfg.n_jobs)
-        with threadpool_limits(max(1, (os.cpu_count() or 1) // n_jobs), user_api="blas"):
-            results = Parallel(n_jobs=n_jobs, require="sharedmem",
-                               return_as="generator_unordered")(job(c) for c in todo)
-            self._save_parts(w, results, len(todo), m.classes)
-        w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
-
-    @staticmethod
-    def _save_parts(w, results, n, classes) -> None:
-        for c, parts, seconds in progress(results, total=n, desc="parts", unit="class"):
+            calls.append((([feats.image(i) for i in pos], [feats.image(i) for i in neg],
+                           background),
+                          dict(boxes=boxes, random_state=self.cfg.seed + c,
+                               name=m.classes[c], **params)))
+        for k, parts, seconds in progress(learn_classes(calls, self.cfg.n_jobs), total=len(todo),
+                                          desc="parts", unit="class"):
+            c = todo[k]
             w.save_shard(c, parts)
             logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
-                        classes[c], len(parts["weights"]), parts["discriminativeness"].mean(),
+                        m.classes[c], len(parts["weights"]), parts["discriminativeness"].mean(),
                         float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
+        w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
 
     def parts(self) -> dict:
         """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,
@@ -506,15 +497,3 @@ class Pipeline:
             raise DataError(f"stage {stage!r} is not cached yet; run it first")
         return RegionFeatures.from_entry(entry, self.cache.get("regions", self.key("regions")))
 
-
-def _learn_one(c, name, positives, negatives, background, boxes, params, seed, min_images):
-    """One class's parts (a joblib job): ``(class index, arrays, seconds)``."""
-    from .parts import learn_class_parts
-
-    if len(positives) < min_images:
-        raise DataError(f"class {name!r} has {len(positives)} training images; part "
-                        f"learning needs at least parts.min_images={min_images}")
-    t0 = time.perf_counter()
-    parts = learn_class_parts(positives, negatives, background, boxes=boxes,
-                              random_state=seed + c, name=name, **params)
-    return c, parts, time.perf_counter() - t0

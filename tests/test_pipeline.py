@@ -11,6 +11,7 @@ from PIL import Image
 from partlearn.cli import main
 from partlearn.config import load_config
 from partlearn.pipeline import Pipeline
+from partlearn._validation import DataError
 
 
 @pytest.fixture(scope="module")
@@ -202,30 +203,33 @@ def test_flipped_regions_and_global(tiny):
 
 
 def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
-    import partlearn.pipeline as pipeline_module
+    import partlearn.parts as parts_module
 
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
                       + ["parts.n_parts=3", "parts.min_images=2", "n_jobs=1"])
-    real = pipeline_module._learn_one
+    real = parts_module.learn_class_parts
+    learnt = []
 
-    def fail_on_second_class(c, *a, **k):
-        if c == 1:
+    def fail_on_dog(*a, **k):
+        if k["name"] == "dog":
             raise KeyboardInterrupt
-        return real(c, *a, **k)
+        return real(*a, **k)
 
-    monkeypatch.setattr(pipeline_module, "_learn_one", fail_on_second_class)
+    monkeypatch.setattr(parts_module, "learn_class_parts", fail_on_dog)
     with pytest.raises(KeyboardInterrupt):
         Pipeline(cfg, cache_dir=str(tiny / "cache2")).run(until="parts", out=tiny / "p1")
-    monkeypatch.setattr(pipeline_module, "_learn_one", real)
-    learnt = []
-    monkeypatch.setattr(pipeline_module, "_learn_one",
-                        lambda c, *a, **k: learnt.append(c) or real(c, *a, **k))
+    monkeypatch.setattr(parts_module, "learn_class_parts",
+                        lambda *a, **k: learnt.append(k["name"]) or real(*a, **k))
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
     summary = pipe.run(until="parts", out=tiny / "p2")
-    assert learnt == [1]  # class 0 survived the interruption
+    assert learnt == ["dog"]  # the class learnt before the interruption was kept
     assert not summary["stages"]["parts"]["cached"]
     parts = pipe.parts()
     assert parts["weights"].shape == (6, 512) and list(parts["part_class"]) == [0, 0, 0, 1, 1, 1]
     assert ((parts["discriminativeness"] >= 0) & (parts["discriminativeness"] <= 1)).all()
     assert Pipeline(cfg, cache_dir=str(tiny / "cache2")).run(
         until="parts", out=tiny / "p3")["stages"]["parts"]["cached"]
+    too_few = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
+                          + ["parts.n_parts=3", "parts.min_images=4"])
+    with pytest.raises(DataError, match="class 'Cat' has 3 training images.*min_images=4"):
+        Pipeline(too_few, cache_dir=str(tiny / "cache2")).run(until="parts", out=tiny / "p4")
