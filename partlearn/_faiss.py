@@ -17,6 +17,7 @@ import numpy as np
 from ._validation import ConfigError, DataError
 
 _BLOCK_SCORES = 1 << 24  # scores per block of the CPU top-k (64 MB of float32)
+_SMALL_KMEANS = 1 << 28  # points x centroids x dim below which k-means runs on one thread
 
 
 def _f32(x) -> np.ndarray:
@@ -54,22 +55,32 @@ def kmeans(x, k: int, niter: int, nredo: int, seed: int) -> tuple[np.ndarray, fl
         raise ConfigError(f"kmeans: n_samples={len(x)} should be >= k={k} >= 1")
     if niter < 1 or nredo < 1:
         raise ConfigError(f"kmeans: niter={niter} and nredo={nredo} must be >= 1")
+    # faiss samples at most 256 points per centroid: for a few centroids its OpenMP
+    # threads cost more than they save (2.8x slower on 2 cores, with BLAS spinning)
+    small = min(len(x), 256 * k) * k * x.shape[1] < _SMALL_KMEANS
+    threads = faiss.omp_get_max_threads()
+    if small:
+        faiss.omp_set_num_threads(1)  # OpenMP's count is per calling thread
     km = faiss.Kmeans(x.shape[1], int(k), niter=int(niter), nredo=int(nredo),
                       seed=int(seed) % (2**31), verbose=False, spherical=False,
                       min_points_per_centroid=1,  # no stderr warning on small classes
                       gpu=num_gpus() > 0)
-    km.train(x)
+    try:
+        km.train(x)
+    finally:
+        faiss.omp_set_num_threads(threads)
     obj = np.asarray(km.obj, dtype=np.float64)
     # obj holds every iteration of every run; runs only decrease, the kept run ends lowest
     objective = float(obj.min()) if obj.size else 0.0
     return np.asarray(km.centroids, dtype=np.float32).reshape(k, x.shape[1]), objective
 
 
-def topk_inner(queries, base, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk_inner(queries, base, k: int, valid=None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` rows of ``base`` with the largest inner product with each query.
 
     Returns ``(scores (Q, k) float32, indices (Q, k) int64)``, best first; ``k``
-    is capped at ``len(base)``. Exact brute force, the search of an
+    is capped at the number of rows searched: all, or those where the boolean
+    ``valid`` ``(N,)`` is true. Exact brute force, the search of an
     ``IndexFlatIP``: on a GPU, faiss's (``knn_gpu``); on the CPU, BLAS products
     over blocks of ``base`` and a partial sort. faiss's CPU search (``faiss.knn``)
     gives the same answer but, for a few queries against many rows, takes 2x
@@ -81,22 +92,31 @@ def topk_inner(queries, base, k: int) -> tuple[np.ndarray, np.ndarray]:
     if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
         raise DataError(f"topk_inner: queries {q.shape} and base {b.shape} should be "
                         "(Q, D) and (N, D) with the same D")
-    k = min(int(k), len(b))
+    if valid is not None:
+        valid = np.asarray(valid, bool)
+        if valid.shape != (len(b),):
+            raise DataError(f"topk_inner: valid {valid.shape} should be ({len(b)},)")
+    k = min(int(k), len(b) if valid is None else int(valid.sum()))
     if k < 1:
         return np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
     if num_gpus() > 0:
-        scores, indices = faiss.knn_gpu(_gpu_resources(), q, b, k,
+        rows = None if valid is None else np.flatnonzero(valid)
+        scores, indices = faiss.knn_gpu(_gpu_resources(), q, b if rows is None else b[rows], k,
                                         metric=faiss.METRIC_INNER_PRODUCT)
-        return np.asarray(scores, np.float32), np.asarray(indices, np.int64)
-    return _topk_blas(q, b, k)
+        indices = np.asarray(indices, np.int64)
+        return np.asarray(scores, np.float32), indices if rows is None else rows[indices]
+    return _topk_blas(q, b, k, valid)
 
 
-def _topk_blas(q: np.ndarray, b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _topk_blas(q: np.ndarray, b: np.ndarray, k: int,
+               valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     rows = max(k, _BLOCK_SCORES // max(len(q), 1))  # bounds the (Q, rows) score block
     best_s = np.empty((len(q), 0), np.float32)
     best_i = np.empty((len(q), 0), np.int64)
     for start in range(0, len(b), rows):
         s = q @ b[start:start + rows].T  # (Q, rows)
+        if valid is not None:
+            s[:, ~valid[start:start + rows]] = -np.inf
         if s.shape[1] > k:
             part = np.argpartition(-s, k - 1, axis=1)[:, :k]
             s = np.take_along_axis(s, part, axis=1)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ._validation import ConfigError, check_choice, did_you_mean
 
-DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders")
+DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders", "demo")
 BAD_IMAGE_POLICIES = ("error", "skip")
 FEATURE_MODES = ("roi", "crop")
 ROI_POOLING = ("mean", "max")
@@ -83,6 +83,8 @@ class PartsConfig:
     sinkhorn_iter: int = 20
     slack: float = 3.0  # a region must score above this to be matched rather than none
     hard_negatives: int = 500  # negative regions mined per part, once per beta level
+    negative_cache: int = 4  # levels after the first mine among each part's top
+    # hard_negatives * negative_cache of the first level; 0: among all negatives every level
     negative_weight: float = 0.5  # 0: no hard negatives
     orthogonality: float = 0.0  # 0: off
     nms_iou: float = 0.5  # 0 or 1: off; needs the region boxes
@@ -159,7 +161,7 @@ def _check(cfg: Config) -> None:
                  "n_negative_images", "min_images", "background_regions"):
         if getattr(p, name) < 1:
             raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 1")
-    for name in ("hard_negatives", "keep", "negative_weight", "tol"):
+    for name in ("hard_negatives", "negative_cache", "keep", "negative_weight", "tol"):
         if getattr(p, name) < 0:
             raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 0")
     if p.keep > p.n_parts:

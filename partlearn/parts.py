@@ -16,7 +16,10 @@ of the class) and distinctive (rarely fire on other classes).
    tensor), re-estimates every part as the matched mean of its regions minus
    ``negative_weight`` times the mean of its hard negatives (its top-scoring
    regions of other-class images, ``_faiss.topk_inner``, mined once per
-   ``beta`` level; negatives are never whitened: they score as ``x @ w + b``).
+   ``beta`` level: over all negatives at the first level, which keeps each
+   part's top ``hard_negatives * negative_cache`` as the pool of the later
+   levels, so all negatives are read twice, there and for the final
+   responses; negatives are never whitened: they score as ``x @ w + b``).
    Constraints: ``orthogonality`` between the parts of a class, spatial
    competition (``nms_iou``, needs the region boxes) and ``sparsity`` (a
    region serves at most one part). At the end each part's best region per
@@ -34,6 +37,7 @@ import dataclasses
 import itertools
 import logging
 import time
+from typing import NamedTuple
 
 import numpy as np
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
@@ -54,7 +58,7 @@ _P = PartsConfig  # defaults live there, once
 #: The others belong to its caller: ``shrinkage`` (``fit_background``),
 #: ``background_regions``, ``n_negative_images`` and ``min_images``.
 CLASS_PARAMS = ("n_parts", "n_init", "kmeans_iter", "beta_start", "beta_growth", "beta_end",
-                "updates_per_beta", "sinkhorn_iter", "slack", "hard_negatives",
+                "updates_per_beta", "sinkhorn_iter", "slack", "hard_negatives", "negative_cache",
                 "negative_weight", "orthogonality", "nms_iou", "sparsity", "tol", "keep")
 
 _BLOCK_ROWS = 16384  # rows per block when reducing large region arrays
@@ -68,9 +72,20 @@ def _check_params(**params) -> None:
     Config(parts=PartsConfig(**params))
 
 
-def _stack(arrays, dim: int | None, who: str) -> tuple[np.ndarray, np.ndarray]:
+class RegionStack(NamedTuple):
+    """The regions of several images in one float32 array: image ``i`` owns rows
+    ``x[offsets[i]:offsets[i + 1]]``. Built once by ``stack_regions`` and shared
+    (a negative pool serves every class)."""
+
+    x: np.ndarray
+    offsets: np.ndarray
+
+
+def stack_regions(arrays, dim: int | None = None, who: str = "regions") -> RegionStack:
     """Rows of a list of ``(R_i, D)`` arrays (float16 memmaps too) in one float32
-    ``(sum R_i, D)`` array, and the offsets ``(n + 1,)`` of each image's rows."""
+    ``(sum R_i, D)`` array, and the offsets ``(n + 1,)`` of each image's rows.
+    ``DataError`` (naming ``who``, the image and the region) on a bad shape or
+    NaN/inf."""
     shapes = []
     for i, a in enumerate(arrays):
         shape = np.shape(a)
@@ -91,7 +106,7 @@ def _stack(arrays, dim: int | None, who: str) -> tuple[np.ndarray, np.ndarray]:
         i = int(np.searchsorted(offsets, row, side="right") - 1)
         raise DataError(f"{who} image {i}: region {row - offsets[i]} holds NaN or inf "
                         f"({int(bad.sum())} such regions in {len(shapes)} images)")
-    return out, offsets
+    return RegionStack(out, offsets)
 
 
 def _check_boxes(boxes, counts: np.ndarray, who: str) -> list[np.ndarray]:
@@ -271,12 +286,13 @@ def _mean_abs_cos(u: np.ndarray) -> float:
 
 
 def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
-                      n_parts: int = _P.n_parts, n_init: int = _P.n_init,
+                      negative_images=None, n_parts: int = _P.n_parts, n_init: int = _P.n_init,
                       kmeans_iter: int = _P.kmeans_iter, beta_start: float = _P.beta_start,
                       beta_growth: float = _P.beta_growth, beta_end: float = _P.beta_end,
                       updates_per_beta: int = _P.updates_per_beta,
                       sinkhorn_iter: int = _P.sinkhorn_iter, slack: float = _P.slack,
                       hard_negatives: int = _P.hard_negatives,
+                      negative_cache: int = _P.negative_cache,
                       negative_weight: float = _P.negative_weight,
                       orthogonality: float = _P.orthogonality, nms_iou: float = _P.nms_iou,
                       sparsity: bool = _P.sparsity, tol: float = _P.tol, keep: int = _P.keep,
@@ -285,7 +301,9 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
 
     ``positives``: the class's images, a list of ``(R_i, D)`` region arrays
     (float16 memmaps are read one image at a time); ``negatives``: other-class
-    images, likewise; ``background``: from ``fit_background``; ``boxes``: the
+    images, likewise, or a ``RegionStack`` shared by several classes (no
+    conversion per class) of which ``negative_images`` (indices) are this
+    class's negatives (default: all); ``background``: from ``fit_background``; ``boxes``: the
     positives' region boxes ``(R_i, 4)`` (x0, y0, x1, y1), needed by NMS
     (without them NMS is off). ``name`` (the class) is used in messages.
 
@@ -304,18 +322,23 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     _check_params(n_parts=n_parts, n_init=n_init, kmeans_iter=kmeans_iter,
                   beta_start=beta_start, beta_growth=beta_growth, beta_end=beta_end,
                   updates_per_beta=updates_per_beta, sinkhorn_iter=sinkhorn_iter, slack=slack,
-                  hard_negatives=hard_negatives, negative_weight=negative_weight,
+                  hard_negatives=hard_negatives, negative_cache=negative_cache,
+                  negative_weight=negative_weight,
                   orthogonality=orthogonality, nms_iou=nms_iou, sparsity=sparsity, tol=tol,
                   keep=keep)
     who = f"class {name!r}" if name else "positives"
     mean = np.asarray(background["mean"], np.float32)
     whitener = np.asarray(background["whitener"], np.float32)
     dim = len(mean)
-    if len(positives) < 1 or len(negatives) < 1:
+    xn, offn, neg_images = _negatives(negatives, negative_images, dim, who)
+    if len(positives) < 1 or len(neg_images) < 1:
         raise DataError(f"{who}: part learning needs positive and negative images, got "
-                        f"{len(positives)} positive and {len(negatives)} negative")
-    xp, offp = _stack(positives, dim, f"{who}: positive")
-    xn, offn = _stack(negatives, dim, f"{who}: negative")
+                        f"{len(positives)} positive and {len(neg_images)} negative")
+    xp, offp = stack_regions(positives, dim, f"{who}: positive")
+    n_stacked = len(offn) - 1
+    neg_rows = None  # rows of xn that are this class's negatives: all
+    if len(neg_images) < n_stacked:
+        neg_rows = np.repeat(np.isin(np.arange(n_stacked), neg_images), np.diff(offn))
     counts = np.diff(offp)
     n_pos, n_regions = len(counts), len(xp)
     if n_regions < n_parts:
@@ -345,10 +368,15 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     objective = []
     beta = beta_start
     mine = bool(negative_weight and hard_negatives)
-    for beta in betas:
+    pool, pool_rows = xn, neg_rows  # where hard negatives are mined
+    for level, beta in enumerate(betas):
         if mine:  # once per level, with the parts of that moment
-            hard = np.float32(negative_weight) * _hard_negative_mean(u, xn, mean, whitener,
-                                                                     hard_negatives)
+            if level == 0 and negative_cache:  # the only pass over all negatives until the end
+                _, idx = _faiss.topk_inner(u @ whitener, xn, hard_negatives * negative_cache,
+                                           valid=neg_rows)
+                pool, pool_rows = xn[np.unique(idx)], None
+            hard = np.float32(negative_weight) * _hard_negative_mean(
+                u, pool, mean, whitener, hard_negatives, pool_rows)
         for _ in range(updates_per_beta):
             spad_rows[valid] = z @ u.T
             if nms:
@@ -380,8 +408,8 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     w = u @ whitener  # W is symmetric: (W û)ᵀ
     b = -(w @ mean)
     pos_max = np.maximum.reduceat(s, offp[:-1], axis=0)
-    neg_max = np.maximum.reduceat(xn @ w.T + b, offn[:-1], axis=0)
-    labels = np.r_[np.ones(n_pos), np.zeros(len(negatives))]
+    neg_max = _max_per_image(xn, offn, w, b)[neg_images]
+    labels = np.r_[np.ones(n_pos), np.zeros(len(neg_images))]
     ap = np.array([average_precision_score(labels, np.r_[pos_max[:, k], neg_max[:, k]])
                    for k in range(n_parts)], np.float32)
     kept = np.arange(n_parts)
@@ -403,14 +431,44 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
         "mean_abs_cos": np.asarray(_mean_abs_cos(u[kept]), np.float64),
         "kmeans_objective": np.asarray(km_objective, np.float64),
         "n_positives": np.asarray(n_pos),
-        "n_negatives": np.asarray(len(negatives)),
+        "n_negatives": np.asarray(len(neg_images)),
     }
 
 
-def _hard_negative_mean(u, xn, mean, whitener, k) -> np.ndarray:
-    """``(P, D)``: each part's mean whitened negative among its ``k`` top-scoring ones."""
+def _negatives(negatives, negative_images, dim: int, who: str):
+    """``(x, offsets, images)``: the stacked negatives and the indices of the images to use."""
+    if isinstance(negatives, RegionStack):
+        x, offsets = negatives
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != dim:
+            raise DataError(f"{who}: negatives should be a float32 (N, {dim}) RegionStack, "
+                            f"got {x.dtype} {x.shape}")
+    else:
+        x, offsets = stack_regions(negatives, dim, f"{who}: negative")
+    n = len(offsets) - 1
+    if negative_images is None:
+        return x, offsets, np.arange(n)
+    images = np.unique(np.asarray(negative_images, np.int64))
+    if len(images) and (images[0] < 0 or images[-1] >= n):
+        raise DataError(f"{who}: negative_images should index the {n} negative images, "
+                        f"got values from {images[0]} to {images[-1]}")
+    return x, offsets, images
+
+
+def _max_per_image(x, offsets, w, b) -> np.ndarray:
+    """``(n_images, P)``: each part's max response ``x @ w.T + b`` over every image's rows."""
+    out = np.empty((len(offsets) - 1, len(w)), np.float32)
+    for start in range(0, len(out), 256):  # blocks of images bound the score array
+        stop = min(start + 256, len(out))
+        s = x[offsets[start]:offsets[stop]] @ w.T
+        out[start:stop] = np.maximum.reduceat(s, offsets[start:stop] - offsets[start], axis=0)
+    return out + b
+
+
+def _hard_negative_mean(u, xn, mean, whitener, k, valid=None) -> np.ndarray:
+    """``(P, D)``: each part's mean whitened negative among its ``k`` top-scoring rows
+    of ``xn`` (those where ``valid``, when given)."""
     w = u @ whitener  # scores in x-space: x @ w.T - mean @ w.T; the shift changes no order
-    _, idx = _faiss.topk_inner(w, xn, k)
+    _, idx = _faiss.topk_inner(w, xn, k, valid=valid)
     hard = xn[idx].mean(axis=1) - mean  # (P, D)
     return hard @ whitener
 
@@ -447,7 +505,7 @@ class PartLearner(BaseEstimator):
                  beta_start=_P.beta_start, beta_growth=_P.beta_growth, beta_end=_P.beta_end,
                  updates_per_beta=_P.updates_per_beta, sinkhorn_iter=_P.sinkhorn_iter,
                  slack=_P.slack, hard_negatives=_P.hard_negatives,
-                 negative_weight=_P.negative_weight, orthogonality=_P.orthogonality,
+                 negative_cache=_P.negative_cache, negative_weight=_P.negative_weight, orthogonality=_P.orthogonality,
                  nms_iou=_P.nms_iou, sparsity=_P.sparsity, tol=_P.tol, keep=_P.keep,
                  n_negative_images=_P.n_negative_images, min_images=_P.min_images,
                  background_regions=_P.background_regions, shrinkage=_P.shrinkage,
@@ -462,6 +520,7 @@ class PartLearner(BaseEstimator):
         self.sinkhorn_iter = sinkhorn_iter
         self.slack = slack
         self.hard_negatives = hard_negatives
+        self.negative_cache = negative_cache
         self.negative_weight = negative_weight
         self.orthogonality = orthogonality
         self.nms_iou = nms_iou
@@ -485,7 +544,8 @@ class PartLearner(BaseEstimator):
         """Learn every class's parts: the background model from up to
         ``background_regions`` regions of all images, then per class
         ``learn_class_parts`` against ``n_negative_images`` images of the other
-        classes (sampled with ``random_state``). Returns ``self``."""
+        classes, from one pool shared by the classes (``negative_pool``, sampled
+        with ``random_state``). Returns ``self``."""
         cfg = self._config()
         X, y, classes, dim = _check_fit_inputs(X, y, boxes, cfg)
         rng = check_random_state(self.random_state)
@@ -493,25 +553,21 @@ class PartLearner(BaseEstimator):
 
         self.background_ = fit_background(_sample_regions(X, counts, cfg.background_regions, rng),
                                           cfg.shrinkage)
-        jobs = []
-        for c in classes:
-            pos = np.flatnonzero(y == c)
-            others = np.flatnonzero(y != c)
-            neg = np.sort(rng.choice(others, min(cfg.n_negative_images, len(others)),
-                                     replace=False))
-            jobs.append((c, pos, neg, int(rng.randint(2**31 - 1))))
+        pool, negatives = negative_pool(y, cfg.n_negative_images, rng)
+        stack = stack_regions([X[i] for i in pool], dim, "negative pool")
+        jobs = [(c, np.flatnonzero(y == c), int(rng.randint(2**31 - 1))) for c in classes]
         params = {k: getattr(cfg, k) for k in CLASS_PARAMS}
-        calls = [(([X[i] for i in pos], [X[i] for i in neg], self.background_),
+        calls = [(([X[i] for i in pos], stack, self.background_),
                   dict(boxes=None if boxes is None else [boxes[i] for i in pos], **params,
-                       random_state=seed, name=str(c)))
-                 for c, pos, neg, seed in jobs]
+                       negative_images=neg, random_state=seed, name=str(c)))
+                 for (c, pos, seed), neg in zip(jobs, negatives)]
         done = {k: r for k, r, _ in learn_classes(calls, self.n_jobs)}
         results = [done[k] for k in range(len(calls))]
 
         self.classes_ = classes
         self.n_features_in_ = dim
         self.class_results_ = results
-        self.positive_images_ = [pos for _, pos, _, _ in jobs]
+        self.positive_images_ = [pos for _, pos, _ in jobs]
         self.parts_ = np.concatenate([r["weights"] for r in results])
         self.part_bias_ = np.concatenate([r["bias"] for r in results])
         self.part_class_ = np.concatenate([np.repeat(c, len(r["bias"]))
@@ -530,7 +586,7 @@ class PartLearner(BaseEstimator):
             while stop < len(X) and (rows < _BLOCK_ROWS or stop == start):
                 rows += len(X[stop])
                 stop += 1
-            x, off = _stack(X[start:stop], self.n_features_in_, "transform: X")
+            x, off = stack_regions(X[start:stop], self.n_features_in_, "transform: X")
             scores = x @ self.parts_.T + self.part_bias_
             out[start:stop] = np.maximum.reduceat(scores, off[:-1], axis=0)
             start = stop
@@ -577,6 +633,34 @@ def _check_fit_inputs(X, y, boxes, cfg: PartsConfig):
             raise DataError(f"class {str(c)!r}: n_parts={cfg.n_parts} is more than the "
                             f"{regions} regions of its {n} images")
     return list(X), y, classes, dim
+
+
+def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One pool of images whose regions serve as every class's negatives (stacked
+    once, see ``RegionStack``), and each class's share of it.
+
+    Returns ``(pool, per_class)``: ``pool`` the sorted indices into ``y`` of the
+    pooled images, the shortest prefix of a random permutation that holds
+    ``n_negative_images`` images of other classes for every class (or all
+    there are); ``per_class[k]`` (classes in ``np.unique(y)`` order) the sorted
+    positions in ``pool`` of class k's negatives: ``n_negative_images`` of them
+    sampled, or all when fewer. ``rng``: a numpy ``Generator`` or ``RandomState``.
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    perm = rng.permutation(len(y))
+    size = 0
+    for c in classes:
+        others = np.cumsum(y[perm] != c)
+        size = max(size, min(len(y), int(np.searchsorted(others, n_negative_images)) + 1))
+    pool = np.sort(perm[:size])
+    per_class = []
+    for c in classes:
+        neg = np.flatnonzero(y[pool] != c)
+        if len(neg) > n_negative_images:
+            neg = np.sort(rng.choice(neg, n_negative_images, replace=False))
+        per_class.append(neg)
+    return pool, per_class
 
 
 def _sample_regions(X, counts, n_max, rng) -> np.ndarray:

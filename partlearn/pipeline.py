@@ -31,7 +31,7 @@ from ._validation import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 STAGES = ("dataset", "regions", "features", "pca", "parts")
-VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 1}
+VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 2}
 _LIBS = {
     "dataset": ("pillow",),
     "regions": ("numpy",),
@@ -414,7 +414,7 @@ class Pipeline:
     def _compute_parts(self, w) -> None:
         """The background model, then every class's parts, each class a shard:
         classes learnt in parallel, an interrupted run keeps the finished ones."""
-        from .parts import CLASS_PARAMS, fit_background, learn_classes
+        from .parts import CLASS_PARAMS, fit_background, learn_classes, negative_pool, stack_regions
 
         p = self.cfg.parts
         feats = self.region_features(self.features_stage)
@@ -444,21 +444,25 @@ class Pipeline:
             logger.info("parts: %d of %d classes already learnt, resuming",
                         len(m.classes) - len(todo), len(m.classes))
 
+        for c in todo:
+            n = int((labels[train] == c).sum())
+            if n < p.min_images:
+                raise DataError(f"class {m.classes[c]!r} has {n} training images; part "
+                                f"learning needs at least parts.min_images={p.min_images}")
+        # one negative pool for every class (read and converted once); the sample does
+        # not depend on which classes are left to learn, so a resumed run draws the same
+        pool, negatives = negative_pool(labels[train], p.n_negative_images,
+                                        np.random.default_rng(self.cfg.seed))
+        stack = stack_regions([feats.image(i) for i in train[pool]], feats.dim, "negative pool")
+        logger.info("parts: negative pool of %d training images (%s)", len(pool),
+                    human_size(stack.x.nbytes))
         calls = []
         for c in todo:
             pos = train[labels[train] == c]
-            if len(pos) < p.min_images:
-                raise DataError(f"class {m.classes[c]!r} has {len(pos)} training images; part "
-                                f"learning needs at least parts.min_images={p.min_images}")
-            others = train[labels[train] != c]
-            rng = np.random.default_rng([self.cfg.seed, c])
-            neg = np.sort(rng.choice(others, size=min(len(others), p.n_negative_images),
-                                     replace=False))
             boxes = [feats.boxes[feats.offsets[i]:feats.offsets[i + 1]] for i in pos]
-            calls.append((([feats.image(i) for i in pos], [feats.image(i) for i in neg],
-                           background),
-                          dict(boxes=boxes, random_state=self.cfg.seed + c,
-                               name=m.classes[c], **params)))
+            calls.append((([feats.image(i) for i in pos], stack, background),
+                          dict(boxes=boxes, negative_images=negatives[c],
+                               random_state=self.cfg.seed + c, name=m.classes[c], **params)))
         for k, parts, seconds in progress(learn_classes(calls, self.cfg.n_jobs), total=len(todo),
                                           desc="parts", unit="class"):
             c = todo[k]

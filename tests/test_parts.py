@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_info
 from partlearn import _faiss
 from partlearn._validation import ConfigError, DataError
 from partlearn.config import Config, PartsConfig, load_config
-from partlearn.parts import CLASS_PARAMS, PartLearner, fit_background, learn_class_parts
+from partlearn.parts import (CLASS_PARAMS, PartLearner, fit_background, learn_class_parts,
+                             negative_pool, stack_regions)
 
 N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED = 4, 30, 40, 64, 3
 N_PARTS = PartsConfig.n_parts  # the tests run the defaults
@@ -117,6 +118,11 @@ def test_topk_inner_is_exact():
     np.testing.assert_array_equal(idx, np.argsort(-full, axis=1)[:, :7])
     np.testing.assert_allclose(scores, np.take_along_axis(full, idx, 1), rtol=1e-5)
     assert _faiss.topk_inner(q, base[:3], 7)[1].shape == (5, 3)  # k capped at len(base)
+    valid = rng.random(300) < 0.5
+    scores, idx = _faiss.topk_inner(q, base, 7, valid=valid)  # only the valid rows
+    masked = np.where(valid, full, -np.inf)
+    np.testing.assert_array_equal(idx, np.argsort(-masked, axis=1)[:, :7])
+    assert _faiss.topk_inner(q, base, 500, valid=valid)[1].shape == (5, valid.sum())
 
 
 # ------------------------------------------------------------------ background
@@ -248,6 +254,37 @@ def test_keep_prunes_to_the_most_discriminative(one_class):
 
 
 # ------------------------------------------------------------------ estimator contract
+
+
+def test_negative_pool_serves_every_class():
+    y = np.repeat([0, 1, 2, 3], [50, 10, 10, 10])  # the largest class still gets its share
+    rng = np.random.default_rng(0)
+    pool, per_class = negative_pool(y, 20, rng)
+    assert np.all(np.diff(pool) > 0)
+    for c, neg in enumerate(per_class):
+        assert len(neg) == 20 and np.all(y[pool[neg]] != c) and np.all(np.diff(neg) > 0)
+    pool, per_class = negative_pool(y, 1000, rng)  # more than there are: all of them
+    assert len(pool) == len(y) and [len(n) for n in per_class] == [30, 70, 70, 70]
+
+
+def test_shared_negative_stack_equals_own_negatives(data, one_class):
+    """A class learnt against its images of a shared stack learns what it learns
+    against those images alone (with and without the hard-negative cache)."""
+    X, y = data["X"], data["y"]
+    c = one_class
+    neg = np.flatnonzero(y != "c0")
+    stack = stack_regions(X)  # every image, the class's own included
+    for cache in (0, 2):
+        own = learn_class_parts(c["pos"], c["neg"], c["background"], negative_cache=cache,
+                                random_state=0)
+        shared = learn_class_parts(c["pos"], stack, c["background"], negative_images=neg,
+                                   negative_cache=cache, random_state=0)
+        np.testing.assert_allclose(shared["weights"], own["weights"], atol=1e-4)
+        np.testing.assert_allclose(shared["discriminativeness"], own["discriminativeness"],
+                                   atol=1e-6)
+        assert int(shared["n_negatives"]) == len(neg)
+    with pytest.raises(DataError, match="negative_images should index the 120 negative"):
+        learn_class_parts(c["pos"], stack, c["background"], negative_images=[0, 120])
 
 
 def test_same_random_state_same_parts(data, fitted):
