@@ -39,6 +39,9 @@ def cmd_run(args) -> int:
     for stage, info in summary["stages"].items():
         print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
               f"{summary['timings'][stage]:9.2f} s")
+    for name, m in summary.get("methods", {}).items():
+        print(f"{name:14s} top-1 {100 * m['top1']:5.1f}%  mean class {100 * m['mean_class_accuracy']:5.1f}%"
+              f"  C={m['C']:g}{'  (at the edge of the grid)' if m['C_at_edge'] else ''}")
     print(f"peak memory {summary['peak_memory_mb']:.0f} MB")
     return 0
 

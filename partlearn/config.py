@@ -21,6 +21,7 @@ DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders", "demo")
 BAD_IMAGE_POLICIES = ("error", "skip")
 FEATURE_MODES = ("roi", "crop")
 ROI_POOLING = ("mean", "max")
+METHODS = ("global", "parts", "parts+global")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,30 @@ class PartsConfig:
 
 
 @dataclass(frozen=True)
+class EncodingConfig:
+    """Part-response encoding (``partlearn.encoding``)."""
+
+    pyramid: tuple[int, ...] = (1, 2)  # grid sides: 1x1 + 2x2 cells, by region centre
+    top_k: int = 1  # a cell's response: max (1) or mean of the k best regions
+    flip_average: bool = True  # average with the mirrored image (needs regions.flips)
+    leave_one_out: bool = True  # a training image by its class's parts learnt without it
+    device: str = "auto"  # auto: cuda when torch sees one, else cpu (numpy)
+    batch_images: int = 256  # images per block of the matrix products
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Linear SVMs (``partlearn.classify``), evaluation (``partlearn.evaluation``)."""
+
+    methods: tuple[str, ...] = METHODS
+    C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # grid, extended when the best is at an edge
+    extend: int = 3  # decades added at an edge whose C is best, at most, per side
+    cv_folds: int = 5  # stratified, training split only
+    max_iter: int = 20_000
+    n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     cache_dir: str = "cache"
@@ -108,6 +133,8 @@ class Config:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     parts: PartsConfig = field(default_factory=PartsConfig)
+    encoding: EncodingConfig = field(default_factory=EncodingConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
 
     def __post_init__(self):
         _check(self)
@@ -178,6 +205,27 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"parts.nms_iou={p.nms_iou} must be an IoU in [0, 1] (0 or 1: off)")
     if not 0 <= p.shrinkage <= 1:
         raise ConfigError(f"parts.shrinkage={p.shrinkage} must be in [0, 1]")
+    e = cfg.encoding
+    if not e.pyramid or any(g < 1 for g in e.pyramid) or len(set(e.pyramid)) != len(e.pyramid):
+        raise ConfigError(f"encoding.pyramid={list(e.pyramid)} must be distinct grid sides "
+                          ">= 1, e.g. [1, 2]")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", e.device):
+        raise ConfigError(f"encoding.device={e.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    for name in ("top_k", "batch_images"):
+        if getattr(e, name) < 1:
+            raise ConfigError(f"encoding.{name}={getattr(e, name)} must be >= 1")
+    k = cfg.classifier
+    if not k.methods:
+        raise ConfigError(f"classifier.methods is empty; choose from {', '.join(METHODS)}")
+    for m in k.methods:
+        check_choice("classifier.methods", m, METHODS)
+    if not k.C or any(c <= 0 for c in k.C):
+        raise ConfigError(f"classifier.C={list(k.C)} must be a non-empty list of numbers > 0")
+    if k.cv_folds < 2:
+        raise ConfigError(f"classifier.cv_folds={k.cv_folds} must be >= 2")
+    for name in ("extend", "max_iter", "n_bootstrap"):
+        if getattr(k, name) < (0 if name == "extend" else 1):
+            raise ConfigError(f"classifier.{name}={getattr(k, name)} is out of range")
 
 
 # --------------------------------------------------------------------- loading

@@ -11,7 +11,9 @@ Layouts (``read_dataset(root, format="auto")`` detects them in this order):
   ``parts/parts.txt`` + ``parts/part_locs.txt``), possibly filtered to a subset of classes;
 - ``mit67``: ``Images/<class>/<file>`` listed in ``TrainImages.txt`` / ``TestImages.txt``;
 - ``csv``: ``<root>/labels.csv`` with columns ``path,label,split`` (+ optional ``md5``);
-- ``folders``: ``train/<class>/*`` and ``test/<class>/*``.
+- ``folders``: ``train/<class>/*`` and ``test/<class>/*``;
+- ``demo`` (never detected): the dataset ``partlearn.demo`` generates, made in ``root`` on
+  first use (``demo.ensure_demo``), then read as ``csv``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 from joblib import Parallel, delayed
 
+from . import demo as _demo
 from ._images import BadImageError, ImageInfo, load_image, probe_image
 from ._progress import progress
 from ._validation import DataError, check_choice, did_you_mean
@@ -565,6 +568,9 @@ def read_dataset(root, format: str = "auto", csv: str = "labels.csv", classes=()
     ``001.`` prefix), empty for all. Labels are re-indexed 0..C-1 in the dataset's class order.
     """
     check_choice("data.format", format, DATASET_FORMATS)
+    if format == "demo":  # generated into root once, then read as a CSV dataset
+        _demo.ensure_demo(root)
+        return _select_classes(read_csv(root, _demo.LABELS), classes)
     root = _abs_root(root)
     if format == "auto":
         format = _detect(root, csv)

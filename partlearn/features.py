@@ -20,6 +20,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from ._arrays import signed_sqrt_l2  # noqa: F401  (part of this module's API)
 from ._device import resolve_device
 from ._validation import ConfigError, DataError, PartlearnError, check_choice
 from .config import FEATURE_MODES, ROI_POOLING, FeaturesConfig
@@ -32,17 +33,6 @@ _BOX_TOLERANCE = 1e-3  # pixels a box may stick out of its image (float rounding
 
 
 # ------------------------------------------------------------------ normalising
-
-
-def signed_sqrt_l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """``sign(x) * sqrt(|x|)``, then each slice along ``axis`` scaled to unit L2 norm.
-
-    All-zero slices stay zero. Returns float32.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    y = np.sign(x) * np.sqrt(np.abs(x))
-    norm = np.linalg.norm(y, axis=axis, keepdims=True)
-    return y / np.where(norm > 0, norm, 1.0).astype(np.float32)
 
 
 def _signed_sqrt_l2_torch(x: torch.Tensor) -> torch.Tensor:

@@ -310,8 +310,12 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     Returns a dict of arrays (P = ``keep`` or ``n_parts``; ``n_pos`` positives):
     ``weights`` (P, D) and ``bias`` (P,): a region ``x`` scores
     ``x @ weights.T + bias`` (background z-score); ``directions`` (P, D): unit
-    parts in the whitened space; ``discriminativeness`` (P,): average
-    precision of the part's max response per image, positives against
+    parts in the whitened space; ``loo_directions`` (n_pos, P, D) float16:
+    the directions without each positive image (see ``_leave_one_out``), to
+    score that image as if it were unseen (weights ``d @ W``, bias
+    ``-(d @ W) @ μ0`` with the background's whitener and mean);
+    ``discriminativeness`` (P,): average precision of the part's max response
+    per image, positives (scored by their leave-one-out parts) against
     negatives; ``matches`` (P, n_pos): each part's region in each positive
     image, -1 where the slack won; ``match_scores`` (P, n_pos), NaN there;
     ``kept`` (P,): indices among the ``n_parts`` learned; ``objective``
@@ -386,16 +390,15 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
             objective.append(_expected_score(weights, spad, slack))
             a = weights.transpose(0, 2, 1)[valid]  # (n_regions, P)
             mass = a.sum(axis=0)
-            new = (a.T @ z) / np.maximum(mass, np.finfo(np.float32).tiny)[:, None]
-            if mine:
-                new -= hard
-            new = _normalise_rows(new)
-            idle = mass < 1e-6  # matched (next to) nothing anywhere: keep the part as it was
-            new[idle] = u[idle]
+            total = a.T @ z
+            new = _part_update(total, mass, hard if mine else None, u)
+            correction = None
             if orthogonality and n_parts > 1:
                 gram = new @ new.T
                 np.fill_diagonal(gram, 0.0)
-                new = _normalise_rows(new - np.float32(orthogonality) * (gram @ new))
+                correction = np.float32(orthogonality) * (gram @ new)
+                new = _normalise_rows(new - correction)
+            last = (a, total, mass, hard if mine else None, u, correction)
             move = float(np.linalg.norm(new - u, axis=1).max())
             u = new.astype(np.float32, copy=False)
             if move < tol:
@@ -407,7 +410,8 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     match, match_score = _harden(spad, slack, sparsity, overlap)
     w = u @ whitener  # W is symmetric: (W û)ᵀ
     b = -(w @ mean)
-    pos_max = np.maximum.reduceat(s, offp[:-1], axis=0)
+    loo = _leave_one_out(z, offp, *last)  # (n_pos, P, D)
+    pos_max = np.stack([(z[offp[i]:offp[i + 1]] @ loo[i].T).max(axis=0) for i in range(n_pos)])
     neg_max = _max_per_image(xn, offn, w, b)[neg_images]
     labels = np.r_[np.ones(n_pos), np.zeros(len(neg_images))]
     ap = np.array([average_precision_score(labels, np.r_[pos_max[:, k], neg_max[:, k]])
@@ -421,6 +425,7 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
         "weights": np.ascontiguousarray(w[kept], np.float32),
         "bias": b[kept].astype(np.float32),
         "directions": np.ascontiguousarray(u[kept], np.float32),
+        "loo_directions": loo[:, kept].astype(np.float16),
         "discriminativeness": ap[kept],
         "matches": np.ascontiguousarray(match.T[kept], np.int64),
         "match_scores": np.ascontiguousarray(match_score.T[kept], np.float32),
@@ -433,6 +438,37 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
         "n_positives": np.asarray(n_pos),
         "n_negatives": np.asarray(len(neg_images)),
     }
+
+
+def _part_update(total, mass, hard, u) -> np.ndarray:
+    """Unit parts from the weighted sums ``total`` (P, D) of their regions and their
+    ``mass`` (P,), minus ``hard`` (the scaled hard-negative means) when given; a
+    part that matched (next to) nothing anywhere keeps its direction ``u``."""
+    new = u.copy()
+    active = mass >= 1e-6
+    new[active] = total[active] / mass[active, None]
+    if hard is not None:
+        new[active] -= hard[active]
+    new[active] = _normalise_rows(new[active])
+    return new
+
+
+def _leave_one_out(z, offsets, a, total, mass, hard, u, correction) -> np.ndarray:
+    """``(n_pos, P, D)``: the parts of the last update without each positive image.
+
+    Image ``i``'s regions leave the weighted sums and masses of every part (the
+    hard negatives and the orthogonality correction stay as they were), so
+    ``z_i`` scored by part ``i`` of this array is what an image the parts never
+    saw would get: the training images' encoding is not inflated by their own
+    contribution to the parts.
+    """
+    out = np.empty((len(offsets) - 1,) + total.shape, np.float32)
+    for i in range(len(out)):
+        rows = slice(offsets[i], offsets[i + 1])
+        own = a[rows]
+        v = _part_update(total - own.T @ z[rows], mass - own.sum(axis=0), hard, u)
+        out[i] = v if correction is None else _normalise_rows(v - correction)
+    return out
 
 
 def _negatives(negatives, negative_images, dim: int, who: str):

@@ -30,14 +30,17 @@ from ._validation import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("dataset", "regions", "features", "pca", "parts")
-VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 2}
+STAGES = ("dataset", "regions", "features", "pca", "parts", "encoding", "classifier")
+VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 4, "encoding": 1,
+            "classifier": 1}
 _LIBS = {
     "dataset": ("pillow",),
     "regions": ("numpy",),
     "features": ("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
     "pca": ("numpy", "scikit-learn"),
     "parts": ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
+    "encoding": ("numpy",),
+    "classifier": ("numpy", "scikit-learn"),
 }
 
 
@@ -124,7 +127,10 @@ class Pipeline:
         self._desc: dict[str, dict] = {}
         self._manifest = None
         self._backbone = None
-        self.stages = tuple(s for s in STAGES if s != "pca" or cfg.features.pca_dim)
+        skip = set() if cfg.features.pca_dim else {"pca"}
+        if not any("parts" in m for m in cfg.classifier.methods):
+            skip |= {"parts", "encoding"}
+        self.stages = tuple(s for s in STAGES if s not in skip)
         self.features_stage = "pca" if cfg.features.pca_dim else "features"
 
     # ---- keys
@@ -147,10 +153,10 @@ class Pipeline:
                                              mean=b.mean, std=b.std)
         return self._backbone
 
-    def _device(self):
+    def _device(self, setting: str | None = None):
         from ._device import resolve_device
 
-        return resolve_device(self.cfg.features.device)
+        return resolve_device(setting or self.cfg.features.device)
 
     def _fingerprint(self) -> str:
         """Hash of the manifest and of every image file's size and mtime (missing files too)."""
@@ -197,6 +203,19 @@ class Pipeline:
         if stage == "parts":
             params = to_dict(cfg.parts) | {"seed": cfg.seed}
             return params, {self.features_stage: self.key(self.features_stage)}
+        if stage == "encoding":  # device and block size change no result beyond rounding
+            e = cfg.encoding
+            params = {"pyramid": list(e.pyramid), "top_k": e.top_k,
+                      "flip_average": e.flip_average, "leave_one_out": e.leave_one_out}
+            return params, {"parts": self.key("parts"),
+                            self.features_stage: self.key(self.features_stage)}
+        if stage == "classifier":
+            params = to_dict(cfg.classifier) | {"seed": cfg.seed}
+            params.pop("n_bootstrap")  # the report's, computed on every run
+            inputs = {self.features_stage: self.key(self.features_stage)}
+            if "encoding" in self.stages:
+                inputs["encoding"] = self.key("encoding")
+            return params, inputs
         raise ValueError(stage)
 
     def key(self, stage: str) -> str:
@@ -275,9 +294,15 @@ class Pipeline:
                     self._after_dataset(entry, out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
+            if "classifier" in entries:
+                from .report import write_results
+
+                summary.update(self._evaluate(entries["classifier"], out))
         finally:
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))
+        if "classifier" in entries:
+            write_results(summary, out)
         self.entries = entries
         return summary
 
@@ -472,6 +497,114 @@ class Pipeline:
                         float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
         w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
 
+    def _compute_encoding(self, w) -> None:
+        from ._arrays import signed_sqrt_l2
+        from .encoding import ImageRegions, encode, feature_names
+
+        e = self.cfg.encoding
+        parts = self.parts()
+        feats = self.region_features(self.features_stage)
+        o = feats.offsets
+        images = (ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
+                               (self.width[i], self.height[i]), feats.flips[o[i]:o[i + 1]])
+                  for i in range(len(feats)))
+        device = "cpu" if e.device == "cpu" else str(self._device(e.device))
+        logger.info("encoding: %d images x %d parts x %d cells, on %s", len(feats),
+                    len(parts["weights"]), sum(g * g for g in e.pyramid), device)
+        kw = dict(pyramid=e.pyramid, top_k=e.top_k, flip_average=e.flip_average,
+                  normalize=False)
+        raw = encode(progress(images, total=len(feats), desc="encoding", unit="img"),
+                     parts["weights"], parts["bias"], batch_images=e.batch_images,
+                     device=device, **kw)
+        if e.leave_one_out:  # each training image by its class's parts learnt without it
+            m = self.kept_manifest
+            train = np.flatnonzero(m.split == "train")
+            raw = raw.reshape(len(raw), -1, len(parts["weights"]))
+            whitener, mean = parts["background_whitener"], parts["background_mean"]
+            for c, pc in enumerate(parts["per_class"]):
+                cols = np.flatnonzero(parts["part_class"] == c)
+                for j, i in enumerate(train[m.label[train] == c]):  # the stage's positives
+                    loo = np.asarray(pc["loo_directions"][j], np.float32) @ whitener
+                    raw[i][:, cols] = encode(
+                        [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
+                                      (self.width[i], self.height[i]),
+                                      feats.flips[o[i]:o[i + 1]])],
+                        loo, -(loo @ mean), **kw)[0].reshape(-1, len(cols))
+            raw = raw.reshape(len(raw), -1)
+        codes = signed_sqrt_l2(raw, axis=1)
+        w.save_array("codes", codes)
+        w.save_json("feature_names", feature_names(parts["part_class"], e.pyramid,
+                                                   self.kept_manifest.classes).tolist())
+        w.meta.update(n_images=len(codes), dim=codes.shape[1])
+
+    def _method_inputs(self) -> dict:
+        """Each method's ``(n_images, D)`` input, by the same functions for every run."""
+        from .classify import method_features
+
+        feats = self.region_features(self.features_stage)
+        glob = np.asarray(feats.global_, np.float32)
+        if feats.global_flip is not None and self.cfg.encoding.flip_average:
+            glob = (glob + np.asarray(feats.global_flip, np.float32)) / 2
+        codes = None
+        if "encoding" in self.stages:
+            codes = self.cache.get("encoding", self.key("encoding")).array("codes", mmap=False)
+        return {m: method_features(m, glob, codes) for m in self.cfg.classifier.methods}
+
+    def _compute_classifier(self, w) -> None:
+        from .classify import decision, fit_svm
+
+        k = self.cfg.classifier
+        m = self.kept_manifest
+        train, test = np.flatnonzero(m.split == "train"), np.flatnonzero(m.split == "test")
+        for method, x in self._method_inputs().items():
+            t0 = time.perf_counter()
+            model = fit_svm(x[train], m.label[train], Cs=k.C, extend=k.extend,
+                            folds=k.cv_folds, max_iter=k.max_iter, random_state=self.cfg.seed,
+                            n_jobs=self.cfg.n_jobs, name=method)
+            seconds = time.perf_counter() - t0
+            name = _file_name(method)
+            for a in ("coef", "intercept", "classes"):
+                w.save_array(f"{name}_{a}", np.asarray(model[a]))
+            scores = decision(model, x[test])
+            w.save_array(f"{name}_test_scores", scores)
+            w.save_array(f"{name}_test_pred",
+                         np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64))
+            w.meta[method] = {"C": model["C"], "cv_accuracy": model["cv_accuracy"],
+                              "cv_folds": model["cv_folds"], "C_at_edge": model["C_at_edge"],
+                              "converged": model["converged"], "dim": int(x.shape[1]),
+                              "cv": {f"{c:g}": a for c, a in model["cv"].items()},
+                              "train_seconds": round(seconds, 3)}
+        w.meta["test_images"] = test.tolist()
+
+    def _evaluate(self, entry: Entry, out: Path) -> dict:
+        """Test metrics of every method, paired comparisons, and predictions.csv."""
+        from .evaluation import metrics, paired_comparison
+
+        m = self.kept_manifest
+        test = np.asarray(entry.meta["test_images"], np.int64)
+        y = m.label[test]
+        methods, correct, preds = {}, {}, {}
+        for method in self.cfg.classifier.methods:
+            pred = entry.array(f"{_file_name(method)}_test_pred", mmap=False)
+            preds[method] = pred
+            correct[method] = pred == y
+            info = entry.meta[method]
+            methods[method] = metrics(y, pred, len(m.classes)) | {
+                k: info[k] for k in ("C", "C_at_edge", "cv_accuracy", "cv_folds", "cv", "dim",
+                                     "train_seconds")}
+        comparisons = []
+        names = list(methods)
+        for i, a in enumerate(names):
+            for b in names[:i]:
+                comparisons.append({"a": a, "b": b} | paired_comparison(
+                    correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
+        with open(out / "predictions.csv", "w", newline="") as f:
+            f.write("path,label," + ",".join(names) + "\n")
+            for j, i in enumerate(test):
+                f.write(f"{m.path[i]},{m.classes[y[j]]},"
+                        + ",".join(m.classes[preds[n][j]] for n in names) + "\n")
+        return {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+
     def parts(self) -> dict:
         """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,
         ``discriminativeness``, and the per-class arrays under ``per_class``."""
@@ -479,7 +612,7 @@ class Pipeline:
         if entry is None:
             raise DataError("stage 'parts' is not cached yet; run it first")
         names = ("weights", "bias", "directions", "discriminativeness", "mean_abs_cos",
-                 "matches", "match_scores", "n_updates")
+                 "matches", "match_scores", "n_updates", "loo_directions")
         per_class = [{n: entry.shard_array(c, n, mmap=False) for n in names}
                      for c in range(entry.n_shards)]
         return {
@@ -501,3 +634,6 @@ class Pipeline:
             raise DataError(f"stage {stage!r} is not cached yet; run it first")
         return RegionFeatures.from_entry(entry, self.cache.get("regions", self.key("regions")))
 
+
+def _file_name(method: str) -> str:
+    return method.replace("+", "_")

@@ -173,7 +173,8 @@ def test_pca_stage_fits_on_training_regions(tiny):
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
                       + ["features.pca_dim=16", "features.whiten=true"])
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
-    assert pipe.stages == ("dataset", "regions", "features", "pca", "parts")
+    assert pipe.stages == ("dataset", "regions", "features", "pca", "parts", "encoding",
+                           "classifier")
     summary = pipe.run(until="pca", out=tiny / "run-pca")
     assert summary["stages"]["features"]["cached"] and not summary["stages"]["pca"]["cached"]
     feats = pipe.region_features("pca")
@@ -233,3 +234,48 @@ def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
                           + ["parts.n_parts=3", "parts.min_images=4"])
     with pytest.raises(DataError, match="class 'Cat' has 3 training images.*min_images=4"):
         Pipeline(too_few, cache_dir=str(tiny / "cache2")).run(until="parts", out=tiny / "p4")
+
+
+def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
+    base = [a for a in args(tiny)[1::2] if "=" in a] + ["parts.n_parts=3", "parts.min_images=2",
+                                                        "classifier.n_bootstrap=200"]
+    cache = str(tiny / "cache-full")
+    cold = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "full1")
+    assert list(cold["stages"]) == ["dataset", "regions", "features", "parts", "encoding",
+                                    "classifier"]
+    assert set(cold["methods"]) == {"global", "parts", "parts+global"}
+    for m in cold["methods"].values():
+        assert 0 <= m["top1"] <= 1 and 0 <= m["mean_class_accuracy"] <= 1
+        assert m["n_test"] == 4 and m["C"] > 0 and 0 <= m["cv_accuracy"] <= 1
+        assert np.sum(m["confusion"]) == 4
+    assert cold["methods"]["parts"]["dim"] == 6 * 5  # 6 parts x (1 + 4) pyramid cells
+    assert {(c["a"], c["b"]) for c in cold["comparisons"]} == {
+        ("parts", "global"), ("parts+global", "global"), ("parts+global", "parts")}
+    for c in cold["comparisons"]:
+        assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and 0 <= c["mcnemar_p"] <= 1
+    text = (tiny / "full1" / "results.md").read_text()
+    assert "| parts+global − global |" in text and "| Cat |" in text
+    lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "path,label,global,parts,parts+global" and len(lines) == 5
+
+    warm = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "full2")
+    assert all(s["cached"] for s in warm["stages"].values())
+    assert warm["methods"] == cold["methods"]
+    changed = Pipeline(load_config(None, base + ["classifier.C=[0.5, 5.0]"]),
+                       cache_dir=cache).run(out=tiny / "full3")
+    assert [s for s, v in changed["stages"].items() if not v["cached"]] == ["classifier"]
+
+    # leave-one-out encoding changes the training images' codes only
+    pipe = Pipeline(load_config(None, base), cache_dir=cache)
+    pipe.run(out=tiny / "full4")
+    plain = Pipeline(load_config(None, base + ["encoding.leave_one_out=false"]), cache_dir=cache)
+    plain.run(out=tiny / "full5")
+    loo = pipe.cache.get("encoding", pipe.key("encoding")).array("codes")
+    full = plain.cache.get("encoding", plain.key("encoding")).array("codes")
+    train = pipe.kept_manifest.split == "train"
+    np.testing.assert_array_equal(loo[~train], full[~train])
+    assert not np.allclose(loo[train], full[train])
+
+    only_global = Pipeline(load_config(None, base + ['classifier.methods=["global"]']),
+                           cache_dir=cache).run(out=tiny / "full6")
+    assert "parts" not in only_global["stages"] and list(only_global["methods"]) == ["global"]

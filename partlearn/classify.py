@@ -1,0 +1,134 @@
+"""Linear SVMs on image codes, with C chosen by cross-validation on the training split.
+
+``fit_svm`` fits a one-vs-rest linear SVM (scikit-learn's ``LinearSVC``) with
+C chosen by stratified k-fold cross-validation on the training images only:
+the grid is extended by decades at an edge whose C is best (up to ``extend``
+times per side), and a C still at an edge is reported (``C_at_edge``) and
+logged. Ties go to the smaller C. The model comes back as arrays (``coef``,
+``intercept``, ``classes``), never pickled; ``decision`` and ``predict`` use
+them. ``method_features`` builds the three methods' inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import StratifiedKFold
+from sklearn.svm import LinearSVC
+
+from ._arrays import l2_normalize
+from ._validation import DataError
+from .config import ClassifierConfig
+
+logger = logging.getLogger(__name__)
+
+_K = ClassifierConfig
+
+
+def method_features(method: str, global_=None, parts=None) -> np.ndarray:
+    """The input of ``method``: ``global`` (L2-normalised global descriptor),
+    ``parts`` (the part code, already normalised by the encoder) or
+    ``parts+global`` (each block L2-normalised, concatenated)."""
+    if method == "global":
+        return l2_normalize(global_, axis=1)
+    if method == "parts":
+        return np.asarray(parts, np.float32)
+    if method == "parts+global":
+        return np.concatenate([l2_normalize(parts, axis=1), l2_normalize(global_, axis=1)],
+                              axis=1)
+    raise ValueError(method)
+
+
+def _svm(C: float, max_iter: int, seed: int) -> LinearSVC:
+    return LinearSVC(C=C, dual="auto", max_iter=max_iter, random_state=seed)
+
+
+def _fit_quiet(svm: LinearSVC, x, y) -> tuple[LinearSVC, bool]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        svm.fit(x, y)
+    return svm, any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+
+def _fold_accuracy(C, x, y, train, test, max_iter, seed) -> tuple[float, bool]:
+    svm, late = _fit_quiet(_svm(C, max_iter, seed), x[train], y[train])
+    return float((svm.predict(x[test]) == y[test]).mean()), late
+
+
+def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
+            max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
+            name: str = "") -> dict:
+    """One-vs-rest linear SVM on ``x`` ``(n, D)``, labels ``y`` ``(n,)``, C by CV.
+
+    Returns ``coef`` (C, D), ``intercept`` (C,), ``classes`` (C,), ``C``,
+    ``cv`` (``{C: mean fold accuracy}``, every C tried), ``cv_accuracy`` (at
+    the chosen C), ``C_at_edge`` (bool), ``converged`` (bool: no fit hit
+    ``max_iter``). ``name`` is used in messages.
+    """
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y)
+    who = f"{name}: " if name else ""
+    if x.ndim != 2 or len(x) != len(y):
+        raise DataError(f"{who}x {x.shape} and y {y.shape} should be (n, D) and (n,)")
+    if not np.isfinite(x).all():
+        raise DataError(f"{who}the features hold NaN or inf")
+    classes, counts = np.unique(y, return_counts=True)
+    if len(classes) < 2:
+        raise DataError(f"{who}a classifier needs at least 2 classes, got {len(classes)}")
+    k = min(folds, int(counts.min()))
+    if k < 2:
+        raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
+                        f"image(s); {folds}-fold cross-validation needs at least 2 per class")
+    splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(x, y))
+    cv: dict[float, float] = {}
+    late = False
+    todo = sorted({float(c) for c in Cs})
+    with Parallel(n_jobs=n_jobs, prefer="threads") as parallel:  # liblinear frees the GIL
+        for _ in range(2 * extend + 1):
+            runs = parallel(delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
+                            for c in todo for tr, te in splits)
+            for i, c in enumerate(todo):
+                fold = runs[i * len(splits):(i + 1) * len(splits)]
+                cv[c] = float(np.mean([a for a, _ in fold]))
+                late |= any(f for _, f in fold)
+            grid = sorted(cv)
+            best = max(grid, key=lambda c: (cv[c], -c))  # ties: the smaller C
+            tried_low = sum(c < min(Cs) for c in grid)
+            tried_high = sum(c > max(Cs) for c in grid)
+            if best == grid[-1] and tried_high < extend:
+                todo = [grid[-1] * 10]
+            elif best == grid[0] and tried_low < extend:
+                todo = [grid[0] / 10]
+            else:
+                break
+    at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
+    if at_edge:
+        logger.warning("%sC=%g, the chosen C, is at the edge of the grid %s even after "
+                       "extending it %d decade(s): cross-validation may still improve beyond "
+                       "it", who, best, [f"{c:g}" for c in grid], extend)
+    svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
+    if late or late_final:
+        logger.warning("%sliblinear hit max_iter=%d in some fits; accuracies may be slightly "
+                       "off (raise classifier.max_iter)", who, max_iter)
+    coef, intercept = svm.coef_, svm.intercept_
+    if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
+        coef = np.concatenate([-coef, coef])
+        intercept = np.concatenate([-intercept, intercept])
+    logger.info("%sC=%g (CV accuracy %.4f over %d folds; grid %s)", who, best, cv[best], k,
+                ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))
+    return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32),
+            "classes": classes, "C": best, "cv": cv, "cv_accuracy": cv[best],
+            "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
+
+
+def decision(model: dict, x) -> np.ndarray:
+    """``(n, C)`` scores of the model's classes."""
+    return np.asarray(x, np.float32) @ model["coef"].T + model["intercept"]
+
+
+def predict(model: dict, x) -> np.ndarray:
+    return np.asarray(model["classes"])[decision(model, x).argmax(axis=1)]

@@ -1,0 +1,113 @@
+import logging
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.svm import LinearSVC
+
+from partlearn import classify
+from partlearn._validation import DataError
+from partlearn.classify import decision, fit_svm, method_features, predict
+from partlearn.evaluation import metrics, paired_comparison
+
+
+def blobs(n_per_class=20, n_classes=3, dim=10, sep=2.0, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = sep * rng.standard_normal((n_classes, dim))
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    return (centres[y] + rng.standard_normal((len(y), dim))).astype(np.float32), y
+
+
+def test_model_as_arrays_predicts_like_sklearn():
+    x, y = blobs()
+    model = fit_svm(x, y, Cs=(0.1, 1.0), folds=3)
+    svm = LinearSVC(C=model["C"], dual="auto", max_iter=20_000, random_state=0).fit(x, y)
+    np.testing.assert_array_equal(predict(model, x), svm.predict(x))
+    np.testing.assert_allclose(decision(model, x), svm.decision_function(x), rtol=1e-4,
+                               atol=1e-5)
+    assert model["C"] in model["cv"] and model["cv_accuracy"] == model["cv"][model["C"]]
+    assert model["coef"].dtype == np.float32 and model["coef"].shape == (3, 10)
+
+
+def test_two_classes_give_two_rows():
+    x, y = blobs(n_classes=2)
+    y = np.where(y == 0, "cat", "dog")
+    model = fit_svm(x, y, Cs=(1.0,), folds=3, extend=0)
+    assert model["coef"].shape == (2, 10)
+    svm = LinearSVC(C=1.0, dual="auto", max_iter=20_000, random_state=0).fit(x, y)
+    np.testing.assert_array_equal(predict(model, x), svm.predict(x))
+
+
+def fake_cv(monkeypatch, accuracy):
+    """Replace the fold fits: a fold's accuracy is ``accuracy(C)``."""
+    monkeypatch.setattr(classify, "_fold_accuracy",
+                        lambda C, *args: (accuracy(C), False))
+
+
+def test_grid_extends_until_cv_stops_improving(monkeypatch):
+    fake_cv(monkeypatch, lambda C: min(C, 1000.0) / 1000.0)  # rises up to C=1000, then flat
+    x, y = blobs()
+    model = fit_svm(x, y, Cs=(0.1, 1.0, 10.0), extend=3, folds=3)
+    assert sorted(model["cv"]) == pytest.approx([0.1, 1, 10, 100, 1000, 10000])
+    assert model["C"] == pytest.approx(1000.0)  # tie with 10,000: the smaller C
+    assert not model["C_at_edge"]
+
+
+def test_c_at_the_edge_is_reported(monkeypatch, caplog):
+    fake_cv(monkeypatch, lambda C: 1.0 / C)  # always better with smaller C
+    x, y = blobs()
+    with caplog.at_level(logging.WARNING, logger="partlearn.classify"):
+        model = fit_svm(x, y, Cs=(1.0, 10.0), extend=2, folds=3, name="parts")
+    assert model["C"] == pytest.approx(0.01) and model["C_at_edge"]
+    assert "parts: C=0.01, the chosen C, is at the edge of the grid" in caplog.text
+
+
+def test_bad_input():
+    x, y = blobs()
+    with pytest.raises(DataError, match="global: class '2' has 1 training image"):
+        fit_svm(x[:41], y[:41], folds=3, name="global")
+    with pytest.raises(DataError, match="NaN"):
+        fit_svm(np.full_like(x, np.nan), y)
+    with pytest.raises(DataError, match="at least 2 classes"):
+        fit_svm(x[:20], y[:20])
+
+
+def test_method_features_normalise_each_block():
+    rng = np.random.default_rng(0)
+    g, p = rng.standard_normal((4, 6)), rng.standard_normal((4, 3))
+    both = method_features("parts+global", g, p)
+    assert both.shape == (4, 9)
+    np.testing.assert_allclose(np.linalg.norm(both[:, :3], axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(both[:, 3:], axis=1), 1, rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(method_features("global", g), axis=1), 1,
+                               rtol=1e-6)
+
+
+def test_metrics_by_hand():
+    m = metrics([0, 0, 0, 1, 2, 2], [0, 0, 1, 1, 2, 0], n_classes=4)
+    assert m["top1"] == pytest.approx(4 / 6)
+    assert m["per_class_accuracy"][:3] == pytest.approx([2 / 3, 1.0, 0.5])
+    assert m["per_class_accuracy"][3] is None  # no test image: left out of the mean
+    assert m["mean_class_accuracy"] == pytest.approx((2 / 3 + 1 + 0.5) / 3)
+    assert m["confusion"][0] == [2, 1, 0, 0] and m["confusion"][2] == [1, 0, 1, 0]
+
+
+def test_paired_comparison():
+    rng = np.random.default_rng(0)
+    a = rng.random(500) < 0.9
+    b = a.copy()
+    flip = rng.choice(500, 40, replace=False)
+    b[flip[:30]] = False  # a right, b wrong on 30 of them
+    b[flip[30:]] = True
+    c = paired_comparison(a, b, n_bootstrap=20_000, seed=0)
+    a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
+    assert (c["a_only"], c["b_only"]) == (a_only, b_only)
+    assert c["diff"] == pytest.approx((a_only - b_only) / 500)
+    assert c["mcnemar_p"] == pytest.approx(binomtest(a_only, a_only + b_only).pvalue)
+    # the multinomial shortcut against resampling the images themselves
+    idx = rng.integers(0, 500, (4000, 500))
+    naive = np.percentile(a[idx].mean(1) - b[idx].mean(1), [2.5, 97.5])
+    np.testing.assert_allclose(c["ci95"], naive, atol=0.004)
+    assert c["ci95"][0] > 0  # 30 against 4 (or so): a real gain
+    same = paired_comparison(a, a)
+    assert same["diff"] == 0 and same["mcnemar_p"] == 1 and same["ci95"] == [0, 0]
