@@ -544,9 +544,12 @@ class Pipeline:
         parts = self.parts()
         feats = self.region_features(self.features_stage)
         o = feats.offsets
-        images = (ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
-                               (self.width[i], self.height[i]), feats.flips[o[i]:o[i + 1]])
-                  for i in range(len(feats)))
+
+        def item(i: int) -> ImageRegions:
+            return ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
+                                (self.width[i], self.height[i]), feats.flips[o[i]:o[i + 1]])
+
+        images = (item(i) for i in range(len(feats)))
         device = str(self._device(e.device)) if _cuda_possible(e.device) else "cpu"
         logger.info("encoding: %d images x %d parts x %d cells, on %s", len(feats),
                     len(parts["weights"]), sum(g * g for g in e.pyramid), device)
@@ -564,11 +567,8 @@ class Pipeline:
                 cols = np.flatnonzero(parts["part_class"] == c)
                 for j, i in enumerate(train[m.label[train] == c]):  # the stage's positives
                     loo = np.asarray(pc["loo_directions"][j], np.float32) @ whitener
-                    raw[i][:, cols] = encode(
-                        [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
-                                      (self.width[i], self.height[i]),
-                                      feats.flips[o[i]:o[i + 1]])],
-                        loo, -(loo @ mean), **kw)[0].reshape(-1, len(cols))
+                    raw[i][:, cols] = encode([item(i)], loo, -(loo @ mean),
+                                             **kw)[0].reshape(-1, len(cols))
             raw = raw.reshape(len(raw), -1)
         codes = signed_sqrt_l2(raw, axis=1)
         w.save_array("codes", codes)
