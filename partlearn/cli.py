@@ -40,9 +40,28 @@ def cmd_run(args) -> int:
         print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
               f"{summary['timings'][stage]:9.2f} s")
     for name, m in summary.get("methods", {}).items():
-        print(f"{name:14s} top-1 {100 * m['top1']:5.1f}%  mean class {100 * m['mean_class_accuracy']:5.1f}%"
-              f"  C={m['C']:g}{'  (at the edge of the grid)' if m['C_at_edge'] else ''}")
+        if "C" in m:
+            extra = f"C={m['C']:g}{'  (at the edge of the grid)' if m['C_at_edge'] else ''}"
+        else:
+            extra = f"± {100 * m['top1_std']:.1f} over {len(m['seeds'])} seed(s)"
+        print(f"{name:20s} top-1 {100 * m['top1']:5.1f}%  "
+              f"mean class {100 * m['mean_class_accuracy']:5.1f}%  {extra}")
     print(f"peak memory {summary['peak_memory_mb']:.0f} MB")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .report import compare_runs
+
+    externals = {}
+    for item in args.external or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--external {item!r} should look like NAME=FILE.csv")
+        externals[name] = path
+    out = args.out or args.runs[0]
+    compare_runs(args.runs, externals, out)
+    print(f"report written to {Path(out) / 'report.html'} and {Path(out) / 'report.md'}")
     return 0
 
 
@@ -126,6 +145,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute this stage and those after it (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
     run.set_defaults(func=cmd_run)
+
+    compare = sub.add_parser("compare", help="rebuild the comparison report from finished "
+                             "runs (nothing is recomputed)")
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--external", action="append", metavar="NAME=FILE.csv",
+                         help="another implementation's test predictions "
+                              "(image_id,predicted_label), scored on the same split")
+    compare.add_argument("--out", help="where to write the report (default: the first run)")
+    compare.set_defaults(func=cmd_compare)
 
     status = sub.add_parser("status", help="say which stages are cached and which are stale")
     with_config(status)

@@ -122,6 +122,33 @@ class ClassifierConfig:
     n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
 
 
+DPNET_VARIANTS = ("wo", "orth", "assign", "cs", "orth+assign", "cs+orth", "cs+assign",
+                  "cs+orth+assign")
+
+
+@dataclass(frozen=True)
+class DPNetConfig:
+    """DP-Net on the cached region features (``partlearn.dpnet``): which variants, how trained."""
+
+    variants: tuple[str, ...] = ()  # constraint sets to train, e.g. ["wo", "cs+orth+assign"]
+    seeds: tuple[int, ...] = (0, 1, 2)  # every variant is trained once per seed
+    parts_per_class: int = 10  # q; P = q * classes
+    lr: float = 1e-2  # Adam
+    weight_decay: float = 1e-4  # on V
+    epochs: int = 25  # at most; early stopping on the held-out slice
+    batch_size: int = 32  # images
+    val_fraction: float = 0.2  # of each class's training images, held out
+    patience: int = 6  # epochs without a better held-out accuracy
+    # each constraint's weight when a variant turns it on (0: off everywhere); chosen on the
+    # held-out slice of CUB c001-020's training split (BENCHMARKS.md)
+    lambda_orth: float = 0.1
+    lambda_assign: float = 0.01
+    lambda_cs: float = 0.1
+    assign_temperature: float = 1.0  # softmax temperature of the assignment term
+    init_from_parts: bool = False  # start U from the two-stage parts
+    device: str = "auto"
+
+
 @dataclass(frozen=True)
 class Config:
     name: str = "experiment"
@@ -135,6 +162,7 @@ class Config:
     parts: PartsConfig = field(default_factory=PartsConfig)
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    dpnet: DPNetConfig = field(default_factory=DPNetConfig)
 
     def __post_init__(self):
         _check(self)
@@ -223,6 +251,13 @@ def _check(cfg: Config) -> None:
         raise ConfigError(f"classifier.C={list(k.C)} must be a non-empty list of numbers > 0")
     if k.cv_folds < 2:
         raise ConfigError(f"classifier.cv_folds={k.cv_folds} must be >= 2")
+    dp = cfg.dpnet
+    for v in dp.variants:
+        check_choice("dpnet.variants", v, DPNET_VARIANTS)
+    if dp.variants and not dp.seeds:
+        raise ConfigError("dpnet.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", dp.device):
+        raise ConfigError(f"dpnet.device={dp.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for name in ("extend", "max_iter", "n_bootstrap"):
         if getattr(k, name) < (0 if name == "extend" else 1):
             raise ConfigError(f"classifier.{name}={getattr(k, name)} is out of range")

@@ -30,9 +30,9 @@ from ._validation import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("dataset", "regions", "features", "pca", "parts", "encoding", "classifier")
+STAGES = ("dataset", "regions", "features", "pca", "parts", "encoding", "classifier", "dpnet")
 VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 4, "encoding": 1,
-            "classifier": 1}
+            "classifier": 1, "dpnet": 1}
 _LIBS = {
     "dataset": ("pillow",),
     "regions": ("numpy",),
@@ -41,6 +41,7 @@ _LIBS = {
     "parts": ("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
     "encoding": ("numpy",),
     "classifier": ("numpy", "scikit-learn"),
+    "dpnet": ("torch", "numpy"),
 }
 
 
@@ -147,6 +148,10 @@ class Pipeline:
         skip = set() if cfg.features.pca_dim else {"pca"}
         if not any("parts" in m for m in cfg.classifier.methods):
             skip |= {"parts", "encoding"}
+            if cfg.dpnet.init_from_parts:
+                skip -= {"parts"}
+        if not cfg.dpnet.variants:
+            skip |= {"dpnet"}
         self.stages = tuple(s for s in STAGES if s not in skip)
         self.features_stage = "pca" if cfg.features.pca_dim else "features"
 
@@ -255,6 +260,12 @@ class Pipeline:
             if "encoding" in self.stages:
                 inputs["encoding"] = self.key("encoding")
             return params, inputs
+        if stage == "dpnet":  # the device changes no result beyond rounding
+            params = {k: v for k, v in to_dict(cfg.dpnet).items() if k != "device"}
+            inputs = {self.features_stage: self.key(self.features_stage)}
+            if cfg.dpnet.init_from_parts:
+                inputs["parts"] = self.key("parts")
+            return params, inputs
         raise ValueError(stage)
 
     def key(self, stage: str) -> str:
@@ -336,7 +347,7 @@ class Pipeline:
             if "classifier" in entries:
                 from .report import write_results
 
-                summary.update(self._evaluate(entries["classifier"], out))
+                summary.update(self._evaluate(entries["classifier"], entries.get("dpnet"), out))
         finally:
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))
@@ -615,8 +626,61 @@ class Pipeline:
                               "train_seconds": round(seconds, 3)}
         w.meta["test_images"] = test.tolist()
 
-    def _evaluate(self, entry: Entry, out: Path) -> dict:
-        """Test metrics of every method, paired comparisons, and predictions.csv."""
+    def _compute_dpnet(self, w) -> None:
+        """Every DP-Net variant once per seed, each (variant, seed) a shard: an
+        interrupted run keeps the ones it finished."""
+        from .dpnet import predict_scores, train_dpnet
+
+        d = self.cfg.dpnet
+        feats = self.region_features(self.features_stage)
+        m = self.kept_manifest
+        train, test = np.flatnonzero(m.split == "train"), np.flatnonzero(m.split == "test")
+        init = None
+        if d.init_from_parts:
+            parts = self.parts()
+            if len(parts["part_class"]) != d.parts_per_class * len(m.classes):
+                raise ConfigError(f"dpnet.init_from_parts: the parts stage has "
+                                  f"{len(parts['part_class'])} parts, DP-Net needs "
+                                  f"dpnet.parts_per_class x classes = "
+                                  f"{d.parts_per_class * len(m.classes)}; set parts.n_parts to "
+                                  f"{d.parts_per_class}")
+            init = parts["weights"]  # LDA directions in the feature space, class by class
+        runs = [(v, seed) for v in d.variants for seed in d.seeds]
+        device = str(self._device(d.device)) if _cuda_possible(d.device) else "cpu"
+        train_x = [feats.image(i) for i in train]
+        test_x = [feats.image(i) for i in test]
+        for k, (variant, seed) in enumerate(runs):
+            if w.shard_done(k):
+                logger.info("dpnet: %s, seed %d: cached in this entry", variant, seed)
+                continue
+            on = set(variant.split("+"))
+            model = train_dpnet(
+                train_x, m.label[train], parts_per_class=d.parts_per_class,
+                lambda_orth=d.lambda_orth if "orth" in on else 0.0,
+                lambda_assign=d.lambda_assign if "assign" in on else 0.0,
+                lambda_cs=d.lambda_cs if "cs" in on else 0.0,
+                assign_temperature=d.assign_temperature, lr=d.lr, weight_decay=d.weight_decay,
+                epochs=d.epochs, batch_size=d.batch_size, val_fraction=d.val_fraction,
+                patience=d.patience, seed=seed, device=device, init_parts=init)
+            scores = predict_scores(model, test_x, device=device)
+            w.save_shard(k, {
+                "U": model["U"], "V": model["V"], "bias": model["bias"],
+                "part_class": model["part_class"], "test_scores": scores,
+                "test_pred": np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64),
+                "val_accuracy": np.asarray(model["val_accuracy"]),
+                "train_seconds": np.asarray(model["train_seconds"]),
+                "best_epoch": np.asarray(model["best_epoch"])})
+            logger.info("dpnet: %s, seed %d: held-out accuracy %.4f, %.1f s", variant, seed,
+                        model["val_accuracy"], model["train_seconds"])
+        w.meta.update(n_shards=len(runs), runs=[list(r) for r in runs],
+                      test_images=test.tolist())
+
+    def _evaluate(self, entry: Entry, dpnet: Entry | None, out: Path) -> dict:
+        """Test metrics of every method, paired comparisons, and predictions.csv.
+
+        DP-Net variants report the mean and std over their seeds; their per-class
+        figures, predictions and paired comparisons are those of the first seed.
+        """
         from .evaluation import metrics, paired_comparison
 
         m = self.kept_manifest
@@ -631,18 +695,48 @@ class Pipeline:
             methods[method] = metrics(y, pred, len(m.classes)) | {
                 k: info[k] for k in ("C", "C_at_edge", "cv_accuracy", "cv_folds", "cv", "dim",
                                      "train_seconds")}
+        for variant, rows in self._dpnet_runs(dpnet).items():
+            name = "dpnet" if variant == "wo" else f"dpnet[{variant}]"
+            per_seed = [metrics(y, dpnet.shard_array(k, "test_pred", mmap=False),
+                                len(m.classes)) for k, _ in rows]
+            first = dpnet.shard_array(rows[0][0], "test_pred", mmap=False)
+            preds[name], correct[name] = first, first == y
+            methods[name] = per_seed[0] | {
+                "top1": float(np.mean([r["top1"] for r in per_seed])),
+                "top1_std": float(np.std([r["top1"] for r in per_seed])),
+                "mean_class_accuracy": float(np.mean([r["mean_class_accuracy"]
+                                                      for r in per_seed])),
+                "mean_class_accuracy_std": float(np.std([r["mean_class_accuracy"]
+                                                         for r in per_seed])),
+                "seeds": [seed for _, seed in rows],
+                "top1_per_seed": [r["top1"] for r in per_seed],
+                "val_accuracy": float(np.mean([dpnet.shard_array(k, "val_accuracy")
+                                               for k, _ in rows])),
+                "train_seconds": float(np.mean([dpnet.shard_array(k, "train_seconds")
+                                                for k, _ in rows])),
+                "dim": int(dpnet.shard_array(rows[0][0], "U").shape[0])}
         comparisons = []
         names = list(methods)
-        for i, a in enumerate(names):
-            for b in names[:i]:
-                comparisons.append({"a": a, "b": b} | paired_comparison(
-                    correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[:i]
+                 if not (a.startswith("dpnet") and b.startswith("dpnet")) or b == "dpnet"]
+        for a, b in pairs:
+            comparisons.append({"a": a, "b": b} | paired_comparison(
+                correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
         with open(out / "predictions.csv", "w", newline="") as f:
             f.write("path,label," + ",".join(names) + "\n")
             for j, i in enumerate(test):
                 f.write(f"{m.path[i]},{m.classes[y[j]]},"
                         + ",".join(m.classes[preds[n][j]] for n in names) + "\n")
         return {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+
+    def _dpnet_runs(self, entry: Entry | None) -> dict:
+        """``{variant: [(shard, seed), ...]}`` of a dpnet entry (empty without one)."""
+        out: dict = {}
+        if entry is None:
+            return out
+        for k, (variant, seed) in enumerate(entry.meta["runs"]):
+            out.setdefault(variant, []).append((k, seed))
+        return out
 
     def parts(self) -> dict:
         """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,

@@ -11,7 +11,7 @@ from PIL import Image
 from partlearn.cli import main
 from partlearn.config import load_config
 from partlearn.pipeline import Pipeline
-from partlearn._validation import DataError
+from partlearn._validation import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +279,28 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     only_global = Pipeline(load_config(None, base + ['classifier.methods=["global"]']),
                            cache_dir=cache).run(out=tiny / "full6")
     assert "parts" not in only_global["stages"] and list(only_global["methods"]) == ["global"]
+
+
+def test_dpnet_stage_variants_seeds_and_rows(tiny):
+    base = [a for a in args(tiny)[1::2] if "=" in a] + [
+        "parts.n_parts=2", "parts.min_images=2", "classifier.n_bootstrap=100",
+        'dpnet.variants=["wo", "cs+orth+assign"]', "dpnet.seeds=[0, 1]", "dpnet.epochs=2",
+        "dpnet.parts_per_class=2", "dpnet.batch_size=2", "dpnet.init_from_parts=true"]
+    cache = str(tiny / "cache-dpnet")
+    summary = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "dp1")
+    assert list(summary["stages"])[-1] == "dpnet"
+    for name in ("dpnet", "dpnet[cs+orth+assign]"):
+        m = summary["methods"][name]
+        assert m["seeds"] == [0, 1] and len(m["top1_per_seed"]) == 2
+        assert m["top1"] == pytest.approx(np.mean(m["top1_per_seed"]))
+        assert m["top1_std"] == pytest.approx(np.std(m["top1_per_seed"]))
+        assert m["dim"] == 4 and m["n_test"] == 4
+    pairs = {(c["a"], c["b"]) for c in summary["comparisons"]}
+    assert ("dpnet", "global") in pairs and ("dpnet[cs+orth+assign]", "dpnet") in pairs
+    assert ("dpnet[cs+orth+assign]", "parts") in pairs
+    assert "| dpnet[cs+orth+assign] |" in (tiny / "dp1" / "results.md").read_text()
+    again = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "dp2")
+    assert again["stages"]["dpnet"]["cached"] and again["methods"] == summary["methods"]
+    with pytest.raises(ConfigError, match="dpnet.parts_per_class x classes = 6"):
+        Pipeline(load_config(None, base + ["dpnet.parts_per_class=3"]),
+                 cache_dir=cache).run(out=tiny / "dp3")

@@ -1,0 +1,464 @@
+"""DP-Net: parts and classifier learnt end to end on frozen region features.
+
+Sicre, Zhang, Dejasmin, Daaloul, Ayache, Artières, "DP-Net: Learning
+Discriminative Parts for image recognition" (ICIP 2023). The CNN stays frozen,
+so DP-Net trains on exactly the cached region features:
+
+- every region row ``x_r`` of an image is L2-normalised;
+- a part layer ``U`` (``P = q * C`` parts, ``q`` per class, each row ``u_p``
+  L2-normalised in the forward pass) gives the similarities ``S = U X``
+  (``P x R``) and the bag of parts ``b_p = max_r S_pr`` over the image's real
+  regions (padded regions are masked out);
+- a linear classifier ``V`` (``C x P``) plus bias gives the logits; the loss is
+  the softmax cross-entropy plus three constraints, each with its own weight
+  (0 switches it off, and it is then not computed):
+
+  ``loss = CE - lambda_orth * orthogonality(U) + lambda_assign * assignment(S, mask)
+  + lambda_cs * class_specificity(V, part_class)``.
+
+  ``orthogonality`` is ``C⊥(U) = -(1/P²) Σ_{i≠j} (u_iᵀu_j)²`` (maximised, so parts
+  differ); ``assignment`` is the entropy of each region's softmax over the
+  parts (a column of ``S``), **averaged over the real regions of the batch**
+  (the paper sums over regions; the mean keeps ``lambda_assign`` independent of
+  the number of regions and of the batch size; it lies in ``[0, log P]`` nats;
+  ``assign_temperature`` divides ``S`` first, 1 being the paper's: ``S`` is a
+  cosine in ``[-1, 1]``, so at 1 the softmax over ``P`` parts stays near
+  uniform and the term barely acts);
+  ``class_specificity`` is ``CS(V) = 1/(P(C-1)) Σ_i Σ_{j ∉ parts(i)} V_ij``, the
+  mean weight a class gives to the other classes' parts (minimised, so a class
+  uses its own ``q`` parts; as in the paper it is signed, so only the weight
+  decay on ``V`` bounds it below: a large ``lambda_cs`` drives the off-class
+  weights steadily negative).
+
+``train_dpnet`` trains with Adam on mini-batches of images (regions padded to
+the longest image of the batch, with a mask), early-stops on a stratified,
+seeded held-out slice of the training images and restores the best epoch's
+weights; it reports the held-out accuracy, by which a caller picks the
+lambdas. Initialisation: ``U`` from given part directions (``init_parts``, e.g.
+the two-stage parts) or else, seeded, from one random region of a random
+training image of the part's class; ``V`` from the class structure (1 between
+a class and its own parts, 0 elsewhere), bias 0. On the CPU a seed gives the
+same model twice (a seeded ``torch.Generator`` for the initialisation and the
+shuffling; deterministic algorithms while training); the global torch RNG and
+thread count are left alone.
+
+Functions take and return arrays (the model is a dict of numpy arrays);
+caching is the caller's business. Only this module imports torch for DP-Net.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._device import resolve_device
+from ._progress import progress as _progress
+from ._validation import ConfigError, DataError
+from .config import DPNetConfig
+
+logger = logging.getLogger(__name__)
+
+
+_K = DPNetConfig
+
+
+# ------------------------------------------------------------------ the model
+
+
+class DPNet(nn.Module):
+    """Part layer ``U`` (P, D), classifier ``V`` (C, P) and ``bias`` (C,).
+
+    ``forward(x, mask)``: ``x`` (B, R, D) region features (any float dtype; each
+    row is L2-normalised here), ``mask`` (B, R) bool, True for real regions.
+    Returns ``logits`` (B, C), ``S`` (B, P, R) similarities (masked entries
+    hold whatever the zero padding gives; use ``mask``) and ``b`` (B, P), the
+    max of ``S`` over each image's real regions.
+    """
+
+    def __init__(self, n_parts: int, dim: int, n_classes: int):
+        super().__init__()
+        self.U = nn.Parameter(torch.zeros(n_parts, dim))
+        self.V = nn.Parameter(torch.zeros(n_classes, n_parts))
+        self.bias = nn.Parameter(torch.zeros(n_classes))
+
+    def parts(self) -> torch.Tensor:
+        """``U`` with unit rows."""
+        return nn.functional.normalize(self.U, dim=1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor):
+        x = nn.functional.normalize(x.to(self.U.dtype), dim=2)
+        S = torch.einsum("pd,brd->bpr", self.parts(), x)
+        b = S.masked_fill(~mask[:, None, :], -torch.inf).amax(dim=2)
+        logits = b @ self.V.T + self.bias
+        return logits, S, b
+
+
+# ------------------------------------------------------------------ the constraints
+
+
+def orthogonality(U: torch.Tensor) -> torch.Tensor:
+    """``C⊥(U) = -(1/P²) Σ_{i≠j} (u_iᵀu_j)²`` over the L2-normalised rows of ``U``
+    (P, D): 0 for orthogonal parts, down to about -1 for identical ones. Maximised."""
+    u = nn.functional.normalize(U.float(), dim=1)
+    gram = u @ u.T
+    P = u.shape[0]
+    off = gram.pow(2).sum() - gram.diagonal().pow(2).sum()
+    return -off / P ** 2
+
+
+def assignment(S: torch.Tensor, mask: torch.Tensor | None = None,
+               temperature: float = 1.0) -> torch.Tensor:
+    """``C_Assign``: the entropy ``-Σ_p s_pr log s_pr`` of each region's softmax over
+    the parts (``s_·r = softmax(S_·r / temperature)``; 1 is the paper's), averaged
+    over the real regions.
+
+    ``S`` (B, P, R) (or (P, R), one image), ``mask`` (B, R) (or (R,)) bool, True
+    for real regions; None: all real. The mean is over all real regions of the
+    batch together (an image with more regions weighs more), in nats. Minimised.
+    """
+    S = S.float()
+    if S.dim() == 2:
+        S = S[None]
+        mask = None if mask is None else mask[None]
+    if mask is None:
+        mask = torch.ones(S.shape[0], S.shape[2], dtype=torch.bool, device=S.device)
+    logp = torch.log_softmax(S / temperature, dim=1)
+    ent = -(logp.exp() * logp).sum(dim=1)  # (B, R)
+    m = mask.to(ent.dtype)
+    return (ent * m).sum() / m.sum().clamp_min(1.0)
+
+
+def class_specificity(V: torch.Tensor, part_class) -> torch.Tensor:
+    """``CS(V) = 1/(P(C-1)) Σ_i Σ_{j ∉ parts of class i} V_ij``: the mean weight that
+    class ``i`` (row of ``V``, (C, P)) gives to the parts of the other classes;
+    ``part_class`` (P,) is each part's class index. Minimised."""
+    part_class = torch.as_tensor(np.asarray(part_class), device=V.device)
+    C, P = V.shape
+    if part_class.shape != (P,):
+        raise DataError(f"part_class has shape {tuple(part_class.shape)}, expected ({P},)")
+    off = part_class[None, :] != torch.arange(C, device=V.device)[:, None]
+    return (V.float() * off).sum() / (P * (C - 1))
+
+
+# ------------------------------------------------------------------ the inputs
+
+
+class _Regions:
+    """All images' region rows in one float16 (sum R_i, D) array plus offsets, checked."""
+
+    def __init__(self, images, dim: int | None, who: str):
+        counts = []
+        for i, a in enumerate(images):
+            shape = np.shape(a)
+            if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+                want = f"(R, {dim})" if dim is not None else "(R, D)"
+                raise DataError(f"{who} image {i}: regions should be a {want} array with "
+                                f"R >= 1, got shape {shape}")
+            dim = shape[1]
+            counts.append(shape[0])
+        self.dim = dim or 0
+        self.offsets = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=self.offsets[1:])
+        self.x = np.empty((int(self.offsets[-1]), self.dim), np.float16)
+        for i, a in enumerate(images):
+            rows = self.x[self.offsets[i]:self.offsets[i + 1]]
+            rows[...] = a  # one image at a time; float32 input becomes float16
+            if not np.isfinite(rows).all():
+                r = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
+                raise DataError(f"{who} image {i}: region {r} of {len(rows)} holds NaN or inf "
+                                "(or a value beyond float16)")
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def batch(self, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``idx`` as padded (B, R, D) float16 regions and a (B, R) mask."""
+        counts = self.offsets[np.asarray(idx) + 1] - self.offsets[np.asarray(idx)]
+        R = int(counts.max())
+        x = np.zeros((len(idx), R, self.dim), np.float16)
+        for k, i in enumerate(idx):
+            x[k, :counts[k]] = self.x[self.offsets[i]:self.offsets[i + 1]]
+        mask = np.arange(R)[None, :] < counts[:, None]
+        return (torch.from_numpy(x).to(device, non_blocking=True),
+                torch.from_numpy(mask).to(device))
+
+
+def _holdout(y: np.ndarray, classes, fraction: float, seed: int):
+    """Stratified, seeded split of image indices: ``round(fraction * n_c)`` (at least 1)
+    held-out images per class, at least 1 left to train on."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c, name in enumerate(classes):
+        idx = np.flatnonzero(y == c)
+        if fraction <= 0:
+            train.append(idx)
+            continue
+        n_val = max(1, round(fraction * len(idx)))
+        if len(idx) - n_val < 1:
+            raise DataError(f"class {str(name)!r} has {len(idx)} training image(s); "
+                            f"val_fraction={fraction} holds out {n_val}, which leaves none to "
+                            "train on: give it at least 2 images or set val_fraction=0")
+        idx = rng.permutation(idx)
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    train = np.sort(np.concatenate(train))
+    val = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    return train, val
+
+
+def _check_params(**p) -> None:
+    for name in ("parts_per_class", "epochs", "batch_size"):
+        if not (isinstance(p[name], int | np.integer) and p[name] >= 1):
+            raise ConfigError(f"{name}={p[name]!r} should be an integer >= 1")
+    if not (isinstance(p["patience"], int | np.integer) and p["patience"] >= 0):
+        raise ConfigError(f"patience={p['patience']!r} should be an integer >= 0")
+    if not 0 <= p["val_fraction"] < 1:
+        raise ConfigError(f"val_fraction={p['val_fraction']!r} should be in [0, 1)")
+    for name in ("lr", "assign_temperature"):
+        if not p[name] > 0:
+            raise ConfigError(f"{name}={p[name]!r} should be > 0")
+    for name in ("weight_decay", "lambda_orth", "lambda_assign", "lambda_cs"):
+        if not p[name] >= 0:
+            raise ConfigError(f"{name}={p[name]!r} should be >= 0")
+
+
+@contextlib.contextmanager
+def _deterministic(on: bool):
+    """Deterministic torch algorithms inside the block; the previous setting after."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(on or before, warn_only=warn)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
+# ------------------------------------------------------------------ training
+
+
+def _init_model(model: DPNet, regions: _Regions, y: np.ndarray, train: np.ndarray,
+                part_class: np.ndarray, init_parts, gen: torch.Generator) -> None:
+    P, D = model.U.shape
+    if init_parts is not None:
+        U = torch.from_numpy(np.asarray(init_parts, np.float32))
+    else:  # each part: one random region of a random training image of its class
+        U = torch.empty(P, D)
+        for p, c in enumerate(part_class):
+            pool = train[y[train] == c]
+            i = int(pool[torch.randint(len(pool), (1,), generator=gen)])
+            lo, hi = regions.offsets[i], regions.offsets[i + 1]
+            r = int(lo + torch.randint(int(hi - lo), (1,), generator=gen))
+            U[p] = torch.from_numpy(regions.x[r].astype(np.float32))
+    with torch.no_grad():
+        model.U.copy_(nn.functional.normalize(U, dim=1))
+        model.V.copy_(torch.from_numpy(
+            (part_class[None, :] == np.arange(model.V.shape[0])[:, None]).astype(np.float32)))
+        model.bias.zero_()
+
+
+def _evaluate(model: DPNet, regions: _Regions, idx, y, batch_size, device, amp):
+    """Accuracy and mean cross-entropy on images ``idx``."""
+    model.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for s in range(0, len(idx), batch_size):
+            chunk = idx[s:s + batch_size]
+            x, mask = regions.batch(chunk, device)
+            with _autocast(device, amp):
+                logits, _, _ = model(x, mask)
+            t = torch.from_numpy(y[chunk]).to(device)
+            loss += float(nn.functional.cross_entropy(logits.float(), t, reduction="sum"))
+            correct += int((logits.argmax(1) == t).sum())
+    return correct / max(len(idx), 1), loss / max(len(idx), 1)
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_dpnet(images, labels, *, parts_per_class: int = _K.parts_per_class,
+                lambda_orth: float = 0.0, lambda_assign: float = 0.0,
+                lambda_cs: float = 0.0,
+                assign_temperature: float = _K.assign_temperature, lr: float = _K.lr,
+                weight_decay: float = _K.weight_decay, epochs: int = _K.epochs,
+                batch_size: int = _K.batch_size, val_fraction: float = _K.val_fraction,
+                patience: int = _K.patience, seed: int = 0, device="cpu", amp: bool = False,
+                init_parts=None, progress: bool = True) -> dict:
+    """Train DP-Net on ``images`` (a sequence of (R_i, D) region arrays, float16
+    memmaps allowed) with ``labels`` (n,) (any sortable values).
+
+    ``val_fraction`` of each class's images (stratified, seeded by ``seed``) are
+    held out: after each epoch the held-out accuracy is measured, training stops
+    after ``patience`` epochs without a better one (ties: lower held-out
+    cross-entropy) and the best epoch's weights are restored. ``val_fraction=0``
+    trains all ``epochs`` and keeps the last. ``init_parts`` (P, D), P =
+    ``parts_per_class * C``, rows ordered class by class (classes sorted):
+    the initial parts (normalised). ``amp``: bfloat16 autocast, CUDA only.
+
+    Returns a dict: ``U`` (P, D) unit rows, ``V`` (C, P), ``bias`` (C,),
+    ``part_class`` (P,) class index of each part, ``classes`` (C,), ``history``
+    (per epoch ``train_loss``, ``train_ce``, ``val_accuracy``, ``val_loss``),
+    ``best_epoch`` (0-based), ``val_accuracy`` (at it; NaN without a held-out
+    slice), ``epochs_run``, ``train_seconds``, ``n_train``, ``n_val``.
+    """
+    _check_params(parts_per_class=parts_per_class, epochs=epochs, batch_size=batch_size,
+                  patience=patience, val_fraction=val_fraction, lr=lr,
+                  weight_decay=weight_decay, lambda_orth=lambda_orth,
+                  lambda_assign=lambda_assign, lambda_cs=lambda_cs,
+                  assign_temperature=assign_temperature)
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != len(images):
+        raise DataError(f"{len(images)} images but labels of shape {labels.shape}; expected "
+                        f"({len(images)},)")
+    classes, y = np.unique(labels, return_inverse=True)
+    C = len(classes)
+    if C < 2:
+        raise DataError(f"DP-Net needs at least 2 classes, got {C}")
+    dev = resolve_device(device)
+    regions = _Regions(images, None, "dpnet")
+    D = regions.dim
+    P = parts_per_class * C
+    part_class = np.repeat(np.arange(C), parts_per_class)
+    if init_parts is not None:
+        shape = np.shape(init_parts)
+        if shape != (P, D):
+            raise DataError(f"init_parts has shape {shape}; expected (P, D) = ({P}, {D}): "
+                            f"{parts_per_class} parts x {C} classes, D={D}")
+        if not np.isfinite(init_parts).all() or (np.linalg.norm(init_parts, axis=1) == 0).any():
+            raise DataError("init_parts holds NaN/inf or an all-zero row")
+    train, val = _holdout(y, classes, val_fraction, seed)
+
+    start = time.perf_counter()
+    gen = torch.Generator().manual_seed(seed)
+    with _deterministic(dev.type == "cpu"):
+        model = DPNet(P, D, C)
+        _init_model(model, regions, y, train, part_class, init_parts, gen)
+        model.to(dev)
+        opt = torch.optim.Adam([{"params": [model.U], "weight_decay": 0.0},
+                                {"params": [model.V], "weight_decay": weight_decay},
+                                {"params": [model.bias], "weight_decay": 0.0}], lr=lr)
+        pc = torch.from_numpy(part_class).to(dev)
+        yt = torch.from_numpy(y)
+        history = {k: [] for k in ("train_loss", "train_ce", "val_accuracy", "val_loss")}
+        best = (-1.0, math.inf)
+        best_epoch, best_state, waited = -1, None, 0
+        epoch_iter = range(epochs)
+        if progress:
+            epoch_iter = _progress(epoch_iter, desc="dpnet", unit="epoch")
+        for epoch in epoch_iter:
+            model.train()
+            order = train[torch.randperm(len(train), generator=gen).numpy()]
+            tot = ce_tot = 0.0
+            for s in range(0, len(order), batch_size):
+                chunk = order[s:s + batch_size]
+                x, mask = regions.batch(chunk, dev)
+                with _autocast(dev, amp):
+                    logits, S, _ = model(x, mask)
+                ce = nn.functional.cross_entropy(logits.float(), yt[chunk].to(dev))
+                loss = ce
+                if lambda_orth:
+                    loss = loss - lambda_orth * orthogonality(model.U)
+                if lambda_assign:
+                    loss = loss + lambda_assign * assignment(S, mask, assign_temperature)
+                if lambda_cs:
+                    loss = loss + lambda_cs * class_specificity(model.V, pc)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += float(loss.detach()) * len(chunk)
+                ce_tot += float(ce.detach()) * len(chunk)
+            history["train_loss"].append(tot / len(train))
+            history["train_ce"].append(ce_tot / len(train))
+            if len(val):
+                acc, vloss = _evaluate(model, regions, val, y, batch_size, dev, amp)
+            else:
+                acc, vloss = math.nan, math.nan
+            history["val_accuracy"].append(acc)
+            history["val_loss"].append(vloss)
+            logger.debug("dpnet epoch %d: loss %.4f (CE %.4f), held-out accuracy %.4f, "
+                         "loss %.4f", epoch, history["train_loss"][-1],
+                         history["train_ce"][-1], acc, vloss)
+            if not len(val) or (acc, -vloss) > (best[0], -best[1]):
+                best, best_epoch, waited = (acc, vloss), epoch, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                waited += 1
+                if waited >= patience:
+                    break
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - start
+    out = _export(model, part_class, classes)
+    out.update(history={k: np.asarray(v, np.float64) for k, v in history.items()},
+               best_epoch=best_epoch, val_accuracy=float(best[0]) if len(val) else math.nan,
+               epochs_run=len(history["train_loss"]), train_seconds=seconds,
+               n_train=len(train), n_val=len(val))
+    logger.info("dpnet: %d parts (%d per class x %d classes), D=%d, %d train / %d held-out "
+                "images; best epoch %d of %d, held-out accuracy %.4f, %.1f s on %s",
+                P, parts_per_class, C, D, len(train), len(val), best_epoch,
+                out["epochs_run"], out["val_accuracy"], seconds, dev)
+    return out
+
+
+def _export(model: DPNet, part_class, classes) -> dict:
+    with torch.no_grad():
+        return {"U": model.parts().cpu().numpy().astype(np.float32),
+                "V": model.V.detach().cpu().numpy().astype(np.float32),
+                "bias": model.bias.detach().cpu().numpy().astype(np.float32),
+                "part_class": np.asarray(part_class, np.int64), "classes": np.asarray(classes)}
+
+
+# ------------------------------------------------------------------ inference
+
+
+def _load(model: dict, device) -> DPNet:
+    U, V = np.asarray(model["U"], np.float32), np.asarray(model["V"], np.float32)
+    net = DPNet(U.shape[0], U.shape[1], V.shape[0])
+    with torch.no_grad():
+        net.U.copy_(torch.from_numpy(U))
+        net.V.copy_(torch.from_numpy(V))
+        net.bias.copy_(torch.from_numpy(np.asarray(model["bias"], np.float32)))
+    return net.to(device).eval()
+
+
+def _run(model: dict, images, batch_size: int, device):
+    dev = resolve_device(device)
+    net = _load(model, dev)
+    regions = _Regions(images, net.U.shape[1], "dpnet")
+    scores, parts = [], []
+    with torch.no_grad():
+        for s in range(0, len(regions), batch_size):
+            x, mask = regions.batch(np.arange(s, min(s + batch_size, len(regions))), dev)
+            logits, _, b = net(x, mask)
+            scores.append(logits.cpu().numpy())
+            parts.append(b.cpu().numpy())
+    P, C = net.U.shape[0], net.V.shape[0]
+    return (np.concatenate(scores) if scores else np.zeros((0, C), np.float32),
+            np.concatenate(parts) if parts else np.zeros((0, P), np.float32))
+
+
+def predict_scores(model: dict, images, batch_size: int = _K.batch_size,
+                   device="cpu") -> np.ndarray:
+    """``(n, C)`` logits of ``model`` (from ``train_dpnet``) for ``images``, columns in
+    ``model["classes"]`` order."""
+    return _run(model, images, batch_size, device)[0]
+
+
+def predict(model: dict, images, batch_size: int = _K.batch_size, device="cpu") -> np.ndarray:
+    """The predicted class (a value of ``model["classes"]``) of each image."""
+    return np.asarray(model["classes"])[predict_scores(model, images, batch_size,
+                                                       device).argmax(axis=1)]
+
+
+def part_responses(model: dict, images, batch_size: int = _K.batch_size,
+                   device="cpu") -> np.ndarray:
+    """``(n, P)`` bag of parts ``b``: each part's best cosine over the image's regions."""
+    return _run(model, images, batch_size, device)[1]

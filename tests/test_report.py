@@ -1,0 +1,122 @@
+"""The comparison report: self-contained HTML, external rows, ``partlearn compare``."""
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from partlearn._validation import DataError
+from partlearn.cli import main
+from partlearn.config import dump_toml, load_config
+from partlearn.evaluation import metrics, paired_comparison
+from partlearn.report import compare_runs, external_rows, report_html
+
+CLASSES = ["cat", "dog", "owl"]
+
+
+def fake_run(path, n_parts=12, seed=0):
+    """A run directory as ``partlearn run`` leaves it, made by hand."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1, 2], 10)
+    preds = {m: np.where(rng.random(30) < acc, y, rng.integers(0, 3, 30))
+             for m, acc in (("global", 0.6), ("parts", 0.8), ("parts+global", 0.85))}
+    methods = {m: metrics(y, p, 3) | {"C": 1.0, "C_at_edge": False, "cv_accuracy": 0.7,
+                                      "cv_folds": 5, "cv": {}, "dim": 10, "train_seconds": 0.1}
+               for m, p in preds.items()}
+    methods["dpnet"] = metrics(y, preds["parts"], 3) | {
+        "top1_std": 0.01, "mean_class_accuracy_std": 0.01, "seeds": [0, 1],
+        "top1_per_seed": [0.79, 0.81], "val_accuracy": 0.8, "train_seconds": 2.0, "dim": 30}
+    comparisons = [{"a": "parts", "b": "global"} | paired_comparison(
+        preds["parts"] == y, preds["global"] == y, 500)]
+    summary = {"name": "fake", "dataset": "/data/fake", "backbone": "b", "classes": CLASSES,
+               "methods": methods, "comparisons": comparisons, "timings": {"dataset": 0.1},
+               "stages": {"dataset": {"key": "k", "cached": True}}, "peak_memory_mb": 10}
+    path.mkdir(parents=True)
+    (path / "results.json").write_text(json.dumps(summary))
+    (path / "config.toml").write_text(dump_toml(load_config(None, [f"parts.n_parts={n_parts}"])))
+    lines = ["path,label," + ",".join(preds)]
+    lines += [f"img/{i}.jpg,{CLASSES[y[i]]}," + ",".join(CLASSES[p[i]] for p in preds.values())
+              for i in range(30)]
+    (path / "predictions.csv").write_text("\n".join(lines) + "\n")
+    return summary, y
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags, self.refs = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.refs += [v for k, v in attrs if k in ("src", "href") and v]
+
+
+def test_html_is_self_contained_with_plots(tmp_path):
+    summary, _ = fake_run(tmp_path / "run")
+    page = report_html(summary)
+    parser = _Collect()
+    parser.feed(page)
+    assert parser.tags.count("table") >= 3 and parser.tags.count("img") >= 4
+    assert all(r.startswith("data:image/png;base64,") for r in parser.refs)
+    for ref in parser.refs:  # every image decodes as a PNG
+        assert base64.b64decode(ref.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", page.replace("data:", ""))
+    assert f"{100 * summary['methods']['dpnet']['top1']:.1f} ± 1.0%" in page  # mean ± std
+    assert "`" not in page
+
+
+def test_external_rows_score_on_the_same_split(tmp_path):
+    summary, y = fake_run(tmp_path / "run")
+    pred = y.copy()
+    pred[:3] = (pred[:3] + 1) % 3
+    rows = ["image_id,predicted_label"] + [f"{i}.jpg,{CLASSES[p]}" for i, p in enumerate(pred)]
+    (tmp_path / "ext.csv").write_text("\n".join(rows) + "\n")  # file names: unique, accepted
+    external_rows(summary, tmp_path / "run", {"other": tmp_path / "ext.csv"}, n_bootstrap=200)
+    assert summary["methods"]["other"]["top1"] == pytest.approx(27 / 30)
+    assert any(c["a"] == "other" and c["b"] == "global" for c in summary["comparisons"])
+    bad = {"missing column": "image,predicted_label\n0.jpg,cat\n",
+           "not a test image of": "image_id,predicted_label\nnope.jpg,cat\n",
+           "is not one of the 3 classes": "image_id,predicted_label\n0.jpg,emu\n",
+           "predictions for 1 of the 30": "image_id,predicted_label\n0.jpg,cat\n"}
+    for message, text in bad.items():
+        (tmp_path / "bad.csv").write_text(text)
+        with pytest.raises(DataError, match=message.replace("missing column", "missing")):
+            external_rows(summary, tmp_path / "run", {"x": tmp_path / "bad.csv"})
+
+
+def test_compare_runs_and_cli(tmp_path, capsys):
+    fake_run(tmp_path / "a", n_parts=6, seed=0)
+    fake_run(tmp_path / "b", n_parts=12, seed=1)
+    summary = compare_runs([tmp_path / "a", tmp_path / "b"], out=tmp_path / "cmp")
+    assert "a:parts" in summary["methods"] and "b:dpnet" in summary["methods"]
+    assert sorted(p for p, _ in summary["parts_curve"]["parts"]) == [6, 12]
+    assert (tmp_path / "cmp" / "report.html").is_file()
+    assert "Accuracy against the number of parts" in (tmp_path / "cmp" / "report.html").read_text()
+    assert main(["compare", str(tmp_path / "a")]) == 0  # rebuilt in place
+    assert (tmp_path / "a" / "report.md").is_file()
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "nothing")]) == 1
+    assert "results.json is missing" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "a"), "--external", "oops"]) == 2
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="needs Debian's chromium")
+def test_report_renders_in_headless_chromium(tmp_path):
+    fake_run(tmp_path / "run")
+    compare_runs([tmp_path / "run"])
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
+                    "--window-size=1200,2400", f"--screenshot={shot}",
+                    (tmp_path / "run" / "report.html").as_uri()], check=True, timeout=120,
+                   capture_output=True)
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape[0] > 1000 and pixels.std() > 10  # something was drawn, not blank
