@@ -180,8 +180,12 @@ def _figures(summary: dict) -> list[tuple[str, str]]:
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(names), 3.2))
         top1 = [100 * methods[n]["top1"] for n in names]
         err = [100 * methods[n].get("top1_std", 0.0) for n in names]
-        ax.bar(range(len(names)), top1, yerr=err, capsize=3,
+        ax.bar(range(len(names)), top1,
                color=["#888" if n == "global" else "#4a7ab5" for n in names])
+        seeded = [k for k, n in enumerate(names) if "top1_std" in methods[n]]
+        if seeded:
+            ax.errorbar(seeded, [top1[k] for k in seeded], yerr=[err[k] for k in seeded],
+                        fmt="none", ecolor="k", capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_ylabel("test top-1 (%)")
         lo = min(t - e for t, e in zip(top1, err))
