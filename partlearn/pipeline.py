@@ -722,12 +722,47 @@ class Pipeline:
         for a, b in pairs:
             comparisons.append({"a": a, "b": b} | paired_comparison(
                 correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
+        result = {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+        if m.keypoints is not None and m.bbox is not None:
+            result["localization"] = self._localization(test, dpnet)
         with open(out / "predictions.csv", "w", newline="") as f:
             f.write("path,label," + ",".join(names) + "\n")
             for j, i in enumerate(test):
                 f.write(f"{m.path[i]},{m.classes[y[j]]},"
                         + ",".join(m.classes[preds[n][j]] for n in names) + "\n")
-        return {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+        return result
+
+    def _localization(self, test: np.ndarray, dpnet: Entry | None) -> dict:
+        """``localization.part_localization`` of the two-stage parts and of each DP-Net
+        variant (its first seed) on the test images, from the annotated keypoints."""
+        from .localization import part_localization
+
+        m = self.kept_manifest
+        feats = self.region_features(self.features_stage)
+        o = feats.offsets
+        models = {}
+        if "parts" in self.stages:
+            p = self.parts()
+            models["parts"] = (p["weights"], p["bias"], p["part_class"], False)
+        for variant, rows in self._dpnet_runs(dpnet).items():
+            k = rows[0][0]
+            models["dpnet" if variant == "wo" else f"dpnet[{variant}]"] = (
+                dpnet.shard_array(k, "U", mmap=False), 0.0,
+                dpnet.shard_array(k, "part_class", mmap=False), True)
+        best = {name: np.empty((len(test), len(w[0]), 4), np.float32)
+                for name, w in models.items()}
+        for j, i in enumerate(test):
+            own = ~feats.flips[o[i]:o[i + 1]]  # boxes of the mirrored image are not its own
+            x = np.asarray(feats.image(i), np.float32)[own]
+            boxes = feats.boxes[o[i]:o[i + 1]][own]
+            unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+            for name, (w, b, _, cosine) in models.items():
+                best[name][j] = boxes[((unit if cosine else x) @ w.T + b).argmax(axis=0)]
+        sizes = np.stack([self.width[test], self.height[test]], axis=1)
+        return {name: part_localization(best[name], models[name][2], m.label[test],
+                                        m.keypoints[test], m.bbox[test], sizes,
+                                        m.keypoint_names, seed=self.cfg.seed)
+                for name in models}
 
     def _dpnet_runs(self, entry: Entry | None) -> dict:
         """``{variant: [(shard, seed), ...]}`` of a dpnet entry (empty without one)."""

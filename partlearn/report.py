@@ -75,6 +75,21 @@ def results_markdown(summary: dict) -> str:
             lines.append(f"| {cls} | " + " | ".join(
                 _pct(methods[n]["per_class_accuracy"][k]) for n in names) + " |")
         lines.append("")
+    loc = summary.get("localization") or {}
+    if loc:
+        lines += ["## Are the parts real parts? (annotated keypoints, test images)", "",
+                  "Keypoint consistency: how often a part's best box in an image of its class "
+                  "holds the keypoint it holds most often, mean over parts; inside object: "
+                  "best boxes at least half inside the object's box. Control: the same boxes "
+                  "at random places.", "",
+                  "| parts of | keypoint consistency | random boxes | inside object | "
+                  "random boxes | parts |", "|---|---|---|---|---|---|"]
+        for name, v in loc.items():
+            lines.append(f"| {name} | {_pct(v['keypoint_consistency'])} | "
+                         f"{_pct(v['random_keypoint_consistency'])} | "
+                         f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
+                         f"{v['n_parts']} |")
+        lines.append("")
     lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
     for stage, info in summary.get("stages", {}).items():
         lines.append(f"| {stage} | `{info['key']}` | {'yes' if info['cached'] else 'no'} | "

@@ -50,6 +50,21 @@ def test_cub_subset_warm_run_is_all_cached(cub_run):
     assert all(v["cached"] for v in results["stages"].values())
 
 
+def test_cub_subset_end_to_end_parts_land_on_keypoints(cub_run):
+    """Every stage on the cached features: methods, and parts localised on the birds."""
+    tmp, argv = cub_run
+    argv = [a for a in argv if a not in ("--until", "features")]
+    argv = [a if a != str(tmp / "run") else str(tmp / "full") for a in argv]
+    assert main(argv) == 0
+    results = json.loads((tmp / "full" / "results.json").read_text())
+    assert results["stages"]["features"]["cached"]
+    assert results["methods"]["global"]["top1"] > 0.8  # two albatross species
+    loc = results["localization"]["parts"]
+    assert loc["n_parts"] == 24
+    assert loc["keypoint_consistency"] > loc["random_keypoint_consistency"] + 0.2
+    assert loc["inside_object"] > loc["random_inside_object"]
+
+
 def test_scene15_audit_reports_cross_split_duplicates(shared_data, tmp_path, capsys):
     assert main(["datasets", "audit", "pipelines/scene15.toml", "--set",
                  f"data.root={shared_data / 'scene15'}", "--out", str(tmp_path)]) == 0
