@@ -725,12 +725,40 @@ class Pipeline:
         result = {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
         if m.keypoints is not None and m.bbox is not None:
             result["localization"] = self._localization(test, dpnet)
+        if "parts" in methods and "encoding" in self.stages:
+            result["participation"] = self._participation(entry, test)
         with open(out / "predictions.csv", "w", newline="") as f:
             f.write("path,label," + ",".join(names) + "\n")
             for j, i in enumerate(test):
                 f.write(f"{m.path[i]},{m.classes[y[j]]},"
                         + ",".join(m.classes[preds[n][j]] for n in names) + "\n")
         return result
+
+    def _participation(self, entry: Entry, test: np.ndarray, top: int = 10) -> list[dict]:
+        """Per class, how much each part weighs in the ``parts`` SVM's decision for it: the
+        class's weights times the part's mean code over the class's test images, summed
+        over the pyramid cells; its ``top`` parts, and the share of the positive
+        participation that comes from other classes' parts (``borrowed``)."""
+        m = self.kept_manifest
+        coef = entry.array("parts_coef", mmap=False)
+        codes = self.cache.get("encoding", self.key("encoding")).array("codes")
+        part_class = self.parts()["part_class"]
+        within = np.zeros(len(part_class), np.int64)
+        for c in np.unique(part_class):
+            within[part_class == c] = np.arange(int((part_class == c).sum()))
+        out = []
+        for c, name in enumerate(m.classes):
+            images = test[m.label[test] == c]
+            typical = np.asarray(codes[images], np.float32).mean(axis=0)
+            share = (coef[c] * typical).reshape(-1, len(part_class)).sum(axis=0)
+            positive = np.clip(share, 0, None)
+            best = np.argsort(-share, kind="stable")[:top]
+            out.append({"class": name, "borrowed": float(positive[part_class != c].sum()
+                                                          / max(positive.sum(), 1e-12)),
+                        "parts": [f"{m.classes[part_class[p]]}/part{within[p]}" for p in best],
+                        "own": [bool(part_class[p] == c) for p in best],
+                        "participation": [float(share[p]) for p in best]})
+        return out
 
     def _localization(self, test: np.ndarray, dpnet: Entry | None) -> dict:
         """``localization.part_localization`` of the two-stage parts and of each DP-Net

@@ -253,6 +253,10 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
         ("parts", "global"), ("parts+global", "global"), ("parts+global", "parts")}
     for c in cold["comparisons"]:
         assert c["ci95"][0] <= c["diff"] <= c["ci95"][1] and 0 <= c["mcnemar_p"] <= 1
+    for p in cold["participation"]:  # per class: its top parts and the borrowed share
+        assert 0 <= p["borrowed"] <= 1 and len(p["parts"]) == 6
+        assert p["participation"] == sorted(p["participation"], reverse=True)
+    assert [p["class"] for p in cold["participation"]] == ["Cat", "dog"]
     text = (tiny / "full1" / "results.md").read_text()
     assert "| parts+global − global |" in text and "| Cat |" in text
     lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
