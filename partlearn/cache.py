@@ -197,7 +197,8 @@ class Cache:
         rows = []
         if not self.root.is_dir():
             return rows
-        for stage_dir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+        for stage_dir in sorted(p for p in self.root.iterdir()
+                                if p.is_dir() and not p.name.startswith("_")):  # _memo: not entries
             for path in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
                 complete = (path / META).is_file()
                 key = path.name.removesuffix(PARTIAL)

@@ -145,6 +145,7 @@ class Pipeline:
         self._desc: dict[str, dict] = {}
         self._manifest = None
         self._backbone = None
+        self._parts = None  # the stacked parts, read once per pipeline (see parts())
         skip = set() if cfg.features.pca_dim else {"pca"}
         if not any("parts" in m for m in cfg.classifier.methods):
             skip |= {"parts", "encoding"}
@@ -352,7 +353,7 @@ class Pipeline:
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))
         if "classifier" in entries:
-            write_results(summary, out)
+            write_results(summary, out, memo=self.cache.root / "_memo")
         self.entries = entries
         return summary
 
@@ -723,10 +724,16 @@ class Pipeline:
             comparisons.append({"a": a, "b": b} | paired_comparison(
                 correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
         result = {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+        best = None
+        if "parts" in self.stages:  # each two-stage part's best region in each test image
+            p = self.parts()
+            best = self._best_regions(test, {"parts": (p["weights"], p["bias"], False)})
         if m.keypoints is not None and m.bbox is not None:
-            result["localization"] = self._localization(test, dpnet)
+            result["localization"] = self._localization(test, dpnet, best)
         if "parts" in methods and "encoding" in self.stages:
             result["participation"] = self._participation(entry, test)
+            result["figures"] = self._galleries(test, result["participation"], best["parts"],
+                                                out)
         with open(out / "predictions.csv", "w", newline="") as f:
             f.write("path,label," + ",".join(names) + "\n")
             for j, i in enumerate(test):
@@ -760,14 +767,12 @@ class Pipeline:
                         "participation": [float(share[p]) for p in best]})
         return out
 
-    def _localization(self, test: np.ndarray, dpnet: Entry | None) -> dict:
+    def _localization(self, test: np.ndarray, dpnet: Entry | None, best: dict | None) -> dict:
         """``localization.part_localization`` of the two-stage parts and of each DP-Net
         variant (its first seed) on the test images, from the annotated keypoints."""
         from .localization import part_localization
 
         m = self.kept_manifest
-        feats = self.region_features(self.features_stage)
-        o = feats.offsets
         models = {}
         if "parts" in self.stages:
             p = self.parts()
@@ -777,20 +782,71 @@ class Pipeline:
             models["dpnet" if variant == "wo" else f"dpnet[{variant}]"] = (
                 dpnet.shard_array(k, "U", mmap=False), 0.0,
                 dpnet.shard_array(k, "part_class", mmap=False), True)
-        best = {name: np.empty((len(test), len(w[0]), 4), np.float32)
-                for name, w in models.items()}
-        for j, i in enumerate(test):
+        others = {n: v[:2] + v[3:] for n, v in models.items() if n != "parts"}
+        best = (best or {}) | (self._best_regions(test, others) if others else {})
+        sizes = np.stack([self.width[test], self.height[test]], axis=1)
+        return {name: part_localization(best[name][0], models[name][2], m.label[test],
+                                        m.keypoints[test], m.bbox[test], sizes,
+                                        m.keypoint_names, seed=self.cfg.seed)
+                for name in models}
+
+    def _best_regions(self, images: np.ndarray, models: dict) -> dict:
+        """``{name: (boxes (n, P, 4), scores (n, P))}``: each part's best region in each of
+        ``images`` among the image's own (not mirrored) regions; ``models[name]`` is
+        ``(weights (P, D), bias, cosine)``, cosine scoring unit-normalised regions."""
+        feats = self.region_features(self.features_stage)
+        o = feats.offsets
+        out = {name: (np.empty((len(images), len(w), 4), np.float32),
+                      np.empty((len(images), len(w)), np.float32))
+               for name, (w, _, _) in models.items()}
+        for j, i in enumerate(images):
             own = ~feats.flips[o[i]:o[i + 1]]  # boxes of the mirrored image are not its own
             x = np.asarray(feats.image(i), np.float32)[own]
             boxes = feats.boxes[o[i]:o[i + 1]][own]
             unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-            for name, (w, b, _, cosine) in models.items():
-                best[name][j] = boxes[((unit if cosine else x) @ w.T + b).argmax(axis=0)]
-        sizes = np.stack([self.width[test], self.height[test]], axis=1)
-        return {name: part_localization(best[name], models[name][2], m.label[test],
-                                        m.keypoints[test], m.bbox[test], sizes,
-                                        m.keypoint_names, seed=self.cfg.seed)
-                for name in models}
+            for name, (w, b, cosine) in models.items():
+                s = (unit if cosine else x) @ w.T + b
+                k = s.argmax(axis=0)
+                out[name][0][j] = boxes[k]
+                out[name][1][j] = s[k, np.arange(len(w))]
+        return out
+
+    def _galleries(self, test: np.ndarray, participation: list[dict], best: tuple, out: Path,
+                   n_classes: int = 6, n_parts: int = 2, k: int = 8) -> list[str]:
+        """``figures/gallery_<class>.png`` for the first ``n_classes`` classes: each of
+        their ``n_parts`` most participating own parts, its ``k`` best regions over the
+        test images (crops, with the image's class and the score). Returns the files."""
+        from .report import gallery_figure
+
+        memo = self.cache.root / "_memo" / ("galleries-" + make_key(
+            "galleries", 1, {"participation": participation, "n_classes": n_classes,
+                             "n_parts": n_parts, "k": k},
+            {"parts": self.key("parts"), "encoding": self.key("encoding")}, {}))
+        if memo.is_dir():  # drawn before from the same parts and participation
+            shutil.copytree(memo, out / "figures", dirs_exist_ok=True)
+            return [f"figures/{p.name}" for p in sorted(memo.glob("*.png"))]
+        m = self.kept_manifest
+        p = self.parts()
+        names = [f"{m.classes[c]}/part{j}" for c in range(len(m.classes))
+                 for j in range(int((p["part_class"] == c).sum()))]
+        boxes, scores = best
+        (out / "figures").mkdir(exist_ok=True)
+        files = []
+        for c, row in enumerate(participation[:n_classes]):
+            parts = [names.index(n) for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
+            rows = []
+            for q in parts:
+                top = np.argsort(-scores[:, q], kind="stable")[:k]
+                rows.append((names[q], [(Path(m.root) / m.path[test[t]], boxes[t, q],
+                                         f"{m.classes[m.label[test[t]]].split('.')[-1][:9]} "
+                                         f"{scores[t, q]:.1f}") for t in top]))
+            name = f"figures/gallery_{c:03d}.png"
+            gallery_figure(rows, out / name)
+            files.append(name)
+        tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
+        shutil.copytree(out / "figures", tmp, dirs_exist_ok=True)
+        os.replace(tmp, memo)
+        return files
 
     def _dpnet_runs(self, entry: Entry | None) -> dict:
         """``{variant: [(shard, seed), ...]}`` of a dpnet entry (empty without one)."""
@@ -804,6 +860,8 @@ class Pipeline:
     def parts(self) -> dict:
         """Every class's cached parts, stacked: ``weights`` (n, D), ``bias``, ``part_class``,
         ``discriminativeness``, and the per-class arrays under ``per_class``."""
+        if self._parts is not None:
+            return self._parts
         entry = self.cache.get("parts", self.key("parts"))
         if entry is None:
             raise DataError("stage 'parts' is not cached yet; run it first")
@@ -811,7 +869,7 @@ class Pipeline:
                  "matches", "match_scores", "n_updates", "loo_directions")
         per_class = [{n: entry.shard_array(c, n, mmap=False) for n in names}
                      for c in range(entry.n_shards)]
-        return {
+        self._parts = {
             "weights": np.concatenate([pc["weights"] for pc in per_class]),
             "bias": np.concatenate([pc["bias"] for pc in per_class]),
             "part_class": np.concatenate([np.full(len(pc["weights"]), c)
@@ -822,6 +880,7 @@ class Pipeline:
             "background_whitener": entry.array("background_whitener", mmap=False),
             "per_class": per_class,
         }
+        return self._parts
 
     def region_features(self, stage: str = "features") -> RegionFeatures:
         """The cached region features (``features`` or ``pca`` stage) of the kept images."""

@@ -98,12 +98,14 @@ def results_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results(summary: dict, out: Path) -> None:
-    """``results.md``, ``report.md`` and ``report.html`` into the run directory ``out``."""
+def write_results(summary: dict, out: Path, memo: Path | None = None) -> None:
+    """``results.md``, ``report.md`` and ``report.html`` into the run directory ``out``.
+    ``memo``: a directory where the rendered plots are kept, keyed by what they show,
+    so that a re-run with the same results does not draw them again."""
     text = results_markdown(summary)
     (Path(out) / "results.md").write_text(text)
     (Path(out) / "report.md").write_text(text)
-    (Path(out) / "report.html").write_text(report_html(summary))
+    (Path(out) / "report.html").write_text(report_html(summary, out, memo))
 
 
 # ------------------------------------------------------------------ external rows
@@ -174,14 +176,43 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
 
 def _png(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     import matplotlib.pyplot as plt
 
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figures(summary: dict) -> list[tuple[str, str]]:
+def gallery_figure(rows, file: Path, size: int = 96) -> None:
+    """A grid of region crops: ``rows`` of ``(title, [(image path, box, caption), ...])``,
+    saved as a PNG at ``file`` (PIL, no plotting library: a gallery is pictures). An
+    unreadable image leaves a grey tile."""
+    from PIL import Image, ImageDraw
+
+    from ._images import load_image
+
+    k = max(len(items) for _, items in rows)
+    left, top, pad, text = 70, 18, 4, 12
+    canvas = Image.new("RGB", (left + k * (size + pad), top + len(rows) * (size + text + pad)),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), rows[0][0].split("/")[0] if rows else "", fill="black")
+    for r, (title, items) in enumerate(rows):
+        y = top + r * (size + text + pad)
+        draw.text((4, y + text + size // 2), title.split("/")[-1], fill="black")
+        for c, (path, box, caption) in enumerate(items):
+            try:
+                crop = load_image(path).crop(tuple(int(round(v)) for v in box))
+                crop = crop.resize((size, size))
+            except Exception:  # noqa: BLE001 (a picture, not a result: grey, not a crash)
+                crop = Image.new("RGB", (size, size), (128, 128, 128))
+            x = left + c * (size + pad)
+            draw.text((x, y), caption, fill="black")
+            canvas.paste(crop, (x, y + text))
+    canvas.save(file)
+
+
+def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
     """``[(title, PNG data URI)]`` of the report's plots."""
     import matplotlib
 
@@ -254,6 +285,11 @@ def _figures(summary: dict) -> list[tuple[str, str]]:
                                "orange: borrowed)")
         fig.tight_layout()
         out.append(("Each class's most participating parts (first classes)", _png(fig)))
+    for name in summary.get("figures") or []:  # PNG files of the run directory
+        if run is not None and (Path(run) / name).is_file():
+            uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")
+            out.append((f"Part gallery: best test regions of a class's most participating "
+                        f"parts ({name})", "data:image/png;base64," + uri))
     for n in [m for m in methods if "confusion" in methods[m]][:4]:
         conf = np.asarray(methods[n]["confusion"], float)
         conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
@@ -278,8 +314,32 @@ def _md_table_html(block: list[str]) -> str:
                                 for r in body) + "</tbody></table>")
 
 
-def report_html(summary: dict) -> str:
-    """A self-contained HTML page: the Markdown report's tables and the plots."""
+def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
+    if memo is None:
+        return _figures(summary, run)
+    import hashlib
+    import json
+    import os
+
+    shown = {k: v for k, v in summary.items() if k not in ("timings", "stages", "peak_memory_mb")}
+    h = hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode())
+    for name in summary.get("figures") or []:
+        if run is not None and (Path(run) / name).is_file():
+            h.update((Path(run) / name).read_bytes())
+    file = Path(memo) / f"figures-{h.hexdigest()[:24]}.json"
+    if file.is_file():
+        return [tuple(f) for f in json.loads(file.read_text())]
+    figures = _figures(summary, run)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(figures))
+    os.replace(tmp, file)
+    return figures
+
+
+def report_html(summary: dict, run: Path | None = None, memo: Path | None = None) -> str:
+    """A self-contained HTML page: the Markdown report's tables and the plots (and the
+    run directory's figure files listed in ``summary["figures"]``, embedded)."""
     parts, table = [], []
     for line in results_markdown(summary).splitlines() + [""]:
         if line.startswith("|"):
@@ -296,7 +356,7 @@ def report_html(summary: dict) -> str:
             parts.append(f"<p>{html.escape(line).replace('`', '')}</p>")
     figures = "".join(f'<figure><img alt="{html.escape(t)}" src="{uri}">'
                       f"<figcaption>{html.escape(t)}</figcaption></figure>"
-                      for t, uri in _figures(summary))
+                      for t, uri in _figures_memo(summary, run, memo))
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:right}th{background:#f2f2f2}"

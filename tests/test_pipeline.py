@@ -257,6 +257,10 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
         assert 0 <= p["borrowed"] <= 1 and len(p["parts"]) == 6
         assert p["participation"] == sorted(p["participation"], reverse=True)
     assert [p["class"] for p in cold["participation"]] == ["Cat", "dog"]
+    assert cold["figures"] == ["figures/gallery_000.png", "figures/gallery_001.png"]
+    for name in cold["figures"]:  # region crops of each class's top parts, as PNG files
+        assert (tiny / "full1" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (tiny / "full1" / "report.html").read_text().count("Part gallery") == 2
     text = (tiny / "full1" / "results.md").read_text()
     assert "| parts+global − global |" in text and "| Cat |" in text
     lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
@@ -264,6 +268,8 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
 
     warm = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "full2")
     assert all(s["cached"] for s in warm["stages"].values())
+    assert (tiny / "full2" / "figures" / "gallery_001.png").read_bytes() == \
+        (tiny / "full1" / "figures" / "gallery_001.png").read_bytes()  # from the memo
     assert warm["methods"] == cold["methods"]
     changed = Pipeline(load_config(None, base + ["classifier.C=[0.5, 5.0]"]),
                        cache_dir=cache).run(out=tiny / "full3")
