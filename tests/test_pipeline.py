@@ -260,7 +260,7 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     assert cold["figures"] == ["figures/gallery_000.png", "figures/gallery_001.png"]
     for name in cold["figures"]:  # region crops of each class's top parts, as PNG files
         assert (tiny / "full1" / name).read_bytes()[:4] == b"\x89PNG"
-    assert (tiny / "full1" / "report.html").read_text().count("Part gallery") == 2
+    assert (tiny / "full1" / "report.html").read_text().count("<figcaption>Part gallery") == 2
     text = (tiny / "full1" / "results.md").read_text()
     assert "| parts+global − global |" in text and "| Cat |" in text
     lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
