@@ -65,6 +65,23 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from .config import load_config
+    from .explain import explain_image
+    from .pipeline import Pipeline
+
+    run = Path(args.run)
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"{run / 'config.toml'} is missing: is {run} a run directory of "
+                          "`partlearn run`?")
+    pipe = Pipeline(load_config(run / "config.toml"), cache_dir=args.cache_dir)
+    info = explain_image(pipe, args.image, args.out or run / "explain", top=args.top)
+    print(f"predicted {info['predicted']}; top parts: "
+          + ", ".join(f"{d['part']} ({d['score']:.1f})" for d in info["parts"]))
+    print(f"written to {info['figure']}")
+    return 0
+
+
 def cmd_status(args) -> int:
     for row in _pipeline(args).status():
         print(f"{row['stage']:10s} {row['key']}  {row['state']}")
@@ -154,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
                               "(image_id,predicted_label), scored on the same split")
     compare.add_argument("--out", help="where to write the report (default: the first run)")
     compare.set_defaults(func=cmd_compare)
+
+    explain = sub.add_parser("explain", help="where the parts fire in one image (any file)")
+    explain.add_argument("run", metavar="RUN_DIR")
+    explain.add_argument("image", metavar="IMAGE")
+    explain.add_argument("--top", type=int, default=5, help="parts to draw")
+    explain.add_argument("--out", help="where to write the figure (default: RUN_DIR/explain)")
+    explain.add_argument("--cache-dir", help="the stage store the run used")
+    explain.set_defaults(func=cmd_explain)
 
     status = sub.add_parser("status", help="say which stages are cached and which are stale")
     with_config(status)

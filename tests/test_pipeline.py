@@ -266,6 +266,16 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "path,label,global,parts,parts+global" and len(lines) == 5
 
+    image = tiny / "data" / "test" / "dog" / "0.png"  # explain: any image, with this run
+    assert main(["explain", str(tiny / "full1"), str(image), "--cache-dir", cache,
+                 "--out", str(tiny / "explain")]) == 0
+    assert (tiny / "explain" / "0_explain.png").read_bytes()[:4] == b"\x89PNG"
+    (tiny / "broken.png").write_bytes(b"not a png")
+    capsys.readouterr()
+    assert main(["explain", str(tiny / "full1"), str(tiny / "broken.png"), "--cache-dir",
+                 cache]) == 1
+    assert "broken.png: cannot read this image" in capsys.readouterr().err
+
     warm = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "full2")
     assert all(s["cached"] for s in warm["stages"].values())
     assert (tiny / "full2" / "figures" / "gallery_001.png").read_bytes() == \

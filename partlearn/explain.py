@@ -1,0 +1,128 @@
+"""Where the parts fire in one image: a heatmap of part responses and the top parts' boxes.
+
+``part_heatmap``: the CAM-like map of an image: each part's map gives every
+pixel the best response of the regions covering it (clipped at 0: only
+evidence for the part), and the maps are summed weighted by the predicted
+class's weights of those parts. ``explain_image`` runs one image (any file, in
+the dataset or not) through a finished run's cached parts and classifier and
+draws the heatmap and the best boxes of the top parts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ._validation import DataError
+
+
+def part_heatmap(boxes, responses, weights, size, grid: int = 64) -> np.ndarray:
+    """``(grid_h, grid_w)`` map over an image of ``size`` (width, height): sum over parts
+    ``p`` of ``weights[p] * max(0, max over regions r covering the cell of responses[r, p])``.
+
+    ``boxes`` ``(R, 4)`` pixels, ``responses`` ``(R, P)``, ``weights`` ``(P,)``. The grid
+    keeps the image's aspect ratio, ``grid`` cells along the long side.
+    """
+    width, height = size
+    gw = max(1, int(round(grid * width / max(width, height))))
+    gh = max(1, int(round(grid * height / max(width, height))))
+    b = np.asarray(boxes, np.float32)
+    r = np.clip(np.asarray(responses, np.float32), 0, None)
+    xs = (np.arange(gw) + 0.5) * width / gw
+    ys = (np.arange(gh) + 0.5) * height / gh
+    cover_x = (xs[None, :] >= b[:, :1]) & (xs[None, :] <= b[:, 2:3])  # (R, gw)
+    cover_y = (ys[None, :] >= b[:, 1:2]) & (ys[None, :] <= b[:, 3:4])  # (R, gh)
+    out = np.zeros((gh, gw), np.float32)
+    for p in np.flatnonzero(np.asarray(weights) != 0):
+        part = np.zeros((gh, gw), np.float32)
+        for k in np.flatnonzero(r[:, p] > 0):  # the regions where the part has evidence
+            cell = cover_y[k][:, None] & cover_x[k][None, :]
+            np.maximum(part, np.where(cell, r[k, p], 0), out=part)
+        out += weights[p] * part
+    return out
+
+
+def explain_image(pipe, image_path, out: Path, top: int = 5) -> dict:
+    """Explain ``image_path`` with ``pipe``'s cached parts and ``parts`` classifier:
+    writes ``<out>/<stem>_explain.png`` (image, heatmap of the predicted class, the
+    ``top`` parts' best boxes and scores) and returns what it drew."""
+    from . import datasets
+    from .classify import method_features
+    from .encoding import ImageRegions, encode
+    from .features import extract_features
+    from .regions import dense_regions
+
+    path = Path(image_path)
+    try:
+        image = datasets.load_image(path)
+    except Exception as e:  # noqa: BLE001 (any decoding failure is the user's file)
+        raise DataError(f"{path}: cannot read this image ({e})") from None
+    cfg = pipe.cfg
+    parts = pipe.parts()
+    clf = pipe.cache.get("classifier", pipe.key("classifier"))
+    if clf is None or "parts" not in cfg.classifier.methods:
+        raise DataError("explain needs a finished run with the 'parts' method: run "
+                        "`partlearn run` with this config first")
+    r = cfg.regions
+    boxes, flips = dense_regions(image.width, image.height, scales=r.scales, stride=r.stride,
+                                 full_image=r.full_image, flips=False, min_size=r.min_size)
+    f = cfg.features
+    (_, x, _, _), = extract_features(
+        [str(path)], [boxes], [flips], np.array([[image.width, image.height]]), pipe.backbone,
+        load_image=datasets.load_image, mode=f.mode, short_side=f.short_side,
+        roi_size=f.roi_size, roi_pooling=f.roi_pooling, crop_size=f.crop_size,
+        batch_size=1, device=pipe._device(), workers=0)
+    if cfg.features.pca_dim:
+        raise DataError("explain does not support features.pca_dim > 0 yet")
+    e = cfg.encoding
+    code = encode([ImageRegions(x, boxes, (image.width, image.height))], parts["weights"],
+                  parts["bias"], pyramid=e.pyramid, top_k=e.top_k)
+    coef, intercept = clf.array("parts_coef", mmap=False), clf.array("parts_intercept")
+    classes = clf.array("parts_classes", mmap=False)
+    scores = method_features("parts", parts=code) @ coef.T + intercept
+    c = int(classes[scores.argmax()])
+    responses = x @ parts["weights"].T + parts["bias"]  # (R, P)
+    n_part = len(parts["weights"])
+    weight = coef[c].reshape(-1, n_part).sum(axis=0)  # the class's weight of each part
+    best = responses.argmax(axis=0)
+    share = weight * np.clip(responses.max(axis=0), 0, None)
+    top_parts = np.argsort(-share, kind="stable")[:top]
+    heat = part_heatmap(boxes, responses, np.clip(weight, 0, None), image.size)
+    names = pipe.manifest.classes
+    within = np.zeros(n_part, np.int64)
+    for k in np.unique(parts["part_class"]):
+        within[parts["part_class"] == k] = np.arange(int((parts["part_class"] == k).sum()))
+    drawn = [{"part": f"{names[parts['part_class'][p]]}/part{within[p]}",
+              "box": boxes[best[p]].tolist(), "score": float(responses[best[p], p])}
+             for p in top_parts]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{path.stem}_explain.png"
+    _draw(image, heat, drawn, f"predicted: {names[c]}", file)
+    return {"image": str(path), "predicted": names[c], "parts": drawn, "figure": str(file)}
+
+
+def _draw(image, heat, drawn, title, file) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5))
+    axes[0].imshow(image)
+    axes[0].imshow(heat, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0))
+    axes[0].set_title(f"{title}: part heatmap", fontsize=9)
+    axes[1].imshow(image)
+    for k, d in enumerate(drawn):
+        x0, y0, x1, y1 = d["box"]
+        color = plt.cm.tab10(k % 10)
+        axes[1].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, ec=color))
+        axes[1].text(x0, y0, f"{d['part'].split('/')[-1]} {d['score']:.1f}", color="white",
+                     fontsize=7, bbox={"facecolor": color, "pad": 1, "lw": 0})
+    axes[1].set_title("best boxes of the top parts", fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.savefig(file, dpi=100, bbox_inches="tight")
+    plt.close(fig)
