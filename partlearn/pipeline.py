@@ -697,7 +697,7 @@ class Pipeline:
                 k: info[k] for k in ("C", "C_at_edge", "cv_accuracy", "cv_folds", "cv", "dim",
                                      "train_seconds")}
         for variant, rows in self._dpnet_runs(dpnet).items():
-            name = "dpnet" if variant == "wo" else f"dpnet[{variant}]"
+            name = _dpnet_name(variant)
             per_seed = [metrics(y, dpnet.shard_array(k, "test_pred", mmap=False),
                                 len(m.classes)) for k, _ in rows]
             first = dpnet.shard_array(rows[0][0], "test_pred", mmap=False)
@@ -724,16 +724,37 @@ class Pipeline:
             comparisons.append({"a": a, "b": b} | paired_comparison(
                 correct[a], correct[b], self.cfg.classifier.n_bootstrap, self.cfg.seed))
         result = {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
-        best = None
-        if "parts" in self.stages:  # each two-stage part's best region in each test image
+        models, part_classes = {}, {}  # two-stage parts; each DP-Net variant's first seed
+        if "parts" in self.stages:
             p = self.parts()
-            best = self._best_regions(test, {"parts": (p["weights"], p["bias"], False)})
+            models["parts"], part_classes["parts"] = (p["weights"], p["bias"], False), \
+                p["part_class"]
+        for variant, rows in self._dpnet_runs(dpnet).items():
+            name = _dpnet_name(variant)
+            models[name] = (dpnet.shard_array(rows[0][0], "U", mmap=False), 0.0, True)
+            part_classes[name] = dpnet.shard_array(rows[0][0], "part_class", mmap=False)
+        best = self._best_regions(test, models) if models else {}  # each part's best region
         if m.keypoints is not None and m.bbox is not None:
-            result["localization"] = self._localization(test, dpnet, best)
+            result["localization"] = self._localization(test, best, part_classes)
+        figures = []
         if "parts" in methods and "encoding" in self.stages:
             result["participation"] = self._participation(entry, test)
-            result["figures"] = self._galleries(test, result["participation"], best["parts"],
-                                                out)
+            figures += self._galleries(test, result["participation"], best["parts"],
+                                       self.parts()["part_class"], out, "gallery")
+        runs = self._dpnet_runs(dpnet)
+        if runs:  # the first variant's first seed (dpnet without constraints when there)
+            variant, rows = next(iter(runs.items()))
+            k = rows[0][0]
+            part_class = dpnet.shard_array(k, "part_class", mmap=False)
+            v = dpnet.shard_array(k, "V", mmap=False)
+            b = best[_dpnet_name(variant)][1]  # (n_test, P): its bag of parts
+            result["participation_dpnet"] = _participation_rows(
+                lambda c: v[c] * b[m.label[test] == c].mean(axis=0), part_class, m.classes)
+            figures += self._galleries(test, result["participation_dpnet"],
+                                       best[_dpnet_name(variant)], part_class, out,
+                                       "gallery_dpnet")
+        if figures:
+            result["figures"] = figures
         with open(out / "predictions.csv", "w", newline="") as f:
             f.write("path,label," + ",".join(names) + "\n")
             for j, i in enumerate(test):
@@ -750,45 +771,24 @@ class Pipeline:
         coef = entry.array("parts_coef", mmap=False)
         codes = self.cache.get("encoding", self.key("encoding")).array("codes")
         part_class = self.parts()["part_class"]
-        within = np.zeros(len(part_class), np.int64)
-        for c in np.unique(part_class):
-            within[part_class == c] = np.arange(int((part_class == c).sum()))
-        out = []
-        for c, name in enumerate(m.classes):
-            images = test[m.label[test] == c]
-            typical = np.asarray(codes[images], np.float32).mean(axis=0)
-            share = (coef[c] * typical).reshape(-1, len(part_class)).sum(axis=0)
-            positive = np.clip(share, 0, None)
-            best = np.argsort(-share, kind="stable")[:top]
-            out.append({"class": name, "borrowed": float(positive[part_class != c].sum()
-                                                          / max(positive.sum(), 1e-12)),
-                        "parts": [f"{m.classes[part_class[p]]}/part{within[p]}" for p in best],
-                        "own": [bool(part_class[p] == c) for p in best],
-                        "participation": [float(share[p]) for p in best]})
-        return out
 
-    def _localization(self, test: np.ndarray, dpnet: Entry | None, best: dict | None) -> dict:
-        """``localization.part_localization`` of the two-stage parts and of each DP-Net
-        variant (its first seed) on the test images, from the annotated keypoints."""
+        def share(c):
+            typical = np.asarray(codes[test[m.label[test] == c]], np.float32).mean(axis=0)
+            return (coef[c] * typical).reshape(-1, len(part_class)).sum(axis=0)
+
+        return _participation_rows(share, part_class, m.classes, top)
+
+    def _localization(self, test: np.ndarray, best: dict, part_classes: dict) -> dict:
+        """``localization.part_localization`` of every part model in ``best`` (its parts'
+        best boxes in the test images) from the annotated keypoints."""
         from .localization import part_localization
 
         m = self.kept_manifest
-        models = {}
-        if "parts" in self.stages:
-            p = self.parts()
-            models["parts"] = (p["weights"], p["bias"], p["part_class"], False)
-        for variant, rows in self._dpnet_runs(dpnet).items():
-            k = rows[0][0]
-            models["dpnet" if variant == "wo" else f"dpnet[{variant}]"] = (
-                dpnet.shard_array(k, "U", mmap=False), 0.0,
-                dpnet.shard_array(k, "part_class", mmap=False), True)
-        others = {n: v[:2] + v[3:] for n, v in models.items() if n != "parts"}
-        best = (best or {}) | (self._best_regions(test, others) if others else {})
         sizes = np.stack([self.width[test], self.height[test]], axis=1)
-        return {name: part_localization(best[name][0], models[name][2], m.label[test],
+        return {name: part_localization(best[name][0], part_classes[name], m.label[test],
                                         m.keypoints[test], m.bbox[test], sizes,
                                         m.keypoint_names, seed=self.cfg.seed)
-                for name in models}
+                for name in best}
 
     def _best_regions(self, images: np.ndarray, models: dict) -> dict:
         """``{name: (boxes (n, P, 4), scores (n, P))}``: each part's best region in each of
@@ -811,24 +811,25 @@ class Pipeline:
                 out[name][1][j] = s[k, np.arange(len(w))]
         return out
 
-    def _galleries(self, test: np.ndarray, participation: list[dict], best: tuple, out: Path,
-                   n_classes: int = 6, n_parts: int = 2, k: int = 8) -> list[str]:
-        """``figures/gallery_<class>.png`` for the first ``n_classes`` classes: each of
+    def _galleries(self, test: np.ndarray, participation: list[dict], best: tuple,
+                   part_class: np.ndarray, out: Path, prefix: str, n_classes: int = 6,
+                   n_parts: int = 2, k: int = 8) -> list[str]:
+        """``figures/<prefix>_<class>.png`` for the first ``n_classes`` classes: each of
         their ``n_parts`` most participating own parts, its ``k`` best regions over the
         test images (crops, with the image's class and the score). Returns the files."""
         from .report import gallery_figure
 
         memo = self.cache.root / "_memo" / ("galleries-" + make_key(
             "galleries", 1, {"participation": participation, "n_classes": n_classes,
-                             "n_parts": n_parts, "k": k},
-            {"parts": self.key("parts"), "encoding": self.key("encoding")}, {}))
+                             "n_parts": n_parts, "k": k, "prefix": prefix,
+                             "best": hashlib.sha256(best[1].tobytes()).hexdigest()},
+            {"features": self.key(self.features_stage)}, {}))
         if memo.is_dir():  # drawn before from the same parts and participation
             shutil.copytree(memo, out / "figures", dirs_exist_ok=True)
             return [f"figures/{p.name}" for p in sorted(memo.glob("*.png"))]
         m = self.kept_manifest
-        p = self.parts()
         names = [f"{m.classes[c]}/part{j}" for c in range(len(m.classes))
-                 for j in range(int((p["part_class"] == c).sum()))]
+                 for j in range(int((part_class == c).sum()))]
         boxes, scores = best
         (out / "figures").mkdir(exist_ok=True)
         files = []
@@ -840,11 +841,13 @@ class Pipeline:
                 rows.append((names[q], [(Path(m.root) / m.path[test[t]], boxes[t, q],
                                          f"{m.classes[m.label[test[t]]].split('.')[-1][:9]} "
                                          f"{scores[t, q]:.1f}") for t in top]))
-            name = f"figures/gallery_{c:03d}.png"
+            name = f"figures/{prefix}_{c:03d}.png"
             gallery_figure(rows, out / name)
             files.append(name)
         tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
-        shutil.copytree(out / "figures", tmp, dirs_exist_ok=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            shutil.copy(out / name, tmp)
         os.replace(tmp, memo)
         return files
 
@@ -892,3 +895,28 @@ class Pipeline:
 
 def _file_name(method: str) -> str:
     return method.replace("+", "_")
+
+
+def _dpnet_name(variant: str) -> str:
+    return "dpnet" if variant == "wo" else f"dpnet[{variant}]"
+
+
+def _participation_rows(share, part_class, classes, top: int = 10) -> list[dict]:
+    """Per class ``c``: its ``top`` parts by ``share(c)`` ``(P,)`` (a part's participation
+    in the class's decision), whether they are its own, and ``borrowed``: the share of
+    its positive participation that comes from other classes' parts."""
+    part_class = np.asarray(part_class)
+    within = np.zeros(len(part_class), np.int64)
+    for c in np.unique(part_class):
+        within[part_class == c] = np.arange(int((part_class == c).sum()))
+    out = []
+    for c, name in enumerate(classes):
+        value = share(c)
+        positive = np.clip(value, 0, None)
+        order = np.argsort(-value, kind="stable")[:top]
+        out.append({"class": name, "borrowed": float(positive[part_class != c].sum()
+                                                      / max(positive.sum(), 1e-12)),
+                    "parts": [f"{classes[part_class[p]]}/part{within[p]}" for p in order],
+                    "own": [bool(part_class[p] == c) for p in order],
+                    "participation": [float(value[p]) for p in order]})
+    return out

@@ -265,14 +265,16 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
         ax.set_ylabel("per-class accuracy − global (points)")
         ax.legend(fontsize=7)
         out.append(("Per-class accuracy, difference from global", _png(fig)))
-    participation = summary.get("participation") or []
-    if participation:
+    for key, model in (("participation", "parts SVM"), ("participation_dpnet", "DP-Net")):
+        participation = summary.get(key) or []
+        if not participation:
+            continue
         fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(participation)), 3))
         ax.bar(range(len(participation)), [100 * p["borrowed"] for p in participation])
         ax.set_xticks(range(len(participation)), [p["class"] for p in participation],
                       rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("borrowed (% of positive participation)")
-        out.append(("Which parts a class borrows: the share of its parts-SVM participation "
+        out.append((f"Which parts a class borrows ({model}): the share of its participation "
                     "that comes from other classes' parts", _png(fig)))
         shown = participation[:6]
         fig, axes = plt.subplots(len(shown), 1, figsize=(6, 1.9 * len(shown)), squeeze=False)
@@ -281,10 +283,11 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
                     color=["#4a7ab5" if own else "#e08a2c" for own in p["own"]])
             ax.set_yticks(range(len(p["parts"]))[::-1], p["parts"], fontsize=6)
             ax.set_title(p["class"], fontsize=8)
-        axes[-1, 0].set_xlabel("participation (SVM weight x mean code; blue: own parts, "
-                               "orange: borrowed)")
+        axes[-1, 0].set_xlabel("participation (classifier weight x mean response; blue: own "
+                               "parts, orange: borrowed)")
         fig.tight_layout()
-        out.append(("Each class's most participating parts (first classes)", _png(fig)))
+        out.append((f"Each class's most participating parts ({model}; first classes)",
+                    _png(fig)))
     for name in summary.get("figures") or []:  # PNG files of the run directory
         if run is not None and (Path(run) / name).is_file():
             uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")

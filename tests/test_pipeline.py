@@ -319,6 +319,8 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
     assert ("dpnet", "global") in pairs and ("dpnet[cs+orth+assign]", "dpnet") in pairs
     assert ("dpnet[cs+orth+assign]", "parts") in pairs
     assert "| dpnet[cs+orth+assign] |" in (tiny / "dp1" / "results.md").read_text()
+    assert [p["class"] for p in summary["participation_dpnet"]] == ["Cat", "dog"]
+    assert "figures/gallery_dpnet_000.png" in summary["figures"]  # DP-Net's parts too
     again = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "dp2")
     assert again["stages"]["dpnet"]["cached"] and again["methods"] == summary["methods"]
     with pytest.raises(ConfigError, match="dpnet.parts_per_class x classes = 6"):
