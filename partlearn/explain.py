@@ -83,24 +83,34 @@ def explain_image(pipe, image_path, out: Path, top: int = 5) -> dict:
     scores = method_features("parts", parts=code) @ coef.T + intercept
     c = int(classes[scores.argmax()])
     responses = x @ parts["weights"].T + parts["bias"]  # (R, P)
-    n_part = len(parts["weights"])
-    weight = coef[c].reshape(-1, n_part).sum(axis=0)  # the class's weight of each part
+    names = pipe.manifest.classes
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    file = out / f"{path.stem}_explain.png"
+    drawn = draw_explanation(image, boxes, responses, coef[c], parts["part_class"], names,
+                             f"{path.name}: {names[c]}?", file, top)
+    return {"image": str(path), "predicted": names[c], "parts": drawn, "figure": str(file)}
+
+
+def draw_explanation(image, boxes, responses, class_coef, part_class, class_names, title,
+                     file, top: int = 5) -> list[dict]:
+    """Draw ``image`` with the heatmap of a class (``class_coef``: its classifier weights
+    over the part code, cell-major) and its ``top`` parts' best boxes, into ``file``;
+    ``responses`` ``(R, P)`` of the image's regions ``boxes``. Returns the boxes drawn."""
+    n_part = len(part_class)
+    weight = np.asarray(class_coef).reshape(-1, n_part).sum(axis=0)  # per part, all cells
     best = responses.argmax(axis=0)
     share = weight * np.clip(responses.max(axis=0), 0, None)
     top_parts = np.argsort(-share, kind="stable")[:top]
     heat = part_heatmap(boxes, responses, np.clip(weight, 0, None), image.size)
-    names = pipe.manifest.classes
     within = np.zeros(n_part, np.int64)
-    for k in np.unique(parts["part_class"]):
-        within[parts["part_class"] == k] = np.arange(int((parts["part_class"] == k).sum()))
-    drawn = [{"part": f"{names[parts['part_class'][p]]}/part{within[p]}",
+    for k in np.unique(part_class):
+        within[part_class == k] = np.arange(int((part_class == k).sum()))
+    drawn = [{"part": f"{class_names[part_class[p]]}/part{within[p]}",
               "box": boxes[best[p]].tolist(), "score": float(responses[best[p], p])}
              for p in top_parts]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    file = out / f"{path.stem}_explain.png"
-    _draw(image, heat, drawn, f"predicted: {names[c]}", file)
-    return {"image": str(path), "predicted": names[c], "parts": drawn, "figure": str(file)}
+    _draw(image, heat, drawn, title, file)
+    return drawn
 
 
 def _draw(image, heat, drawn, title, file) -> None:
@@ -113,7 +123,7 @@ def _draw(image, heat, drawn, title, file) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 5))
     axes[0].imshow(image)
     axes[0].imshow(heat, cmap="jet", alpha=0.45, extent=(0, image.width, image.height, 0))
-    axes[0].set_title(f"{title}: part heatmap", fontsize=9)
+    axes[0].set_title(title, fontsize=9)
     axes[1].imshow(image)
     for k, d in enumerate(drawn):
         x0, y0, x1, y1 = d["box"]
@@ -121,8 +131,8 @@ def _draw(image, heat, drawn, title, file) -> None:
         axes[1].add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, ec=color))
         axes[1].text(x0, y0, f"{d['part'].split('/')[-1]} {d['score']:.1f}", color="white",
                      fontsize=7, bbox={"facecolor": color, "pad": 1, "lw": 0})
-    axes[1].set_title("best boxes of the top parts", fontsize=9)
+    axes[1].set_title("the top parts' best boxes", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.savefig(file, dpi=100, bbox_inches="tight")
+    fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -741,6 +741,11 @@ class Pipeline:
             result["participation"] = self._participation(entry, test)
             figures += self._galleries(test, result["participation"], best["parts"],
                                        self.parts()["part_class"], out, "gallery")
+            p = self.parts()
+            pred = int(entry.array("parts_test_pred", mmap=False)[0])
+            figures.append(self._heatmap(test, out, "heatmap", pred,
+                                         entry.array("parts_coef", mmap=False)[pred],
+                                         p["part_class"], p["weights"], p["bias"], False))
         runs = self._dpnet_runs(dpnet)
         if runs:  # the first variant's first seed (dpnet without constraints when there)
             variant, rows = next(iter(runs.items()))
@@ -753,6 +758,9 @@ class Pipeline:
             figures += self._galleries(test, result["participation_dpnet"],
                                        best[_dpnet_name(variant)], part_class, out,
                                        "gallery_dpnet")
+            pred = int(dpnet.shard_array(k, "test_pred", mmap=False)[0])
+            figures.append(self._heatmap(test, out, "heatmap_dpnet", pred, v[pred], part_class,
+                                         dpnet.shard_array(k, "U", mmap=False), 0.0, True))
         if figures:
             result["figures"] = figures
         with open(out / "predictions.csv", "w", newline="") as f:
@@ -811,10 +819,48 @@ class Pipeline:
                 out[name][1][j] = s[k, np.arange(len(w))]
         return out
 
+    def _heatmap(self, test: np.ndarray, out: Path, prefix: str, pred: int, class_coef,
+                 part_class, weights, bias, cosine: bool) -> str:
+        """``figures/<prefix>_<image>.png``: the first test image explained as ``partlearn
+        explain`` does, from the cached region features: the heatmap of its predicted
+        class ``pred`` (classifier weights ``class_coef``) and the top parts' boxes."""
+        from ._images import load_image
+        from .explain import draw_explanation
+
+        m = self.kept_manifest
+        i = int(test[0])
+        feats = self.region_features(self.features_stage)
+        o = feats.offsets
+        own = ~feats.flips[o[i]:o[i + 1]]
+        x = np.asarray(feats.image(i), np.float32)[own]
+        if cosine:
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        name = f"figures/{prefix}_{Path(m.path[i]).stem}.png"
+        (out / "figures").mkdir(exist_ok=True)
+        digest = hashlib.sha256(np.ascontiguousarray(class_coef, np.float32).tobytes()
+                                + np.ascontiguousarray(weights, np.float32).tobytes())
+        memo = self.cache.root / "_memo" / (make_key(
+            "heatmap", 1, {"image": m.path[i], "pred": pred, "cosine": cosine,
+                           "parts": digest.hexdigest()},
+            {"features": self.key(self.features_stage)}, {}) + ".png")
+        if not memo.is_file():  # drawn once for the same image, parts and classifier
+            tmp = out / (name + ".tmp")
+            draw_explanation(load_image(Path(m.root) / m.path[i]),
+                             feats.boxes[o[i]:o[i + 1]][own], x @ weights.T + bias, class_coef,
+                             part_class, m.classes, f"{Path(m.path[i]).name}: "
+                             f"{m.classes[pred]}?", tmp)
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp, memo.with_suffix(f".{os.getpid()}.tmp"))
+            os.replace(memo.with_suffix(f".{os.getpid()}.tmp"), memo)
+            os.replace(tmp, out / name)
+        else:
+            shutil.copy(memo, out / name)
+        return name
+
     def _galleries(self, test: np.ndarray, participation: list[dict], best: tuple,
-                   part_class: np.ndarray, out: Path, prefix: str, n_classes: int = 6,
+                   part_class: np.ndarray, out: Path, prefix: str, n_classes: int | None = None,
                    n_parts: int = 2, k: int = 8) -> list[str]:
-        """``figures/<prefix>_<class>.png`` for the first ``n_classes`` classes: each of
+        """``figures/<prefix>_<class>.png`` for the first ``n_classes`` classes (all): each of
         their ``n_parts`` most participating own parts, its ``k`` best regions over the
         test images (crops, with the image's class and the score). Returns the files."""
         from .report import gallery_figure

@@ -291,8 +291,11 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
     for name in summary.get("figures") or []:  # PNG files of the run directory
         if run is not None and (Path(run) / name).is_file():
             uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")
-            out.append((f"Part gallery: best test regions of a class's most participating "
-                        f"parts ({name})", "data:image/png;base64," + uri))
+            title = (f"Heatmap: where the parts fire in a test image, weighted by the "
+                     f"predicted class ({name})" if "heatmap" in name else
+                     f"Part gallery: best test regions of a class's most participating "
+                     f"parts ({name})")
+            out.append((title, "data:image/png;base64," + uri))
     for n in [m for m in methods if "confusion" in methods[m]][:4]:
         conf = np.asarray(methods[n]["confusion"], float)
         conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)

@@ -257,7 +257,8 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
         assert 0 <= p["borrowed"] <= 1 and len(p["parts"]) == 6
         assert p["participation"] == sorted(p["participation"], reverse=True)
     assert [p["class"] for p in cold["participation"]] == ["Cat", "dog"]
-    assert cold["figures"] == ["figures/gallery_000.png", "figures/gallery_001.png"]
+    assert cold["figures"] == ["figures/gallery_000.png", "figures/gallery_001.png",
+                               "figures/heatmap_0.png"]  # the first test image explained
     for name in cold["figures"]:  # region crops of each class's top parts, as PNG files
         assert (tiny / "full1" / name).read_bytes()[:4] == b"\x89PNG"
     assert (tiny / "full1" / "report.html").read_text().count("<figcaption>Part gallery") == 2
@@ -326,3 +327,19 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
     with pytest.raises(ConfigError, match="dpnet.parts_per_class x classes = 6"):
         Pipeline(load_config(None, base + ["dpnet.parts_per_class=3"]),
                  cache_dir=cache).run(out=tiny / "dp3")
+
+
+@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs chromium")
+def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny):
+    from test_report import chromium
+
+    base = [a for a in args(tiny)[1::2] if "=" in a] + ["parts.n_parts=3", "parts.min_images=2",
+                                                        "classifier.n_bootstrap=200"]
+    Pipeline(load_config(None, base), cache_dir=str(tiny / "cache-full")).run(
+        out=tiny / "shown")
+    page = tiny / "shown" / "report.html"
+    text = page.read_text()
+    assert text.count("<figcaption>Part gallery") == 2 and text.count("<figcaption>Heatmap") == 1
+    loaded, rgb = chromium(page, tiny, window="1200,6000")
+    assert loaded == f"{text.count('<img ')}:true"  # galleries and heatmap decoded in the page
+    assert rgb.std() > 10

@@ -105,29 +105,37 @@ def test_compare_runs_and_cli(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), "--external", "oops"]) == 2
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
-                    reason="needs Debian's chromium (.ci/run installs it)")
-def test_report_renders_in_headless_chromium(tmp_path):
-    fake_run(tmp_path / "run")
-    compare_runs([tmp_path / "run"])
-    page = tmp_path / "run" / "report.html"
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(not BROWSER,
+                                    reason="needs Debian's chromium (.ci/run installs it)")
+
+
+def chromium(page, tmp_path, window="1200,1600"):
+    """``(loaded, screenshot RGB array)``: headless Chromium's verdict on ``page``:
+    ``"<n images>:<all decoded>"``, and what it drew."""
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
              "--virtual-time-budget=5000"]
-    # a copy of the page with a probe that records whether every image decoded
-    probe = tmp_path / "probe.html"
+    probe = tmp_path / "probe.html"  # a copy of the page with a probe of its images
     probe.write_text(page.read_text().replace("</body>", (
         "<script>window.onload=()=>{const i=[...document.images];document.body.dataset"
         ".loaded=i.length+':'+i.every(x=>x.complete&&x.naturalWidth>0)}</script></body>")))
     dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True, timeout=120,
                          capture_output=True, text=True).stdout
-    n_images = page.read_text().count("<img ")
-    assert f'data-loaded="{n_images}:true"' in dom
+    loaded = re.search(r'data-loaded="([^"]*)"', dom)
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, "--window-size=1200,1600", f"--screenshot={shot}", page.as_uri()],
+    subprocess.run([*flags, f"--window-size={window}", f"--screenshot={shot}", page.as_uri()],
                    check=True, timeout=120, capture_output=True)
     from PIL import Image
 
-    rgb = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    return loaded and loaded.group(1), np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+@needs_chromium
+def test_report_renders_in_headless_chromium(tmp_path):
+    fake_run(tmp_path / "run")
+    compare_runs([tmp_path / "run"])
+    page = tmp_path / "run" / "report.html"
+    loaded, rgb = chromium(page, tmp_path)
+    assert loaded == f"{page.read_text().count('<img ')}:true"  # every image decoded
     blue = (np.abs(rgb - [0x4a, 0x7a, 0xb5]).sum(axis=2) < 30).sum()  # the method bars
     assert blue > 500  # the plots were drawn, not just the text
