@@ -75,7 +75,8 @@ def cmd_explain(args) -> int:
         raise ConfigError(f"{run / 'config.toml'} is missing: is {run} a run directory of "
                           "`partlearn run`?")
     pipe = Pipeline(load_config(run / "config.toml"), cache_dir=args.cache_dir)
-    info = explain_image(pipe, args.image, args.out or run / "explain", top=args.top)
+    info = explain_image(pipe, args.image, args.out or run / "explain", top=args.top,
+                         model=args.model)
     print(f"predicted {info['predicted']}; top parts: "
           + ", ".join(f"{d['part']} ({d['score']:.1f})" for d in info["parts"]))
     print(f"written to {info['figure']}")
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("run", metavar="RUN_DIR")
     explain.add_argument("image", metavar="IMAGE")
     explain.add_argument("--top", type=int, default=5, help="parts to draw")
+    explain.add_argument("--model", choices=("parts", "dpnet"), default="parts",
+                         help="the two-stage parts (default) or DP-Net's (the run's first "
+                              "variant, first seed)")
     explain.add_argument("--out", help="where to write the figure (default: RUN_DIR/explain)")
     explain.add_argument("--cache-dir", help="the stage store the run used")
     explain.set_defaults(func=cmd_explain)

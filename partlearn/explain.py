@@ -43,9 +43,10 @@ def part_heatmap(boxes, responses, weights, size, grid: int = 64) -> np.ndarray:
     return out
 
 
-def explain_image(pipe, image_path, out: Path, top: int = 5) -> dict:
-    """Explain ``image_path`` with ``pipe``'s cached parts and ``parts`` classifier:
-    writes ``<out>/<stem>_explain.png`` (image, heatmap of the predicted class, the
+def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts") -> dict:
+    """Explain ``image_path`` with a finished run's cached models: ``model`` "parts" (the
+    two-stage parts and the ``parts`` SVM) or "dpnet" (the first DP-Net variant's first
+    seed). Writes ``<out>/<stem>_explain.png`` (image, heatmap of the predicted class, the
     ``top`` parts' best boxes and scores) and returns what it drew."""
     from . import datasets
     from .classify import method_features
@@ -53,17 +54,26 @@ def explain_image(pipe, image_path, out: Path, top: int = 5) -> dict:
     from .features import extract_features
     from .regions import dense_regions
 
+    cfg = pipe.cfg
+    if model not in ("parts", "dpnet"):
+        raise DataError(f"explain: model {model!r} is not 'parts' or 'dpnet'")
+    if cfg.features.pca_dim:
+        raise DataError("explain does not support features.pca_dim > 0 yet")
+    if model == "parts":
+        entry = pipe.cache.get("classifier", pipe.key("classifier"))
+        if entry is None or "parts" not in cfg.classifier.methods:
+            raise DataError("explain needs a finished run with the 'parts' method: run "
+                            "`partlearn run` with this config first")
+    else:
+        entry = pipe.cache.get("dpnet", pipe.key("dpnet")) if "dpnet" in pipe.stages else None
+        if entry is None:
+            raise DataError("explain --model dpnet needs a finished run with dpnet.variants "
+                            "set: run `partlearn run` with such a config first")
     path = Path(image_path)
     try:
         image = datasets.load_image(path)
     except Exception as e:  # noqa: BLE001 (any decoding failure is the user's file)
         raise DataError(f"{path}: cannot read this image ({e})") from None
-    cfg = pipe.cfg
-    parts = pipe.parts()
-    clf = pipe.cache.get("classifier", pipe.key("classifier"))
-    if clf is None or "parts" not in cfg.classifier.methods:
-        raise DataError("explain needs a finished run with the 'parts' method: run "
-                        "`partlearn run` with this config first")
     r = cfg.regions
     boxes, flips = dense_regions(image.width, image.height, scales=r.scales, stride=r.stride,
                                  full_image=r.full_image, flips=False, min_size=r.min_size)
@@ -73,23 +83,30 @@ def explain_image(pipe, image_path, out: Path, top: int = 5) -> dict:
         load_image=datasets.load_image, mode=f.mode, short_side=f.short_side,
         roi_size=f.roi_size, roi_pooling=f.roi_pooling, crop_size=f.crop_size,
         batch_size=1, device=pipe._device(), workers=0)
-    if cfg.features.pca_dim:
-        raise DataError("explain does not support features.pca_dim > 0 yet")
-    e = cfg.encoding
-    code = encode([ImageRegions(x, boxes, (image.width, image.height))], parts["weights"],
-                  parts["bias"], pyramid=e.pyramid, top_k=e.top_k)
-    coef, intercept = clf.array("parts_coef", mmap=False), clf.array("parts_intercept")
-    classes = clf.array("parts_classes", mmap=False)
-    scores = method_features("parts", parts=code) @ coef.T + intercept
-    c = int(classes[scores.argmax()])
-    responses = x @ parts["weights"].T + parts["bias"]  # (R, P)
+    if model == "parts":
+        parts = pipe.parts()
+        e = cfg.encoding
+        code = encode([ImageRegions(x, boxes, (image.width, image.height))], parts["weights"],
+                      parts["bias"], pyramid=e.pyramid, top_k=e.top_k)
+        coef = entry.array("parts_coef", mmap=False)
+        scores = method_features("parts", parts=code) @ coef.T + entry.array("parts_intercept")
+        c = int(entry.array("parts_classes", mmap=False)[scores.argmax()])
+        responses = x @ parts["weights"].T + parts["bias"]  # (R, P)
+        class_coef, part_class = coef[c], parts["part_class"]
+    else:
+        u, v = entry.shard_array(0, "U", mmap=False), entry.shard_array(0, "V", mmap=False)
+        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        responses = unit @ u.T  # cosines, as DP-Net's S
+        c = int((v @ responses.max(axis=0) + entry.shard_array(0, "bias")).argmax())
+        class_coef, part_class = v[c], entry.shard_array(0, "part_class", mmap=False)
     names = pipe.manifest.classes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    file = out / f"{path.stem}_explain.png"
-    drawn = draw_explanation(image, boxes, responses, coef[c], parts["part_class"], names,
+    file = out / f"{path.stem}_explain{'' if model == 'parts' else '_dpnet'}.png"
+    drawn = draw_explanation(image, boxes, responses, class_coef, part_class, names,
                              f"{path.name}: {names[c]}?", file, top)
-    return {"image": str(path), "predicted": names[c], "parts": drawn, "figure": str(file)}
+    return {"image": str(path), "model": model, "predicted": names[c], "parts": drawn,
+            "figure": str(file)}
 
 
 def draw_explanation(image, boxes, responses, class_coef, part_class, class_names, title,

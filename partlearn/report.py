@@ -288,14 +288,6 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
         fig.tight_layout()
         out.append((f"Each class's most participating parts ({model}; first classes)",
                     _png(fig)))
-    for name in summary.get("figures") or []:  # PNG files of the run directory
-        if run is not None and (Path(run) / name).is_file():
-            uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")
-            title = (f"Heatmap: where the parts fire in a test image, weighted by the "
-                     f"predicted class ({name})" if "heatmap" in name else
-                     f"Part gallery: best test regions of a class's most participating "
-                     f"parts ({name})")
-            out.append((title, "data:image/png;base64," + uri))
     for n in [m for m in methods if "confusion" in methods[m]][:4]:
         conf = np.asarray(methods[n]["confusion"], float)
         conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
@@ -308,6 +300,14 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
             ax.set_yticks(range(len(classes)), classes, fontsize=6)
         fig.colorbar(im, ax=ax, fraction=0.046)
         out.append((f"Confusion matrix: {n} (rows: true class, fraction)", _png(fig)))
+    for name in summary.get("figures") or []:  # the run's PNG files, last
+        if run is not None and (Path(run) / name).is_file():
+            uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")
+            title = (f"Heatmap: where the parts fire in a test image, weighted by the "
+                     f"predicted class ({name})" if "heatmap" in name else
+                     f"Part gallery: best test regions of a class's most participating "
+                     f"parts ({name})")
+            out.append((title, "data:image/png;base64," + uri))
     return out
 
 
@@ -328,7 +328,7 @@ def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
     import os
 
     shown = {k: v for k, v in summary.items() if k not in ("timings", "stages", "peak_memory_mb")}
-    h = hashlib.sha256(json.dumps(shown, sort_keys=True, default=str).encode())
+    h = hashlib.sha256(b"figures v2" + json.dumps(shown, sort_keys=True, default=str).encode())
     for name in summary.get("figures") or []:
         if run is not None and (Path(run) / name).is_file():
             h.update((Path(run) / name).read_bytes())
@@ -360,9 +360,16 @@ def report_html(summary: dict, run: Path | None = None, memo: Path | None = None
             parts.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.strip():
             parts.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    drawn = _figures_memo(summary, run, memo)
+    if run is not None:  # the plots as PNG files too (galleries and heatmaps already are)
+        (Path(run) / "figures").mkdir(exist_ok=True)
+        files = sum((Path(run) / n).is_file() for n in summary.get("figures") or [])
+        for k, (title, uri) in enumerate(drawn[:len(drawn) - files]):
+            (Path(run) / "figures" / f"plot_{k:02d}.png").write_bytes(
+                base64.b64decode(uri.split(",", 1)[1]))
     figures = "".join(f'<figure><img alt="{html.escape(t)}" src="{uri}">'
                       f"<figcaption>{html.escape(t)}</figcaption></figure>"
-                      for t, uri in _figures_memo(summary, run, memo))
+                      for t, uri in drawn)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:right}th{background:#f2f2f2}"

@@ -262,6 +262,8 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     for name in cold["figures"]:  # region crops of each class's top parts, as PNG files
         assert (tiny / "full1" / name).read_bytes()[:4] == b"\x89PNG"
     assert (tiny / "full1" / "report.html").read_text().count("<figcaption>Part gallery") == 2
+    plots = sorted(p.name for p in (tiny / "full1" / "figures").glob("plot_*.png"))
+    assert len(plots) >= 5  # the report's plots as PNG files as well
     text = (tiny / "full1" / "results.md").read_text()
     assert "| parts+global − global |" in text and "| Cat |" in text
     lines = (tiny / "full1" / "predictions.csv").read_text().splitlines()
@@ -320,6 +322,10 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
     assert ("dpnet", "global") in pairs and ("dpnet[cs+orth+assign]", "dpnet") in pairs
     assert ("dpnet[cs+orth+assign]", "parts") in pairs
     assert "| dpnet[cs+orth+assign] |" in (tiny / "dp1" / "results.md").read_text()
+    image = tiny / "data" / "test" / "Cat" / "1.png"
+    assert main(["explain", str(tiny / "dp1"), str(image), "--model", "dpnet", "--cache-dir",
+                 cache, "--out", str(tiny / "dp-explain")]) == 0
+    assert (tiny / "dp-explain" / "1_explain_dpnet.png").is_file()
     assert [p["class"] for p in summary["participation_dpnet"]] == ["Cat", "dog"]
     assert "figures/gallery_dpnet_000.png" in summary["figures"]  # DP-Net's parts too
     again = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "dp2")
