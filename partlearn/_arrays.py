@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
+
+from ._validation import DataError
 
 
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -19,3 +23,42 @@ def signed_sqrt_l2(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """
     x = np.asarray(x, dtype=np.float32)
     return l2_normalize(np.sign(x) * np.sqrt(np.abs(x)), axis=axis)
+
+
+class RegionStack(NamedTuple):
+    """The regions of several images in one array: image ``i`` owns rows
+    ``x[offsets[i]:offsets[i + 1]]``. Built once by ``stack_regions`` and shared
+    (a negative pool serves every class)."""
+
+    x: np.ndarray
+    offsets: np.ndarray
+
+
+def stack_regions(arrays, dim: int | None = None, who: str = "regions",
+                  dtype=np.float32) -> RegionStack:
+    """Rows of a list of ``(R_i, D)`` arrays (float16 memmaps too) in one ``dtype``
+    ``(sum R_i, D)`` array, and the offsets ``(n + 1,)`` of each image's rows.
+    ``DataError`` (naming ``who``, the image and the region) on a bad shape or
+    NaN/inf (with float16: or a value beyond its range)."""
+    shapes = []
+    for i, a in enumerate(arrays):
+        shape = np.shape(a)
+        if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+            want = f"(R, {dim})" if dim is not None else "(R, D)"
+            raise DataError(f"{who} image {i}: regions should be a {want} array with R >= 1, "
+                            f"got shape {shape}")
+        dim = shape[1]
+        shapes.append(shape[0])
+    offsets = np.zeros(len(shapes) + 1, np.int64)
+    np.cumsum(shapes, out=offsets[1:])
+    out = np.empty((int(offsets[-1]), dim or 0), dtype)
+    for i, a in enumerate(arrays):
+        out[offsets[i]:offsets[i + 1]] = a  # converts one image at a time
+    if not np.isfinite(out).all():
+        bad = ~np.isfinite(out).all(axis=1)
+        row = int(np.flatnonzero(bad)[0])
+        i = int(np.searchsorted(offsets, row, side="right") - 1)
+        beyond = " (or a value beyond float16)" if out.dtype == np.float16 else ""
+        raise DataError(f"{who} image {i}: region {row - offsets[i]} holds NaN or inf{beyond} "
+                        f"({int(bad.sum())} such regions in {len(shapes)} images)")
+    return RegionStack(out, offsets)

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._arrays import stack_regions
 from ._device import resolve_device
 from ._progress import progress as _progress
 from ._validation import ConfigError, DataError
@@ -153,26 +154,8 @@ class _Regions:
     """All images' region rows in one float16 (sum R_i, D) array plus offsets, checked."""
 
     def __init__(self, images, dim: int | None, who: str):
-        counts = []
-        for i, a in enumerate(images):
-            shape = np.shape(a)
-            if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
-                want = f"(R, {dim})" if dim is not None else "(R, D)"
-                raise DataError(f"{who} image {i}: regions should be a {want} array with "
-                                f"R >= 1, got shape {shape}")
-            dim = shape[1]
-            counts.append(shape[0])
-        self.dim = dim or 0
-        self.offsets = np.zeros(len(counts) + 1, np.int64)
-        np.cumsum(counts, out=self.offsets[1:])
-        self.x = np.empty((int(self.offsets[-1]), self.dim), np.float16)
-        for i, a in enumerate(images):
-            rows = self.x[self.offsets[i]:self.offsets[i + 1]]
-            rows[...] = a  # one image at a time; float32 input becomes float16
-            if not np.isfinite(rows).all():
-                r = int(np.flatnonzero(~np.isfinite(rows).all(axis=1))[0])
-                raise DataError(f"{who} image {i}: region {r} of {len(rows)} holds NaN or inf "
-                                "(or a value beyond float16)")
+        self.x, self.offsets = stack_regions(images, dim, who, dtype=np.float16)
+        self.dim = self.x.shape[1]
 
     def __len__(self) -> int:
         return len(self.offsets) - 1

@@ -37,7 +37,6 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import NamedTuple
 
 import numpy as np
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
@@ -47,6 +46,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
 from . import _faiss
+from ._arrays import RegionStack, stack_regions  # noqa: F401  (part of this module's API)
 from ._validation import ConfigError, DataError
 from .config import Config, PartsConfig
 
@@ -70,43 +70,6 @@ _BLOCK_ROWS = 16384  # rows per block when reducing large region arrays
 def _check_params(**params) -> None:
     """The ``PartsConfig`` checks (``ConfigError`` naming ``parts.<field>``)."""
     Config(parts=PartsConfig(**params))
-
-
-class RegionStack(NamedTuple):
-    """The regions of several images in one float32 array: image ``i`` owns rows
-    ``x[offsets[i]:offsets[i + 1]]``. Built once by ``stack_regions`` and shared
-    (a negative pool serves every class)."""
-
-    x: np.ndarray
-    offsets: np.ndarray
-
-
-def stack_regions(arrays, dim: int | None = None, who: str = "regions") -> RegionStack:
-    """Rows of a list of ``(R_i, D)`` arrays (float16 memmaps too) in one float32
-    ``(sum R_i, D)`` array, and the offsets ``(n + 1,)`` of each image's rows.
-    ``DataError`` (naming ``who``, the image and the region) on a bad shape or
-    NaN/inf."""
-    shapes = []
-    for i, a in enumerate(arrays):
-        shape = np.shape(a)
-        if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
-            want = f"(R, {dim})" if dim is not None else "(R, D)"
-            raise DataError(f"{who} image {i}: regions should be a {want} array with R >= 1, "
-                            f"got shape {shape}")
-        dim = shape[1]
-        shapes.append(shape[0])
-    offsets = np.zeros(len(shapes) + 1, np.int64)
-    np.cumsum(shapes, out=offsets[1:])
-    out = np.empty((int(offsets[-1]), dim or 0), np.float32)
-    for i, a in enumerate(arrays):
-        out[offsets[i]:offsets[i + 1]] = a  # converts one image at a time
-    if not np.isfinite(out).all():
-        bad = ~np.isfinite(out).all(axis=1)
-        row = int(np.flatnonzero(bad)[0])
-        i = int(np.searchsorted(offsets, row, side="right") - 1)
-        raise DataError(f"{who} image {i}: region {row - offsets[i]} holds NaN or inf "
-                        f"({int(bad.sum())} such regions in {len(shapes)} images)")
-    return RegionStack(out, offsets)
 
 
 def _check_boxes(boxes, counts: np.ndarray, who: str) -> list[np.ndarray]:

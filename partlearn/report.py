@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import base64
 import csv
+import hashlib
 import html
 import io
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -323,10 +326,6 @@ def _md_table_html(block: list[str]) -> str:
 def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
     if memo is None:
         return _figures(summary, run)
-    import hashlib
-    import json
-    import os
-
     shown = {k: v for k, v in summary.items() if k not in ("timings", "stages", "peak_memory_mb")}
     h = hashlib.sha256(b"figures v2" + json.dumps(shown, sort_keys=True, default=str).encode())
     for name in summary.get("figures") or []:
@@ -391,8 +390,6 @@ def compare_runs(runs, externals: dict | None = None, out=None) -> dict:
     their methods are then named ``<run>:<method>``, and the top-1 of ``parts``
     and ``dpnet`` against each run's parts per class becomes the
     accuracy-vs-parts plot. ``externals``: ``{name: csv}``, see ``external_rows``."""
-    import json
-
     from .config import load_config
 
     runs = [Path(r) for r in runs]
