@@ -52,10 +52,12 @@ class _LogProgress:
         self.close()
 
 
-def progress(iterable=None, *, total=None, desc="", unit="it", interval=30.0):
-    """Wrap ``iterable`` (or use as a context manager with ``.update(n)``) to report progress."""
+def progress(iterable=None, *, total=None, desc="", unit="it", interval=30.0,
+             disable=False):
+    """Wrap ``iterable`` (or use as a context manager with ``.update(n)``) to report progress;
+    ``disable``: silently."""
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    if sys.stderr.isatty():
-        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False)
+    if disable or sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, unit=unit, leave=False, disable=disable)
     return _LogProgress(iterable, total, desc, unit, interval)

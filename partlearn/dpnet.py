@@ -31,10 +31,11 @@ so DP-Net trains on exactly the cached region features:
   weights steadily negative).
 
 ``train_dpnet`` trains with Adam on mini-batches of images (regions padded to
-the longest image of the batch, with a mask), early-stops on a stratified,
-seeded held-out slice of the training images and restores the best epoch's
-weights; it reports the held-out accuracy, by which a caller picks the
-lambdas. Initialisation: ``U`` from given part directions (``init_parts``, e.g.
+the longest image of the batch, with a mask), early-stops on the cross-entropy
+of a stratified, seeded held-out slice of the training images, then either
+trains again from the same start on all training images for the best number
+of epochs (``refit``) or restores the best epoch's weights; it reports the
+held-out accuracy and loss, by which a caller picks the lambdas. Initialisation: ``U`` from given part directions (``init_parts``, e.g.
 the two-stage parts) or else, seeded, from one random region of a random
 training image of the part's class; ``V`` from the class structure (1 between
 a class and its own parts, 0 elsewhere), bias 0. On the CPU a seed gives the
@@ -75,11 +76,15 @@ _K = DPNetConfig
 class DPNet(nn.Module):
     """Part layer ``U`` (P, D), classifier ``V`` (C, P) and ``bias`` (C,).
 
-    ``forward(x, mask)``: ``x`` (B, R, D) region features (any float dtype; each
-    row is L2-normalised here), ``mask`` (B, R) bool, True for real regions.
+    ``forward(x, mask)``: ``x`` (B, R, D) region features with unit rows (as
+    ``train_dpnet`` and ``predict`` give them: normalising every batch again
+    would cost as much as the similarities), ``mask`` (B, R) bool, True for
+    real regions.
     Returns ``logits`` (B, C), ``S`` (B, P, R) similarities (masked entries
     hold whatever the zero padding gives; use ``mask``) and ``b`` (B, P), the
-    max of ``S`` over each image's real regions.
+    max of ``S`` over each image's real regions. ``dense=False``: the same
+    ``logits`` and ``b`` with the same gradients, for about half the backward
+    cost, but ``S`` carries no gradient (for a loss that does not use ``S``).
     """
 
     def __init__(self, n_parts: int, dim: int, n_classes: int):
@@ -92,10 +97,19 @@ class DPNet(nn.Module):
         """``U`` with unit rows."""
         return nn.functional.normalize(self.U, dim=1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor):
-        x = nn.functional.normalize(x.to(self.U.dtype), dim=2)
-        S = torch.einsum("pd,brd->bpr", self.parts(), x)
-        b = S.masked_fill(~mask[:, None, :], -torch.inf).amax(dim=2)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, dense: bool = True):
+        x = x.to(self.U.dtype)
+        U = self.parts()
+        if dense:
+            S = torch.einsum("pd,brd->bpr", U, x)
+            b = S.masked_fill(~mask[:, None, :], -torch.inf).amax(dim=2)
+        else:  # the max's gradient reaches one region per (image, part): find it without
+            # autograd, then recompute only those similarities with it (half the cost)
+            with torch.no_grad():
+                S = torch.einsum("pd,brd->bpr", U, x)
+                best = S.masked_fill(~mask[:, None, :], -torch.inf).argmax(dim=2)  # (B, P)
+            picked = x[torch.arange(x.shape[0], device=x.device)[:, None], best]  # (B, P, D)
+            b = (picked * U[None]).sum(dim=2)
         logits = b @ self.V.T + self.bias
         return logits, S, b
 
@@ -139,7 +153,7 @@ def class_specificity(V: torch.Tensor, part_class) -> torch.Tensor:
     """``CS(V) = 1/(P(C-1)) Σ_i Σ_{j ∉ parts of class i} V_ij``: the mean weight that
     class ``i`` (row of ``V``, (C, P)) gives to the parts of the other classes;
     ``part_class`` (P,) is each part's class index. Minimised."""
-    part_class = torch.as_tensor(np.asarray(part_class), device=V.device)
+    part_class = torch.as_tensor(part_class, device=V.device)
     C, P = V.shape
     if part_class.shape != (P,):
         raise DataError(f"part_class has shape {tuple(part_class.shape)}, expected ({P},)")
@@ -151,25 +165,41 @@ def class_specificity(V: torch.Tensor, part_class) -> torch.Tensor:
 
 
 class _Regions:
-    """All images' region rows in one float16 (sum R_i, D) array plus offsets, checked."""
+    """All images' region rows, L2-normalised, in one float16 (sum R_i, D) array plus
+    offsets, checked. On CUDA a copy lives on the GPU when it takes at most half of the
+    free memory, and batches are gathered there (on the host, building them costs
+    more than the model's step); on the CPU numpy builds them (its float16
+    conversion is an order of magnitude faster than torch's)."""
 
-    def __init__(self, images, dim: int | None, who: str):
+    def __init__(self, images, dim: int | None, who: str, device=torch.device("cpu")):
         self.x, self.offsets = stack_regions(images, dim, who, dtype=np.float16)
         self.dim = self.x.shape[1]
+        for s in range(0, len(self.x), 65536):  # once here rather than in every batch
+            rows = self.x[s:s + 65536].astype(np.float32)
+            norms = np.linalg.norm(rows, axis=1, keepdims=True)
+            self.x[s:s + 65536] = rows / np.maximum(norms, 1e-12)
+        self.device = torch.device(device)
+        self.resident = None
+        if self.device.type == "cuda" and \
+                self.x.nbytes <= torch.cuda.mem_get_info(self.device)[0] // 2:
+            self.resident = torch.from_numpy(self.x).to(self.device)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def batch(self, idx, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images ``idx`` as padded (B, R, D) float16 regions and a (B, R) mask."""
-        counts = self.offsets[np.asarray(idx) + 1] - self.offsets[np.asarray(idx)]
+    def batch(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images ``idx`` as padded (B, R, D) float32 regions (zero padding) and a (B, R)
+        mask, on the device."""
+        idx = np.asarray(idx)
+        counts = self.offsets[idx + 1] - self.offsets[idx]
         R = int(counts.max())
-        x = np.zeros((len(idx), R, self.dim), np.float16)
+        src = self.x if self.resident is None else self.resident
+        x = (np.zeros((len(idx), R, self.dim), np.float32) if self.resident is None
+             else torch.zeros((len(idx), R, self.dim), device=self.device))
         for k, i in enumerate(idx):
-            x[k, :counts[k]] = self.x[self.offsets[i]:self.offsets[i + 1]]
-        mask = np.arange(R)[None, :] < counts[:, None]
-        return (torch.from_numpy(x).to(device, non_blocking=True),
-                torch.from_numpy(mask).to(device))
+            x[k, :counts[k]] = src[self.offsets[i]:self.offsets[i + 1]]
+        mask = torch.from_numpy(np.arange(R)[None, :] < counts[:, None]).to(self.device)
+        return torch.as_tensor(x).to(self.device, non_blocking=True), mask
 
 
 def _holdout(y: np.ndarray, classes, fraction: float, seed: int):
@@ -253,7 +283,7 @@ def _evaluate(model: DPNet, regions: _Regions, idx, y, batch_size, device, amp):
     with torch.no_grad():
         for s in range(0, len(idx), batch_size):
             chunk = idx[s:s + batch_size]
-            x, mask = regions.batch(chunk, device)
+            x, mask = regions.batch(chunk)
             with _autocast(device, amp):
                 logits, _, _ = model(x, mask)
             t = torch.from_numpy(y[chunk]).to(device)
@@ -268,30 +298,79 @@ def _autocast(device: torch.device, amp: bool):
     return contextlib.nullcontext()
 
 
+def _epoch(model: DPNet, opt, order, regions: _Regions, y: torch.Tensor, batch_size: int,
+           dev, amp: bool, lambdas: tuple[float, float, float], temperature: float,
+           part_class: torch.Tensor) -> tuple[float, float]:
+    """One pass of Adam over images ``order``; returns the mean loss and cross-entropy."""
+    lambda_orth, lambda_assign, lambda_cs = lambdas
+    model.train()
+    tot = ce_tot = 0.0
+    for s in range(0, len(order), batch_size):
+        chunk = order[s:s + batch_size]
+        x, mask = regions.batch(chunk)
+        with _autocast(dev, amp):
+            logits, S, _ = model(x, mask, dense=bool(lambda_assign))
+        ce = nn.functional.cross_entropy(logits.float(), y[chunk].to(dev))
+        loss = ce
+        if lambda_orth:
+            loss = loss - lambda_orth * orthogonality(model.U)
+        if lambda_assign:
+            loss = loss + lambda_assign * assignment(S, mask, temperature)
+        if lambda_cs:
+            loss = loss + lambda_cs * class_specificity(model.V, part_class)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        tot += float(loss.detach()) * len(chunk)
+        ce_tot += float(ce.detach()) * len(chunk)
+    return tot / len(order), ce_tot / len(order)
+
+
+def settings(cfg: DPNetConfig, variant: str) -> dict:
+    """``train_dpnet``'s keyword arguments from ``cfg`` for ``variant`` (e.g.
+    ``"cs+orth"``; ``"wo"``: no constraint): a constraint's lambda where the
+    variant turns it on, 0 elsewhere."""
+    on = set(variant.split("+"))
+    return dict(parts_per_class=cfg.parts_per_class,
+                lambda_orth=cfg.lambda_orth if "orth" in on else 0.0,
+                lambda_assign=cfg.lambda_assign if "assign" in on else 0.0,
+                lambda_cs=cfg.lambda_cs if "cs" in on else 0.0,
+                assign_temperature=cfg.assign_temperature, lr=cfg.lr,
+                weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                val_fraction=cfg.val_fraction, patience=cfg.patience, refit=cfg.refit)
+
+
 def train_dpnet(images, labels, *, parts_per_class: int = _K.parts_per_class,
                 lambda_orth: float = 0.0, lambda_assign: float = 0.0,
                 lambda_cs: float = 0.0,
                 assign_temperature: float = _K.assign_temperature, lr: float = _K.lr,
                 weight_decay: float = _K.weight_decay, epochs: int = _K.epochs,
                 batch_size: int = _K.batch_size, val_fraction: float = _K.val_fraction,
-                patience: int = _K.patience, seed: int = 0, device="cpu", amp: bool = False,
-                init_parts=None, progress: bool = True) -> dict:
+                patience: int = _K.patience, refit: bool = _K.refit, seed: int = 0,
+                device="cpu", amp: bool = False, init_parts=None,
+                progress: bool = True) -> dict:
     """Train DP-Net on ``images`` (a sequence of (R_i, D) region arrays, float16
     memmaps allowed) with ``labels`` (n,) (any sortable values).
 
     ``val_fraction`` of each class's images (stratified, seeded by ``seed``) are
-    held out: after each epoch the held-out accuracy is measured, training stops
-    after ``patience`` epochs without a better one (ties: lower held-out
-    cross-entropy) and the best epoch's weights are restored. ``val_fraction=0``
-    trains all ``epochs`` and keeps the last. ``init_parts`` (P, D), P =
-    ``parts_per_class * C``, rows ordered class by class (classes sorted):
-    the initial parts (normalised). ``amp``: bfloat16 autocast, CUDA only.
+    held out: after each epoch the held-out cross-entropy is measured, training
+    stops after ``patience`` epochs without a lower one, and the best epoch is
+    the one with the lowest. With ``refit`` the model is then trained again,
+    from the same initialisation, on all the images for that many epochs (so
+    the held-out slice only chooses the length of training and no image is
+    wasted); without, the best epoch's weights are restored. ``val_fraction=0``
+    trains all ``epochs`` on all images and keeps the last. ``init_parts`` (P,
+    D), P = ``parts_per_class * C``, rows ordered class by class (classes
+    sorted): the initial parts (normalised). ``amp``: bfloat16 autocast, CUDA
+    only.
 
     Returns a dict: ``U`` (P, D) unit rows, ``V`` (C, P), ``bias`` (C,),
     ``part_class`` (P,) class index of each part, ``classes`` (C,), ``history``
-    (per epoch ``train_loss``, ``train_ce``, ``val_accuracy``, ``val_loss``),
-    ``best_epoch`` (0-based), ``val_accuracy`` (at it; NaN without a held-out
-    slice), ``epochs_run``, ``train_seconds``, ``n_train``, ``n_val``.
+    (per epoch of the held-out run ``train_loss``, ``train_ce``,
+    ``val_accuracy``, ``val_loss``), ``best_epoch`` (0-based),
+    ``val_accuracy`` and ``val_loss`` (at it; NaN without a held-out slice),
+    ``epochs_run``, ``refit`` (whether the returned model was refitted),
+    ``train_seconds`` (both runs), ``n_train``, ``n_val``.
     """
     _check_params(parts_per_class=parts_per_class, epochs=epochs, batch_size=batch_size,
                   patience=patience, val_fraction=val_fraction, lr=lr,
@@ -307,7 +386,7 @@ def train_dpnet(images, labels, *, parts_per_class: int = _K.parts_per_class,
     if C < 2:
         raise DataError(f"DP-Net needs at least 2 classes, got {C}")
     dev = resolve_device(device)
-    regions = _Regions(images, None, "dpnet")
+    regions = _Regions(images, None, "dpnet", dev)
     D = regions.dim
     P = parts_per_class * C
     part_class = np.repeat(np.arange(C), parts_per_class)
@@ -326,68 +405,66 @@ def train_dpnet(images, labels, *, parts_per_class: int = _K.parts_per_class,
         model = DPNet(P, D, C)
         _init_model(model, regions, y, train, part_class, init_parts, gen)
         model.to(dev)
-        opt = torch.optim.Adam([{"params": [model.U], "weight_decay": 0.0},
-                                {"params": [model.V], "weight_decay": weight_decay},
-                                {"params": [model.bias], "weight_decay": 0.0}], lr=lr)
+        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        def optimiser():
+            return torch.optim.Adam([{"params": [model.U], "weight_decay": 0.0},
+                                     {"params": [model.V], "weight_decay": weight_decay},
+                                     {"params": [model.bias], "weight_decay": 0.0}], lr=lr)
+
+        def run_epoch(opt, idx):
+            order = idx[torch.randperm(len(idx), generator=gen).numpy()]
+            return _epoch(model, opt, order, regions, yt, batch_size, dev, amp,
+                          (lambda_orth, lambda_assign, lambda_cs), assign_temperature, pc)
+
         pc = torch.from_numpy(part_class).to(dev)
         yt = torch.from_numpy(y)
+        opt = optimiser()
         history = {k: [] for k in ("train_loss", "train_ce", "val_accuracy", "val_loss")}
-        best = (-1.0, math.inf)
+        best = (math.nan, math.inf)  # (accuracy, loss) at the best epoch
         best_epoch, best_state, waited = -1, None, 0
-        epoch_iter = range(epochs)
-        if progress:
-            epoch_iter = _progress(epoch_iter, desc="dpnet", unit="epoch")
-        for epoch in epoch_iter:
-            model.train()
-            order = train[torch.randperm(len(train), generator=gen).numpy()]
-            tot = ce_tot = 0.0
-            for s in range(0, len(order), batch_size):
-                chunk = order[s:s + batch_size]
-                x, mask = regions.batch(chunk, dev)
-                with _autocast(dev, amp):
-                    logits, S, _ = model(x, mask)
-                ce = nn.functional.cross_entropy(logits.float(), yt[chunk].to(dev))
-                loss = ce
-                if lambda_orth:
-                    loss = loss - lambda_orth * orthogonality(model.U)
-                if lambda_assign:
-                    loss = loss + lambda_assign * assignment(S, mask, assign_temperature)
-                if lambda_cs:
-                    loss = loss + lambda_cs * class_specificity(model.V, pc)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                tot += float(loss.detach()) * len(chunk)
-                ce_tot += float(ce.detach()) * len(chunk)
-            history["train_loss"].append(tot / len(train))
-            history["train_ce"].append(ce_tot / len(train))
-            if len(val):
-                acc, vloss = _evaluate(model, regions, val, y, batch_size, dev, amp)
-            else:
-                acc, vloss = math.nan, math.nan
+        bar = _progress(total=epochs, desc="dpnet", unit="epoch", disable=not progress)
+        for epoch in range(epochs):
+            loss, ce = run_epoch(opt, train)
+            history["train_loss"].append(loss)
+            history["train_ce"].append(ce)
+            acc, vloss = (_evaluate(model, regions, val, y, batch_size, dev, amp) if len(val)
+                          else (math.nan, math.nan))
             history["val_accuracy"].append(acc)
             history["val_loss"].append(vloss)
+            bar.update()
             logger.debug("dpnet epoch %d: loss %.4f (CE %.4f), held-out accuracy %.4f, "
-                         "loss %.4f", epoch, history["train_loss"][-1],
-                         history["train_ce"][-1], acc, vloss)
-            if not len(val) or (acc, -vloss) > (best[0], -best[1]):
+                         "loss %.4f", epoch, loss, ce, acc, vloss)
+            if not len(val) or vloss < best[1]:
                 best, best_epoch, waited = (acc, vloss), epoch, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if not refit or not len(val):
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             else:
                 waited += 1
                 if waited >= patience:
                     break
-        model.load_state_dict(best_state)
+        bar.close()
+        refitted = bool(refit and len(val))
+        if refitted:  # the same initialisation, all images, the chosen number of epochs
+            model.load_state_dict(init_state)
+            opt = optimiser()
+            everything = np.sort(np.concatenate([train, val]))
+            for _ in _progress(range(best_epoch + 1), desc="dpnet refit", unit="epoch",
+                               disable=not progress):
+                run_epoch(opt, everything)
+        else:
+            model.load_state_dict(best_state)
     seconds = time.perf_counter() - start
     out = _export(model, part_class, classes)
     out.update(history={k: np.asarray(v, np.float64) for k, v in history.items()},
-               best_epoch=best_epoch, val_accuracy=float(best[0]) if len(val) else math.nan,
-               epochs_run=len(history["train_loss"]), train_seconds=seconds,
-               n_train=len(train), n_val=len(val))
+               best_epoch=best_epoch, val_accuracy=float(best[0]), val_loss=float(best[1])
+               if len(val) else math.nan, epochs_run=len(history["train_loss"]),
+               refit=refitted, train_seconds=seconds, n_train=len(train), n_val=len(val))
     logger.info("dpnet: %d parts (%d per class x %d classes), D=%d, %d train / %d held-out "
-                "images; best epoch %d of %d, held-out accuracy %.4f, %.1f s on %s",
-                P, parts_per_class, C, D, len(train), len(val), best_epoch,
-                out["epochs_run"], out["val_accuracy"], seconds, dev)
+                "images; best epoch %d of %d (held-out loss %.4f, accuracy %.4f)%s, %.1f s "
+                "on %s", P, parts_per_class, C, D, len(train), len(val), best_epoch,
+                out["epochs_run"], out["val_loss"], out["val_accuracy"],
+                ", refitted on all images" if refitted else "", seconds, dev)
     return out
 
 
@@ -415,11 +492,11 @@ def _load(model: dict, device) -> DPNet:
 def _run(model: dict, images, batch_size: int, device):
     dev = resolve_device(device)
     net = _load(model, dev)
-    regions = _Regions(images, net.U.shape[1], "dpnet")
+    regions = _Regions(images, net.U.shape[1], "dpnet", dev)
     scores, parts = [], []
     with torch.no_grad():
         for s in range(0, len(regions), batch_size):
-            x, mask = regions.batch(np.arange(s, min(s + batch_size, len(regions))), dev)
+            x, mask = regions.batch(np.arange(s, min(s + batch_size, len(regions))))
             logits, _, b = net(x, mask)
             scores.append(logits.cpu().numpy())
             parts.append(b.cpu().numpy())

@@ -209,11 +209,23 @@ def _pool_regions(fmap: torch.Tensor, rois: torch.Tensor, owner: torch.Tensor,
 # ---------------------------------------------------------------------- forward
 
 
+def amp_dtype(device) -> torch.dtype:
+    """The autocast type on CUDA ``device``: bfloat16 where the GPU has it, else float16.
+
+    On an H200, float16 autocast had cuDNN build kernels at every new input
+    shape (1.6 s each for EfficientNet-Lite0, against 0.08 s in bfloat16 and
+    0.05 s in float32, for the same speed after; BENCHMARKS.md): with CUB's
+    many image sizes that made extraction slower than on 2 CPU cores.
+    """
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) \
+        else torch.float16
+
+
 def _forward(model: torch.nn.Module, x: torch.Tensor, amp: bool) -> torch.Tensor:
     """The tap's map in float32. On CPU one image at a time: at 448 px that is
     2-3x faster per image than a batch (the activations stay in cache)."""
     if x.device.type == "cuda":
-        with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+        with torch.autocast("cuda", dtype=amp_dtype(x.device), enabled=amp):
             return model(x).float()
     return torch.cat([model(x[i:i + 1]) for i in range(len(x))]).float()
 

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("dataset", "regions", "features", "pca", "parts", "encoding", "classifier", "dpnet")
 VERSIONS = {"dataset": 1, "regions": 1, "features": 1, "pca": 1, "parts": 4, "encoding": 1,
-            "classifier": 1, "dpnet": 1}
+            "classifier": 1, "dpnet": 2}
 _LIBS = {
     "dataset": ("pillow",),
     "regions": ("numpy",),
@@ -232,11 +232,14 @@ class Pipeline:
             return params, {"dataset": self.key("dataset")}
         if stage == "features":
             f = cfg.features
-            cuda = _cuda_possible(f.device) and self._device().type == "cuda"
+            precision = "fp32"
+            if f.amp and _cuda_possible(f.device) and self._device().type == "cuda":
+                from .features import amp_dtype
+                precision = "amp-" + str(amp_dtype(self._device())).removeprefix("torch.")
             params = self._backbone_identity() | {
                 "mode": f.mode, "short_side": f.short_side, "roi_size": f.roi_size,
                 "roi_pooling": f.roi_pooling, "crop_size": f.crop_size,
-                "precision": "amp-fp16" if (f.amp and cuda) else "fp32",
+                "precision": precision,
                 "with_global_flip": cfg.regions.flips,
             }
             return params, {"regions": self.key("regions")}
@@ -630,7 +633,7 @@ class Pipeline:
     def _compute_dpnet(self, w) -> None:
         """Every DP-Net variant once per seed, each (variant, seed) a shard: an
         interrupted run keeps the ones it finished."""
-        from .dpnet import predict_scores, train_dpnet
+        from .dpnet import predict_scores, settings, train_dpnet
 
         d = self.cfg.dpnet
         feats = self.region_features(self.features_stage)
@@ -654,21 +657,15 @@ class Pipeline:
             if w.shard_done(k):
                 logger.info("dpnet: %s, seed %d: cached in this entry", variant, seed)
                 continue
-            on = set(variant.split("+"))
-            model = train_dpnet(
-                train_x, m.label[train], parts_per_class=d.parts_per_class,
-                lambda_orth=d.lambda_orth if "orth" in on else 0.0,
-                lambda_assign=d.lambda_assign if "assign" in on else 0.0,
-                lambda_cs=d.lambda_cs if "cs" in on else 0.0,
-                assign_temperature=d.assign_temperature, lr=d.lr, weight_decay=d.weight_decay,
-                epochs=d.epochs, batch_size=d.batch_size, val_fraction=d.val_fraction,
-                patience=d.patience, seed=seed, device=device, init_parts=init)
+            model = train_dpnet(train_x, m.label[train], **settings(d, variant), seed=seed,
+                                device=device, init_parts=init)
             scores = predict_scores(model, test_x, device=device)
             w.save_shard(k, {
                 "U": model["U"], "V": model["V"], "bias": model["bias"],
                 "part_class": model["part_class"], "test_scores": scores,
                 "test_pred": np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64),
                 "val_accuracy": np.asarray(model["val_accuracy"]),
+                "val_loss": np.asarray(model["val_loss"]),
                 "train_seconds": np.asarray(model["train_seconds"]),
                 "best_epoch": np.asarray(model["best_epoch"])})
             logger.info("dpnet: %s, seed %d: held-out accuracy %.4f, %.1f s", variant, seed,

@@ -7,6 +7,7 @@ import torch
 from partlearn._validation import DataError
 from partlearn.dpnet import (
     DPNet,
+    _holdout,
     DPNetConfig,
     assignment,
     class_specificity,
@@ -107,6 +108,9 @@ def test_class_specificity_formula():
     off = part_class[None, :] != np.arange(3)[:, None]
     assert float(class_specificity(torch.tensor(V), part_class)) == pytest.approx(
         V[off].sum() / 12, rel=1e-6)
+    # part_class as the trainer gives it, a tensor on V's device (on CUDA too)
+    assert float(class_specificity(torch.tensor(V), torch.tensor(part_class))) == pytest.approx(
+        V[off].sum() / 12, rel=1e-6)
 
 
 # ------------------------------------------------------------------ the model
@@ -117,17 +121,24 @@ def test_forward_shapes_and_mask():
     with torch.no_grad():
         net.U.normal_()
         net.V.normal_()
-    x = torch.randn(2, 4, 5)
+    x = torch.nn.functional.normalize(torch.randn(2, 4, 5), dim=2)
     mask = torch.tensor([[True, True, True, False], [True, False, False, False]])
     x_pad = x.clone()
     x_pad[~mask] = 100.0  # padded rows must not reach b
-    logits, S, b = net(x_pad, mask)
-    assert logits.shape == (2, 3) and S.shape == (2, 6, 4) and b.shape == (2, 6)
     u = torch.nn.functional.normalize(net.U, dim=1)
-    xn = torch.nn.functional.normalize(x, dim=2)
-    want = torch.stack([(u @ xn[0, :3].T).amax(1), (u @ xn[1, :1].T).amax(1)])
-    torch.testing.assert_close(b, want)
-    torch.testing.assert_close(logits, b @ net.V.T + net.bias)
+    want = torch.stack([(u @ x[0, :3].T).amax(1), (u @ x[1, :1].T).amax(1)])
+    for dense in (True, False):  # the same b and the same gradients either way
+        net.zero_grad()
+        logits, S, b = net(x_pad, mask, dense=dense)
+        assert logits.shape == (2, 3) and S.shape == (2, 6, 4) and b.shape == (2, 6)
+        torch.testing.assert_close(b, want)
+        torch.testing.assert_close(logits, b @ net.V.T + net.bias)
+        logits.square().sum().backward()
+        grads = net.U.grad.clone(), net.V.grad.clone()
+        if dense:
+            want_grads = grads
+        assert S.requires_grad == dense
+    torch.testing.assert_close(grads, want_grads)
 
 
 @pytest.mark.parametrize("term", ["ce", "orth", "assign", "cs"])
@@ -189,6 +200,25 @@ def test_deterministic_and_constraints(data, model):
     pc = free["part_class"]
     assert float(class_specificity(torch.tensor(con["V"]), pc)) < float(
         class_specificity(torch.tensor(free["V"]), pc))
+
+
+def test_early_stopping_on_held_out_loss_then_refit(data, model):
+    X, y = data[0][::2], data[1][::2]
+    h = model["history"]["val_loss"]
+    assert model["best_epoch"] == int(np.argmin(h)) and model["val_loss"] == h.min()
+    if model["epochs_run"] < FAST["epochs"]:  # stopped: patience epochs without a lower loss
+        assert model["epochs_run"] - 1 - model["best_epoch"] == FAST["patience"]
+    assert model["refit"] and model["n_train"] + model["n_val"] == len(X)
+    # without refit: the same held-out run, and the best epoch's weights come back
+    kept = train_dpnet(X, y, **dict(FAST, refit=False))
+    assert not kept["refit"]
+    np.testing.assert_array_equal(kept["history"]["val_loss"], h)
+    assert not np.array_equal(kept["U"], model["U"])
+    classes, yi = np.unique(y, return_inverse=True)
+    _, val = _holdout(yi, classes, DPNetConfig.val_fraction, 0)
+    logits = torch.tensor(predict_scores(kept, [X[i] for i in val]))
+    ce = float(torch.nn.functional.cross_entropy(logits, torch.tensor(yi[val])))
+    assert ce == pytest.approx(kept["val_loss"], rel=1e-4)
 
 
 def test_init_parts(data):
