@@ -35,16 +35,17 @@ the longest image of the batch, with a mask), early-stops on the cross-entropy
 of a stratified, seeded held-out slice of the training images, then either
 trains again from the same start on all training images for the best number
 of epochs (``refit``) or restores the best epoch's weights; it reports the
-held-out accuracy and loss, by which a caller picks the lambdas. Initialisation: ``U`` from given part directions (``init_parts``, e.g.
-the two-stage parts) or else, seeded, from one random region of a random
-training image of the part's class; ``V`` from the class structure (1 between
-a class and its own parts, 0 elsewhere), bias 0. On the CPU a seed gives the
-same model twice (a seeded ``torch.Generator`` for the initialisation and the
-shuffling; deterministic algorithms while training); the global torch RNG and
-thread count are left alone.
+held-out accuracy and loss, by which a caller picks the lambdas.
+Initialisation: ``U`` from given part directions (``init_parts``, e.g. the
+two-stage parts) or else, seeded, from one random region of a random training
+image of the part's class; ``V`` from the class structure (1 between a class
+and its own parts, 0 elsewhere), bias 0. On the CPU a seed gives the same model
+twice (a seeded ``torch.Generator`` for the initialisation and the shuffling;
+deterministic algorithms while training); the global torch RNG and thread count
+are left alone.
 
-Functions take and return arrays (the model is a dict of numpy arrays);
-caching is the caller's business. Only this module imports torch for DP-Net.
+Functions take and return arrays (the model is a dict of numpy arrays); caching
+is the caller's business. Only this module imports torch for DP-Net.
 """
 
 from __future__ import annotations
