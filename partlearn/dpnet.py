@@ -59,7 +59,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import stack_regions
+from ._arrays import l2_normalize, stack_regions
 from ._device import resolve_device
 from ._progress import progress as _progress
 from ._validation import ConfigError, DataError
@@ -176,9 +176,7 @@ class _Regions:
         self.x, self.offsets = stack_regions(images, dim, who, dtype=np.float16)
         self.dim = self.x.shape[1]
         for s in range(0, len(self.x), 65536):  # once here rather than in every batch
-            rows = self.x[s:s + 65536].astype(np.float32)
-            norms = np.linalg.norm(rows, axis=1, keepdims=True)
-            self.x[s:s + 65536] = rows / np.maximum(norms, 1e-12)
+            self.x[s:s + 65536] = l2_normalize(self.x[s:s + 65536])
         self.device = torch.device(device)
         self.resident = None
         if self.device.type == "cuda" and \
@@ -194,9 +192,10 @@ class _Regions:
         idx = np.asarray(idx)
         counts = self.offsets[idx + 1] - self.offsets[idx]
         R = int(counts.max())
-        src = self.x if self.resident is None else self.resident
-        x = (np.zeros((len(idx), R, self.dim), np.float32) if self.resident is None
-             else torch.zeros((len(idx), R, self.dim), device=self.device))
+        if self.resident is None:
+            src, x = self.x, np.zeros((len(idx), R, self.dim), np.float32)
+        else:
+            src, x = self.resident, torch.zeros((len(idx), R, self.dim), device=self.device)
         for k, i in enumerate(idx):
             x[k, :counts[k]] = src[self.offsets[i]:self.offsets[i + 1]]
         mask = torch.from_numpy(np.arange(R)[None, :] < counts[:, None]).to(self.device)
