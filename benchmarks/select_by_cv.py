@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from partlearn.config import load_config
-from partlearn.pipeline import Pipeline
+from partlearn import Pipeline
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,7 @@ import numpy as np
 from partlearn.classify import fit_svm, predict
 from partlearn.config import load_config
 from partlearn.dpnet import _holdout, settings, train_dpnet
-from partlearn.pipeline import Pipeline
+from partlearn import Pipeline
 
 
 def main(argv=None) -> int:
@@ -49,15 +49,12 @@ def main(argv=None) -> int:
     base = load_config(args.config, args.set)
     pipe = Pipeline(base)
     pipe.run(until="features", out=Path(args.out))
-    feats = pipe.region_features(pipe.features_stage)
+    feats = pipe.load(pipe.features_stage)
     m = pipe.kept_manifest
     train = np.flatnonzero(m.split == "train")
     images = [feats.image(i) for i in train]
     labels = m.label[train]
-    glob = np.asarray(feats.global_, np.float32)
-    if feats.global_flip is not None and base.encoding.flip_average:
-        glob = (glob + np.asarray(feats.global_flip, np.float32)) / 2
-    glob = glob[train]
+    glob = feats.global_features(base.encoding.flip_average)[train]
 
     seeds = [100 + r for r in range(args.repeats)]
     classes, y = np.unique(labels, return_inverse=True)

@@ -62,3 +62,20 @@ def stack_regions(arrays, dim: int | None = None, who: str = "regions",
         raise DataError(f"{who} image {i}: region {row - offsets[i]} holds NaN or inf{beyond} "
                         f"({int(bad.sum())} such regions in {len(shapes)} images)")
     return RegionStack(out, offsets)
+
+
+def sample_regions(images, n_max: int, rng) -> np.ndarray:
+    """About ``n_max`` regions of a list of ``(R_i, D)`` arrays (float16 memmaps too),
+    float32 ``(n, D)``: the same number from every image, ``n_max // len(images)``
+    (at least 1; all of an image's regions when it has fewer), drawn without
+    replacement by the numpy ``Generator`` ``rng``, in the image's row order.
+
+    The one region sampler: the PCA stage's and the part learner's background
+    samples come from it, so the same seed draws the same regions everywhere.
+    """
+    per_image = max(1, n_max // max(1, len(images)))
+    sample = []
+    for x in images:
+        rows = np.sort(rng.choice(len(x), size=min(len(x), per_image), replace=False))
+        sample.append(np.asarray(x[rows], np.float32))
+    return np.concatenate(sample)

@@ -114,6 +114,16 @@ class Writer:
     def save_json(self, name: str, obj) -> None:
         _write_json(self.path / f"{name}.json", obj)
 
+    def has(self, filename: str) -> bool:
+        """A file this write has already saved (a resumed write finds its earlier files)."""
+        return (self.path / filename).is_file()
+
+    def json(self, name: str):
+        return json.loads((self.path / f"{name}.json").read_text())
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.path / f"{name}.npy", allow_pickle=False)
+
     def shard_done(self, shard: int) -> bool:
         return (self.path / _SHARD.format(shard)).is_dir()
 

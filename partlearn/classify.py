@@ -87,7 +87,10 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     cv: dict[float, float] = {}
     late = False
     todo = sorted({float(c) for c in Cs})
-    with Parallel(n_jobs=n_jobs, prefer="threads") as parallel:  # liblinear frees the GIL
+    # processes, not threads: liblinear draws its coordinate order from one global random
+    # generator, so fits on several threads of one process interleave their draws and the
+    # fold accuracies change from run to run (measured: demo parts+global, C=0.01)
+    with Parallel(n_jobs=n_jobs, backend="loky") as parallel:
         for _ in range(2 * extend + 1):
             runs = parallel(delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
                             for c in todo for tr, te in splits)

@@ -28,7 +28,7 @@ def _config(args):
 
 
 def _pipeline(args):
-    from .pipeline import Pipeline
+    from .runner import Pipeline
 
     return Pipeline(_config(args), cache_dir=args.cache_dir)
 
@@ -68,7 +68,7 @@ def cmd_compare(args) -> int:
 def cmd_explain(args) -> int:
     from .config import load_config
     from .explain import explain_image
-    from .pipeline import Pipeline
+    from .runner import Pipeline
 
     run = Path(args.run)
     if not (run / "config.toml").is_file():
@@ -128,7 +128,7 @@ def cmd_cache(args) -> int:
         keep = None
         if args.keep:
             from .config import load_config
-            from .pipeline import Pipeline
+            from .runner import Pipeline
 
             keep = set()
             for path in args.keep:
@@ -142,7 +142,7 @@ def cmd_cache(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline import STAGES
+    from .stages import NAMES as STAGES
 
     p = argparse.ArgumentParser(prog="partlearn", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

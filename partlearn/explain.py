@@ -11,10 +11,41 @@ draws the heatmap and the best boxes of the top parts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from ._arrays import l2_normalize
 from ._validation import DataError
+
+
+class PartModel(NamedTuple):
+    """A set of parts as scorers of region features: ``responses(x)`` ``(R, P)`` is
+    ``x @ weights.T + bias``, of unit-normalised rows when ``cosine`` (DP-Net's
+    similarities ``S``). ``part_class``: each part's class. The one scoring of parts
+    that the explanations, galleries and localisation use."""
+
+    weights: np.ndarray
+    bias: np.ndarray | float
+    part_class: np.ndarray
+    cosine: bool = False
+
+    @classmethod
+    def of_learner(cls, learner) -> "PartModel":
+        """The two-stage parts of a fitted ``PartLearner`` (background z-scores)."""
+        return cls(learner.parts_, learner.part_bias_, learner.part_class_, False)
+
+    @classmethod
+    def of_dpnet(cls, model: dict) -> "PartModel":
+        """DP-Net's part layer ``U`` (a ``train_dpnet`` model): cosines."""
+        return cls(np.asarray(model["U"], np.float32), 0.0, np.asarray(model["part_class"]),
+                   True)
+
+    def responses(self, x) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.cosine:
+            x = l2_normalize(x, axis=1)
+        return x @ self.weights.T + self.bias
 
 
 def part_heatmap(boxes, responses, weights, size, grid: int = 64) -> np.ndarray:
@@ -50,7 +81,7 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
     ``top`` parts' best boxes and scores) and returns what it drew."""
     from . import datasets
     from .classify import method_features
-    from .encoding import ImageRegions, encode
+    from .encoding import ImageRegions, PartEncoder
     from .features import extract_features
     from .regions import dense_regions
 
@@ -59,16 +90,12 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
         raise DataError(f"explain: model {model!r} is not 'parts' or 'dpnet'")
     if cfg.features.pca_dim:
         raise DataError("explain does not support features.pca_dim > 0 yet")
-    if model == "parts":
-        entry = pipe.cache.get("classifier", pipe.key("classifier"))
-        if entry is None or "parts" not in cfg.classifier.methods:
-            raise DataError("explain needs a finished run with the 'parts' method: run "
-                            "`partlearn run` with this config first")
-    else:
-        entry = pipe.cache.get("dpnet", pipe.key("dpnet")) if "dpnet" in pipe.stages else None
-        if entry is None:
-            raise DataError("explain --model dpnet needs a finished run with dpnet.variants "
-                            "set: run `partlearn run` with such a config first")
+    if model == "parts" and "parts" not in cfg.classifier.methods:
+        raise DataError("explain needs a run with the 'parts' method")
+    if model == "dpnet" and "dpnet" not in pipe.stages:
+        raise DataError("explain --model dpnet needs a run with dpnet.variants set")
+    # a DataError naming the stage when the run did not finish
+    trained = pipe.load("classifier") if model == "parts" else pipe.load("dpnet")
     path = Path(image_path)
     try:
         image = datasets.load_image(path)
@@ -82,29 +109,27 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
         [str(path)], [boxes], [flips], np.array([[image.width, image.height]]), pipe.backbone,
         load_image=datasets.load_image, mode=f.mode, short_side=f.short_side,
         roi_size=f.roi_size, roi_pooling=f.roi_pooling, crop_size=f.crop_size,
-        batch_size=1, device=pipe._device(), workers=0)
+        batch_size=1, device=pipe.device(), workers=0)
     if model == "parts":
-        parts = pipe.parts()
+        learner = pipe.load("parts")
         e = cfg.encoding
-        code = encode([ImageRegions(x, boxes, (image.width, image.height))], parts["weights"],
-                      parts["bias"], pyramid=e.pyramid, top_k=e.top_k)
-        coef = entry.array("parts_coef", mmap=False)
-        scores = method_features("parts", parts=code) @ coef.T + entry.array("parts_intercept")
-        c = int(entry.array("parts_classes", mmap=False)[scores.argmax()])
-        responses = x @ parts["weights"].T + parts["bias"]  # (R, P)
-        class_coef, part_class = coef[c], parts["part_class"]
+        code = PartEncoder(learner, prefit=True, pyramid=e.pyramid, top_k=e.top_k).fit() \
+            .transform([ImageRegions(x, boxes, (image.width, image.height))])
+        svm = trained.models["parts"]
+        scores = method_features("parts", parts=code) @ svm["coef"].T + svm["intercept"]
+        c = int(svm["classes"][scores.argmax()])
+        parts, class_coef = PartModel.of_learner(learner), svm["coef"][c]
     else:
-        u, v = entry.shard_array(0, "U", mmap=False), entry.shard_array(0, "V", mmap=False)
-        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        responses = unit @ u.T  # cosines, as DP-Net's S
-        c = int((v @ responses.max(axis=0) + entry.shard_array(0, "bias")).argmax())
-        class_coef, part_class = v[c], entry.shard_array(0, "part_class", mmap=False)
+        dp = trained.model(next(iter(trained.runs)))
+        parts = PartModel.of_dpnet(dp)
+        c = int((dp["V"] @ parts.responses(x).max(axis=0) + dp["bias"]).argmax())
+        class_coef = dp["V"][c]
     names = pipe.manifest.classes
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     file = out / f"{path.stem}_explain{'' if model == 'parts' else '_dpnet'}.png"
-    drawn = draw_explanation(image, boxes, responses, class_coef, part_class, names,
-                             f"{path.name}: {names[c]}?", file, top)
+    drawn = draw_explanation(image, boxes, parts.responses(x), class_coef, parts.part_class,
+                             names, f"{path.name}: {names[c]}?", file, top)
     return {"image": str(path), "model": model, "predicted": names[c], "parts": drawn,
             "figure": str(file)}
 
@@ -114,16 +139,16 @@ def draw_explanation(image, boxes, responses, class_coef, part_class, class_name
     """Draw ``image`` with the heatmap of a class (``class_coef``: its classifier weights
     over the part code, cell-major) and its ``top`` parts' best boxes, into ``file``;
     ``responses`` ``(R, P)`` of the image's regions ``boxes``. Returns the boxes drawn."""
+    from .encoding import part_names
+
     n_part = len(part_class)
     weight = np.asarray(class_coef).reshape(-1, n_part).sum(axis=0)  # per part, all cells
     best = responses.argmax(axis=0)
     share = weight * np.clip(responses.max(axis=0), 0, None)
     top_parts = np.argsort(-share, kind="stable")[:top]
     heat = part_heatmap(boxes, responses, np.clip(weight, 0, None), image.size)
-    within = np.zeros(n_part, np.int64)
-    for k in np.unique(part_class):
-        within[part_class == k] = np.arange(int((part_class == k).sum()))
-    drawn = [{"part": f"{class_names[part_class[p]]}/part{within[p]}",
+    names = part_names(part_class, class_names)
+    drawn = [{"part": names[p],
               "box": boxes[best[p]].tolist(), "score": float(responses[best[p], p])}
              for p in top_parts]
     _draw(image, heat, drawn, title, file)

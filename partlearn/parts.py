@@ -25,7 +25,11 @@ of the class) and distinctive (rarely fire on other classes).
    region serves at most one part). At the end each part's best region per
    positive image is chosen greedily (``matches``) and each part gets the
    average precision of its max response, positives against negatives.
-3. ``PartLearner``: the scikit-learn estimator over all classes, in parallel.
+3. ``PartLearner``: the scikit-learn transformer over all classes, in parallel:
+   the background from ``_arrays.sample_regions``, one ``negative_pool``, then
+   ``learn_class_parts`` per class (``learn_classes``), the procedure the
+   pipeline's parts stage runs (it calls ``fit`` with its cache's hooks and
+   rebuilds a cached learner with ``PartLearner.from_results``).
 
 Functions take and return arrays; caching is the caller's business. This
 module does not import torch.
@@ -34,19 +38,21 @@ module does not import torch.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
+import numbers
 import time
 
 import numpy as np
 from joblib import Parallel, cpu_count, delayed, effective_n_jobs
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.metrics import average_precision_score
-from sklearn.utils.validation import check_is_fitted, check_random_state
+from sklearn.utils import get_tags
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 from threadpoolctl import threadpool_limits
 
 from . import _faiss
-from ._arrays import RegionStack, stack_regions  # noqa: F401  (part of this module's API)
+from ._arrays import RegionStack, sample_regions, stack_regions  # noqa: F401  (this module's API)
 from ._validation import ConfigError, DataError
 from .config import Config, PartsConfig
 
@@ -482,33 +488,113 @@ def _expected_score(weights, spad, slack) -> float:
 
 # ------------------------------------------------------------------ estimator
 
+_DTYPES = (np.float32, np.float64, np.float16)  # array forms keep these; others become float32
 
-class PartLearner(BaseEstimator):
+
+def _is_region_list(X) -> bool:
+    """``X`` is a sequence of per-image ``(R_i, D)`` region arrays (the main input form)."""
+    if isinstance(X, np.ndarray):
+        if X.dtype != object or X.ndim != 1:
+            return False
+    elif not isinstance(X, (list, tuple)):
+        return False
+    return len(X) == 0 or np.ndim(X[0]) == 2
+
+
+def _shape(X) -> tuple:
+    shape = getattr(X, "shape", None)
+    if shape is not None:
+        return tuple(shape)
+    try:
+        return np.asarray(X).shape
+    except (ValueError, TypeError):  # e.g. a ragged nested sequence: validate_data says
+        return ()
+
+
+def _unpack(out, y):
+    no_y = y is None or (isinstance(y, str) and y == "no_validation")
+    return (out, y) if no_y else out
+
+
+def _validate_regions(est, X, y="no_validation", *, boxes=None, reset: bool,
+                      min_samples: int = 1):
+    """``(X, y, form)``: the images of ``X`` as a sequence of ``(R_i, D)`` arrays.
+
+    ``form`` "list": ``X`` a list of ``(R_i, D)`` region arrays, one per image,
+    returned as it is (memmaps unread; the caller checks the images, with
+    messages naming them); "3d": an ``(N, R, D)`` array; "2d": an ``(N, D)``
+    array, one region per image, returned as an ``(N, 1, D)`` view. The array
+    forms go through scikit-learn's ``validate_data`` (its messages: NaN/inf,
+    complex, empty, too few samples, n_features; with ``reset`` it sets
+    ``n_features_in_``, else checks it). ``y`` as ``validate_data`` takes it
+    ("no_validation": not checked; None: an error when the estimator needs y).
+    """
+    name = type(est).__name__
+    if _is_region_list(X):
+        if y is None and get_tags(est).target_tags.required:
+            raise ValueError(f"This {name} estimator requires y to be passed, but the "
+                             "target y is None.")
+        if reset and hasattr(est, "feature_names_in_"):
+            del est.feature_names_in_
+        return X, y, "list"
+    if len(_shape(X)) == 3:
+        out = validate_data(est, X, y, reset=reset, ensure_2d=False, allow_nd=True,
+                            dtype=_DTYPES, ensure_min_samples=min_samples)
+        X, y = _unpack(out, y)
+        _, r, d = X.shape
+        if r < 1 or d < 1:
+            raise DataError(f"X: a 3-D X should be (n_images, n_regions, n_features) with "
+                            f"n_regions >= 1 and n_features >= 1, got shape {X.shape}")
+        if reset:
+            est.n_features_in_ = d
+        elif d != est.n_features_in_:  # validate_data's message (it checks 2-D X only)
+            raise ValueError(f"X has {d} features, but {name} is expecting "
+                             f"{est.n_features_in_} features as input.")
+        return X, y, "3d"
+    if boxes is not None:
+        raise DataError("boxes go with X as a list of (R_i, D) region arrays or an (N, R, D) "
+                        f"array; a 2-D X (N, D) is one region per image, got X of shape "
+                        f"{_shape(X)} and boxes")
+    out = validate_data(est, X, y, reset=reset, dtype=_DTYPES, ensure_min_samples=min_samples)
+    X, y = _unpack(out, y)
+    return X[:, None, :], y, "2d"
+
+
+class PartLearner(TransformerMixin, BaseEstimator):
     """Parts for every class (``learn_class_parts``), classes in parallel.
 
-    ``fit(X, y, boxes=None)``: ``X`` a list of ``(R_i, D)`` region arrays (one
-    per image), ``y`` ``(N,)`` labels, ``boxes`` optional ``(R_i, 4)`` region
-    boxes (for NMS). Parameters are the ``PartsConfig`` fields, plus
-    ``random_state`` and ``n_jobs`` (joblib, over classes).
+    ``fit(X, y, boxes=None)``: ``X`` the images' regions, one of
 
-    Fitted: ``parts_`` (n_total, D) weights and ``part_bias_`` (a region's
-    response is ``x @ parts_.T + part_bias_``), ``part_class_``,
+    - a list of ``(R_i, D)`` region arrays, one per image (the main form;
+      float16 memmaps are read one image at a time), ``boxes`` optional
+      ``(R_i, 4)`` region boxes ``x0, y0, x1, y1`` (for NMS);
+    - an ``(N, R, D)`` array (every image ``R`` regions), ``boxes`` likewise;
+    - an ``(N, D)`` array: one region per image (no boxes).
+
+    ``y`` ``(N,)`` class labels. Parameters are the ``PartsConfig`` fields
+    (``from_config``), plus ``random_state`` and ``n_jobs`` (threads, over
+    classes: see ``learn_classes``).
+
+    Fitted: ``parts_`` (n_total, D) float32 weights and ``part_bias_`` (a
+    region's response is ``x @ parts_.T + part_bias_``, a background z-score),
+    ``part_class_`` (each part's class, an index into ``classes_``),
     ``discriminativeness_``, ``matches_`` (per class, (P_c, n_c) region
-    indices into its images ``positive_images_``; -1: none),
-    ``class_results_`` (per class, ``learn_class_parts``'s dict),
-    ``background_``, ``classes_``, ``n_features_in_``. Classes run on
-    ``n_jobs`` threads (see ``_run_classes``).
+    indices into its images ``positive_images_``, indices into ``X``; -1:
+    none), ``class_results_`` (per class, ``learn_class_parts``'s dict),
+    ``background_`` (``fit_background``'s dict), ``classes_``,
+    ``n_features_in_``. ``from_results`` rebuilds a fitted learner from those
+    arrays. ``transform(X)``: each part's max response per image.
     """
 
     def __init__(self, n_parts=_P.n_parts, n_init=_P.n_init, kmeans_iter=_P.kmeans_iter,
                  beta_start=_P.beta_start, beta_growth=_P.beta_growth, beta_end=_P.beta_end,
                  updates_per_beta=_P.updates_per_beta, sinkhorn_iter=_P.sinkhorn_iter,
                  slack=_P.slack, hard_negatives=_P.hard_negatives,
-                 negative_cache=_P.negative_cache, negative_weight=_P.negative_weight, orthogonality=_P.orthogonality,
-                 nms_iou=_P.nms_iou, sparsity=_P.sparsity, tol=_P.tol, keep=_P.keep,
-                 n_negative_images=_P.n_negative_images, min_images=_P.min_images,
-                 background_regions=_P.background_regions, shrinkage=_P.shrinkage,
-                 random_state=None, n_jobs=None):
+                 negative_cache=_P.negative_cache, negative_weight=_P.negative_weight,
+                 orthogonality=_P.orthogonality, nms_iou=_P.nms_iou, sparsity=_P.sparsity,
+                 tol=_P.tol, keep=_P.keep, n_negative_images=_P.n_negative_images,
+                 min_images=_P.min_images, background_regions=_P.background_regions,
+                 shrinkage=_P.shrinkage, random_state=None, n_jobs=None):
         self.n_parts = n_parts
         self.n_init = n_init
         self.kmeans_iter = kmeans_iter
@@ -533,51 +619,150 @@ class PartLearner(BaseEstimator):
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    @classmethod
+    def from_config(cls, parts_cfg: PartsConfig, random_state=None, n_jobs=None) -> PartLearner:
+        """An unfitted learner with the parameters of ``parts_cfg`` (a ``PartsConfig``)."""
+        fields = {f.name: getattr(parts_cfg, f.name) for f in dataclasses.fields(PartsConfig)}
+        return cls(**fields, random_state=random_state, n_jobs=n_jobs)
+
+    @classmethod
+    def from_results(cls, params: dict, classes, background: dict, class_results,
+                     positive_images, n_features: int) -> PartLearner:
+        """A fitted learner from stored arrays (no pickles), as ``fit`` would leave it.
+
+        ``params``: constructor parameters (``get_params()``); ``classes``: the
+        fitted ``classes_``; ``background``: ``{"mean", "whitener"}``;
+        ``class_results``: per class, ``learn_class_parts``'s dict (at least
+        ``weights``, ``bias``, ``discriminativeness``, ``matches``; the encoder's
+        leave-one-out codes need ``loo_directions``); ``positive_images``: per
+        class, the indices of its training images; ``n_features``: D.
+        """
+        classes, class_results = np.asarray(classes), list(class_results)
+        if not len(classes) == len(class_results) == len(positive_images):
+            raise DataError(f"from_results: {len(classes)} classes, {len(class_results)} class "
+                            f"results and {len(positive_images)} positive image lists should "
+                            "be as many")
+        background = _check_background(background, n_features, "from_results")
+        for k, r in enumerate(class_results):
+            shape = np.shape(r["weights"])
+            if len(shape) != 2 or shape[1] != n_features or np.shape(r["bias"]) != shape[:1]:
+                raise DataError(f"from_results: class {k}: weights {shape} and bias "
+                                f"{np.shape(r['bias'])} should be (P, {n_features}) and (P,)")
+        return cls(**params)._set_fitted(classes, background, class_results, positive_images,
+                                         n_features)
+
     def _config(self) -> PartsConfig:
         fields = dataclasses.fields(PartsConfig)
         cfg = PartsConfig(**{f.name: getattr(self, f.name) for f in fields})
         Config(parts=cfg)  # the config's checks
         return cfg
 
-    def fit(self, X, y, boxes=None):
-        """Learn every class's parts: the background model from up to
-        ``background_regions`` regions of all images, then per class
-        ``learn_class_parts`` against ``n_negative_images`` images of the other
-        classes, from one pool shared by the classes (``negative_pool``, sampled
-        with ``random_state``). Returns ``self``."""
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # one region per image
+        tags.input_tags.three_d_array = True  # (images, regions, features)
+        tags.target_tags.required = True
+        tags.transformer_tags.preserves_dtype = ["float32"]  # responses are float32
+        return tags
+
+    def fit(self, X, y, boxes=None, *, class_names=None, background=None, class_results=None,
+            on_background=None, on_class=None):
+        """Learn every class's parts. Returns ``self``.
+
+        The procedure of the pipeline's parts stage: with ``seed`` the
+        ``random_state`` (an int, or one drawn from it), the background model
+        (``fit_background``, ``shrinkage``) of ``sample_regions(X,
+        background_regions, default_rng(seed))``; one negative pool for every
+        class (``negative_pool``, its own ``default_rng(seed)``, so it does not
+        depend on whether the background was fitted); then class ``k`` of
+        ``classes_`` by ``learn_class_parts`` (its images and their boxes
+        against its ``n_negative_images`` images of the pool, ``random_state=
+        seed + k``), classes on ``n_jobs`` threads (``learn_classes``).
+
+        Keyword-only, for a caller that caches and resumes (the pipeline):
+
+        - ``class_names``: the names of ``classes_``, for messages and the
+          ``name`` given to ``learn_class_parts`` (default ``str(c)``);
+        - ``background``: a ``{"mean", "whitener"}`` dict used instead of
+          fitting one (a resumed run; everything else is drawn as without it);
+        - ``class_results``: ``{k: dict}``, ``learn_class_parts``'s results of
+          classes already learnt (``k`` indexes ``classes_``), not learnt again;
+        - ``on_background(background)``: called once the background is fitted
+          (not when it was given);
+        - ``on_class(k, result, seconds)``: called as each class is learnt, in
+          the order they finish.
+        """
         cfg = self._config()
-        X, y, classes, dim = _check_fit_inputs(X, y, boxes, cfg)
-        rng = check_random_state(self.random_state)
-        counts = np.array([len(x) for x in X], np.int64)
+        X, y, form = _validate_regions(self, X, y, boxes=boxes, reset=True, min_samples=2)
+        X, codes, classes, names, dim = _check_fit_inputs(X, y, boxes, cfg, class_names,
+                                                          finite_checked=form != "list")
+        rs = self.random_state
+        seed = (int(rs) if isinstance(rs, numbers.Integral)
+                else int(check_random_state(rs).randint(2**31 - 1)))
+        if background is None:
+            sample = sample_regions(X, cfg.background_regions, np.random.default_rng(seed))
+            background = fit_background(sample, cfg.shrinkage)
+            logger.info("parts: background model from %d training regions", len(sample))
+            del sample
+            if on_background is not None:
+                on_background(background)
+        else:
+            background = _check_background(background, dim, "fit: background")
+        results = dict(class_results or {})
+        if not set(results) <= set(range(len(classes))):
+            raise DataError(f"fit: class_results should be keyed by class index 0..."
+                            f"{len(classes) - 1}, got keys {sorted(results)}")
+        positives = [np.flatnonzero(codes == k) for k in range(len(classes))]
+        todo = [k for k in range(len(classes)) if k not in results]
+        if len(todo) < len(classes):
+            logger.debug("parts: %d of %d classes already learnt", len(classes) - len(todo),
+                         len(classes))
+        # one negative pool for every class (read and converted once), drawn whatever
+        # is left to learn, so a resumed run draws the same
+        pool, negatives = negative_pool(codes, cfg.n_negative_images,
+                                        np.random.default_rng(seed))
+        if todo:
+            stack = stack_regions([X[i] for i in pool], dim, "negative pool")
+            params = {f: getattr(cfg, f) for f in CLASS_PARAMS}
+            calls = [(([X[i] for i in positives[k]], stack, background),
+                      dict(boxes=None if boxes is None else [boxes[i] for i in positives[k]],
+                           negative_images=negatives[k], random_state=seed + k, name=names[k],
+                           **params))
+                     for k in todo]
+            for j, result, seconds in learn_classes(calls, self.n_jobs):
+                k = todo[j]
+                results[k] = result
+                logger.debug("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, "
+                             "%.1f s", names[k], len(result["weights"]),
+                             result["discriminativeness"].mean(),
+                             float(result["mean_abs_cos"]), int(result["n_updates"]), seconds)
+                if on_class is not None:
+                    on_class(k, result, seconds)
+        return self._set_fitted(classes, background, [results[k] for k in range(len(classes))],
+                                positives, dim)
 
-        self.background_ = fit_background(_sample_regions(X, counts, cfg.background_regions, rng),
-                                          cfg.shrinkage)
-        pool, negatives = negative_pool(y, cfg.n_negative_images, rng)
-        stack = stack_regions([X[i] for i in pool], dim, "negative pool")
-        jobs = [(c, np.flatnonzero(y == c), int(rng.randint(2**31 - 1))) for c in classes]
-        params = {k: getattr(cfg, k) for k in CLASS_PARAMS}
-        calls = [(([X[i] for i in pos], stack, self.background_),
-                  dict(boxes=None if boxes is None else [boxes[i] for i in pos], **params,
-                       negative_images=neg, random_state=seed, name=str(c)))
-                 for (c, pos, seed), neg in zip(jobs, negatives)]
-        done = {k: r for k, r, _ in learn_classes(calls, self.n_jobs)}
-        results = [done[k] for k in range(len(calls))]
-
-        self.classes_ = classes
-        self.n_features_in_ = dim
-        self.class_results_ = results
-        self.positive_images_ = [pos for _, pos, _ in jobs]
-        self.parts_ = np.concatenate([r["weights"] for r in results])
-        self.part_bias_ = np.concatenate([r["bias"] for r in results])
-        self.part_class_ = np.concatenate([np.repeat(c, len(r["bias"]))
-                                           for c, r in zip(classes, results)])
-        self.discriminativeness_ = np.concatenate([r["discriminativeness"] for r in results])
-        self.matches_ = [r["matches"] for r in results]
+    def _set_fitted(self, classes, background, class_results, positive_images, n_features):
+        """The fitted attributes, from the per-class results (``fit``, ``from_results``)."""
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = int(n_features)
+        self.background_ = background
+        self.class_results_ = list(class_results)
+        self.positive_images_ = [np.asarray(p, np.int64) for p in positive_images]
+        results = self.class_results_
+        self.parts_ = np.concatenate([np.asarray(r["weights"], np.float32) for r in results])
+        self.part_bias_ = np.concatenate([np.asarray(r["bias"], np.float32) for r in results])
+        self.part_class_ = np.concatenate([np.full(len(r["bias"]), k, np.int64)
+                                           for k, r in enumerate(results)])
+        self.discriminativeness_ = np.concatenate([np.asarray(r["discriminativeness"])
+                                                   for r in results])
+        self.matches_ = [np.asarray(r["matches"]) for r in results]
         return self
 
     def transform(self, X) -> np.ndarray:
-        """``(n_images, n_parts_total)``: each part's max response over an image's regions."""
+        """``(n_images, n_parts_total)`` float32: each part's max response over an
+        image's regions (``X`` in any of ``fit``'s forms)."""
         check_is_fitted(self, "parts_")
+        X, _, _ = _validate_regions(self, X, reset=False)
         out = np.empty((len(X), len(self.parts_)), np.float32)
         start = 0
         while start < len(X):  # blocks of images, so large sets need little memory
@@ -592,46 +777,71 @@ class PartLearner(BaseEstimator):
         return out
 
 
-def _check_fit_inputs(X, y, boxes, cfg: PartsConfig):
-    if isinstance(X, np.ndarray) and X.ndim != 1 and X.dtype != object:
-        raise DataError(f"X should be a list of (R_i, D) region arrays, one per image, "
-                        f"got an array of shape {X.shape}")
+def _check_background(background, dim: int, who: str) -> dict:
+    try:
+        mean = np.asarray(background["mean"], np.float32)
+        whitener = np.asarray(background["whitener"], np.float32)
+    except (KeyError, TypeError, IndexError):
+        raise DataError(f"{who}: a background should be a dict with 'mean' and 'whitener' "
+                        f"arrays (fit_background's), got {type(background).__name__}") from None
+    if mean.shape != (dim,) or whitener.shape != (dim, dim):
+        raise DataError(f"{who}: mean {mean.shape} and whitener {whitener.shape} should be "
+                        f"({dim},) and ({dim}, {dim}) for regions of dimension {dim}")
+    return {"mean": mean, "whitener": whitener}
+
+
+def _check_fit_inputs(X, y, boxes, cfg: PartsConfig, class_names=None, finite_checked=False):
+    """``(X, codes, classes, names, dim)``: ``codes`` the index of each image's class
+    in ``classes`` (``np.unique(y)``), ``names`` the classes' names."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(X):
         raise DataError(f"X and y should have one entry per image: got {len(X)} images in X "
                         f"and y of shape {y.shape}")
+    check_classification_targets(y)
     if boxes is not None and len(boxes) != len(X):
         raise DataError(f"boxes should have one entry per image: got {len(boxes)} for "
                         f"{len(X)} images")
-    classes, per_class = np.unique(y, return_counts=True)
+    classes, codes, per_class = np.unique(y, return_inverse=True, return_counts=True)
     if len(classes) < 2:
+        n = len(classes)
         raise DataError(f"part learning needs images of at least 2 classes (negatives are "
-                        f"other classes' images), got {len(classes)}: {classes.tolist()}")
+                        f"other classes' images), got {n} {'class' if n == 1 else 'classes'}: "
+                        f"{classes.tolist()}")
+    if class_names is None:
+        names = [str(c) for c in classes]
+    else:
+        names = [str(c) for c in class_names]
+        if len(names) != len(classes):
+            raise DataError(f"class_names should name the {len(classes)} classes of y, got "
+                            f"{len(names)} names")
     dim = None
+    counts = np.zeros(len(X), np.int64)
     for i, x in enumerate(X):
         shape = np.shape(x)
+        who = f"class {names[codes[i]]!r}, image {i} of X"
         if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
             want = f"(R, {dim})" if dim is not None else "(R, D)"
-            raise DataError(f"class {str(y[i])!r}, image {i} of X: regions should be a "
-                            f"{want} array with R >= 1, got shape {shape}")
+            raise DataError(f"{who}: regions should be a {want} array with R >= 1, got shape "
+                            f"{shape}")
         dim = shape[1]
+        counts[i] = shape[0]
         if boxes is not None and np.shape(boxes[i]) != (shape[0], 4):
-            raise DataError(f"class {str(y[i])!r}, image {i} of X: boxes should be "
-                            f"({shape[0]}, 4) like its regions, got {np.shape(boxes[i])}")
-        finite = np.isfinite(np.asarray(x))
-        if not finite.all():
-            bad = int((~finite.all(axis=1)).sum())
-            raise DataError(f"class {str(y[i])!r}, image {i} of X: {bad} of its {shape[0]} "
-                            "regions hold NaN or inf")
-    for c, n in zip(classes, per_class):
-        regions = sum(len(X[i]) for i in np.flatnonzero(y == c))
+            raise DataError(f"{who}: boxes should be ({shape[0]}, 4) like its regions, got "
+                            f"{np.shape(boxes[i])}")
+        if not finite_checked:
+            finite = np.isfinite(np.asarray(x))
+            if not finite.all():
+                bad = int((~finite.all(axis=1)).sum())
+                raise DataError(f"{who}: {bad} of its {shape[0]} regions hold NaN or inf")
+    regions = np.bincount(codes, weights=counts, minlength=len(classes)).astype(np.int64)
+    for name, n, r in zip(names, per_class, regions):
         if n < cfg.min_images:
-            raise DataError(f"class {str(c)!r} has {n} image(s); part learning needs at "
-                            f"least min_images={cfg.min_images}")
-        if regions < cfg.n_parts:
-            raise DataError(f"class {str(c)!r}: n_parts={cfg.n_parts} is more than the "
-                            f"{regions} regions of its {n} images")
-    return list(X), y, classes, dim
+            raise DataError(f"class {name!r} has {n} training images; part learning needs at "
+                            f"least parts.min_images={cfg.min_images}")
+        if r < cfg.n_parts:
+            raise DataError(f"class {name!r}: n_parts={cfg.n_parts} is more than the {r} "
+                            f"regions of its {n} images")
+    return X, codes, classes, names, dim
 
 
 def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -660,22 +870,6 @@ def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.n
             neg = np.sort(rng.choice(neg, n_negative_images, replace=False))
         per_class.append(neg)
     return pool, per_class
-
-
-def _sample_regions(X, counts, n_max, rng) -> np.ndarray:
-    """Up to ``n_max`` regions drawn uniformly from all images, float32."""
-    offsets = np.r_[0, np.cumsum(counts)]
-    total = int(offsets[-1])
-    if total <= n_max:
-        return np.concatenate([np.asarray(x, np.float32) for x in X])
-    pick = np.sort(rng.choice(total, n_max, replace=False))
-    image = np.searchsorted(offsets, pick, side="right") - 1
-    out = np.empty((n_max, np.shape(X[0])[1]), np.float32)
-    bounds = np.r_[0, np.flatnonzero(np.diff(image)) + 1, n_max]
-    for s, e in itertools.pairwise(bounds):
-        i = image[s]
-        out[s:e] = np.asarray(X[i])[pick[s:e] - offsets[i]]
-    return out
 
 
 def learn_classes(calls, n_jobs):

@@ -93,6 +93,12 @@ def results_markdown(summary: dict) -> str:
                          f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
                          f"{v['n_parts']} |")
         lines.append("")
+    notes = [(name, e) for name, e in (summary.get("evaluations") or {}).items()
+             if e["status"] != "done"]
+    if notes:
+        lines += ["## Not shown", ""] + [
+            f"- {name}: {'skipped, ' + e['reason'] if e['status'] == 'skipped' else 'FAILED, ' + e['error']}"
+            for name, e in notes] + [""]
     lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
     for stage, info in summary.get("stages", {}).items():
         lines.append(f"| {stage} | `{info['key']}` | {'yes' if info['cached'] else 'no'} | "
@@ -184,35 +190,6 @@ def _png(fig) -> str:
 
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def gallery_figure(rows, file: Path, size: int = 96) -> None:
-    """A grid of region crops: ``rows`` of ``(title, [(image path, box, caption), ...])``,
-    saved as a PNG at ``file`` (PIL, no plotting library: a gallery is pictures). An
-    unreadable image leaves a grey tile."""
-    from PIL import Image, ImageDraw
-
-    from ._images import load_image
-
-    k = max(len(items) for _, items in rows)
-    left, top, pad, text = 70, 18, 4, 12
-    canvas = Image.new("RGB", (left + k * (size + pad), top + len(rows) * (size + text + pad)),
-                       "white")
-    draw = ImageDraw.Draw(canvas)
-    draw.text((4, 2), rows[0][0].split("/")[0] if rows else "", fill="black")
-    for r, (title, items) in enumerate(rows):
-        y = top + r * (size + text + pad)
-        draw.text((4, y + text + size // 2), title.split("/")[-1], fill="black")
-        for c, (path, box, caption) in enumerate(items):
-            try:
-                crop = load_image(path).crop(tuple(int(round(v)) for v in box))
-                crop = crop.resize((size, size))
-            except Exception:  # noqa: BLE001 (a picture, not a result: grey, not a crash)
-                crop = Image.new("RGB", (size, size), (128, 128, 128))
-            x = left + c * (size + pad)
-            draw.text((x, y), caption, fill="black")
-            canvas.paste(crop, (x, y + text))
-    canvas.save(file)
 
 
 def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:

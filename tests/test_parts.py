@@ -5,11 +5,13 @@ import sys
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import TransformerMixin, clone
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import get_tags
 from threadpoolctl import threadpool_info
 
 from partlearn import _faiss
+from partlearn._arrays import sample_regions
 from partlearn._validation import ConfigError, DataError
 from partlearn.config import Config, PartsConfig, load_config
 from partlearn.parts import (CLASS_PARAMS, PartLearner, fit_background, learn_class_parts,
@@ -307,6 +309,7 @@ def test_two_workers(data, fitted):
 
 def test_sklearn_contract(data, fitted):
     est = PartLearner(n_parts=4, slack=1.5, random_state=7)
+    assert isinstance(est, TransformerMixin)
     assert est.get_params()["slack"] == 1.5 and est.get_params()["n_jobs"] is None
     assert set(PartsConfig.__dataclass_fields__) < set(est.get_params())
     est.set_params(n_parts=5, keep=2)
@@ -316,13 +319,195 @@ def test_sklearn_contract(data, fitted):
         twin.transform(data["X"][:2])
     assert list(fitted.classes_) == list(data["names"])
     assert fitted.n_features_in_ == DIM
-    assert fitted.parts_.shape == (N_CLASSES * N_PARTS, DIM)
+    assert fitted.parts_.shape == (N_CLASSES * N_PARTS, DIM) and fitted.parts_.dtype == np.float32
     assert fitted.part_bias_.shape == fitted.part_class_.shape == fitted.discriminativeness_.shape
+    assert fitted.part_class_.dtype == np.int64
+    np.testing.assert_array_equal(fitted.part_class_, np.repeat(np.arange(N_CLASSES), N_PARTS))
     assert [m.shape for m in fitted.matches_] == [(N_PARTS, N_IMAGES)] * N_CLASSES
+    for k, c in enumerate(fitted.classes_):
+        np.testing.assert_array_equal(fitted.positive_images_[k], np.flatnonzero(data["y"] == c))
     assert set(fitted.background_) == {"mean", "whitener"}
+    tags = get_tags(fitted)
+    assert tags.input_tags.two_d_array and tags.input_tags.three_d_array
+    assert tags.target_tags.required and tags.transformer_tags.preserves_dtype == ["float32"]
     PartLearner(n_parts=0)  # __init__ validates nothing; fit does
     with pytest.raises(ConfigError, match="parts.n_parts=0 must be >= 1"):
         PartLearner(n_parts=0).fit(data["X"], data["y"])
+
+
+def test_from_config():
+    cfg = PartsConfig(n_parts=5, slack=2.0, n_negative_images=7)
+    est = PartLearner.from_config(cfg, random_state=3, n_jobs=2)
+    params = est.get_params()
+    assert {f: params[f] for f in PartsConfig.__dataclass_fields__} == vars(cfg)
+    assert params["random_state"] == 3 and params["n_jobs"] == 2
+    assert not hasattr(est, "parts_")
+
+
+# ------------------------------------------------------------------ the pipeline's procedure
+
+SMALL = dict(n_parts=3, n_negative_images=5, background_regions=50, hard_negatives=20)
+
+
+def region_sets(n_classes=3, n_images=6, regions=12, dim=8, seed=0):
+    """Ragged float16 images (as the feature cache holds them) with boxes."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat([f"k{c}" for c in range(n_classes)], n_images)
+    sizes = rng.integers(regions // 2, regions + 1, size=len(y))
+    X = [rng.standard_normal((r, dim)).astype(np.float16) for r in sizes]
+    boxes = []
+    for r in sizes:
+        xy = rng.uniform(0, 60, (r, 2))
+        boxes.append(np.c_[xy, xy + rng.uniform(20, 40, (r, 2))].astype(np.float32))
+    return X, y, boxes
+
+
+def assert_same_results(a: dict, b: dict):
+    assert set(a) == set(b)
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_sample_regions():
+    rng = np.random.default_rng(0)
+    images = [rng.standard_normal((r, 4)).astype(np.float16) for r in (3, 10, 7)]
+    sample = sample_regions(images, 15, np.random.default_rng(1))  # 5 per image, at most
+    assert sample.dtype == np.float32 and sample.shape == (3 + 5 + 5, 4)
+    start = 0
+    for x, n in zip(images, (3, 5, 5)):
+        rows = [int(np.flatnonzero((x.astype(np.float32) == r).all(axis=1))[0])
+                for r in sample[start:start + n]]
+        assert len(set(rows)) == n and rows == sorted(rows)  # distinct, in the image's order
+        start += n
+    np.testing.assert_array_equal(sample, sample_regions(images, 15, np.random.default_rng(1)))
+    np.testing.assert_array_equal(sample_regions(images, 1000, np.random.default_rng(2)),
+                                  np.concatenate(images).astype(np.float32))  # all of them
+    assert len(sample_regions(images, 1, np.random.default_rng(2))) == 3  # one per image
+
+
+def test_fit_is_the_pipeline_procedure():
+    """``fit`` is the parts stage's procedure, written out here step by step."""
+    X, y, boxes = region_sets()
+    seed = 3
+    est = PartLearner(**SMALL, random_state=seed).fit(X, y, boxes)
+
+    rng = np.random.default_rng(seed)
+    per_image = max(1, SMALL["background_regions"] // len(X))
+    assert per_image < min(len(x) for x in X)  # the sample is a sample
+    sample = []
+    for x in X:
+        rows = np.sort(rng.choice(len(x), size=min(len(x), per_image), replace=False))
+        sample.append(np.asarray(x[rows], np.float32))
+    background = fit_background(np.concatenate(sample), PartsConfig.shrinkage)
+    for name in background:
+        np.testing.assert_array_equal(est.background_[name], background[name])
+    classes, codes = np.unique(y, return_inverse=True)
+    pool, negatives = negative_pool(codes, SMALL["n_negative_images"],
+                                    np.random.default_rng(seed))
+    stack = stack_regions([X[i] for i in pool], 8, "negative pool")
+    cfg = PartsConfig(**SMALL)
+    for k, c in enumerate(classes):
+        pos = np.flatnonzero(y == c)
+        ref = learn_class_parts([X[i] for i in pos], stack, background,
+                                boxes=[boxes[i] for i in pos], negative_images=negatives[k],
+                                random_state=seed + k, name=c,
+                                **{f: getattr(cfg, f) for f in CLASS_PARAMS})
+        assert_same_results(est.class_results_[k], ref)
+        np.testing.assert_array_equal(est.positive_images_[k], pos)
+    # a RandomState (or None) draws the seed: the same procedure with that seed
+    drawn = int(np.random.RandomState(5).randint(2**31 - 1))
+    a = PartLearner(**SMALL, random_state=np.random.RandomState(5)).fit(X, y, boxes)
+    b = PartLearner(**SMALL, random_state=drawn).fit(X, y, boxes)
+    np.testing.assert_array_equal(a.parts_, b.parts_)
+
+
+def test_resume_from_a_background_and_learnt_classes():
+    X, y, boxes = region_sets(seed=1)
+    seen = []
+    full = PartLearner(**SMALL, random_state=1).fit(
+        X, y, boxes, on_background=lambda bg: seen.append(("background", set(bg))),
+        on_class=lambda k, result, seconds: seen.append((k, len(result["weights"]), seconds)))
+    assert seen[0] == ("background", {"mean", "whitener"})
+    assert sorted(k for k, _, _ in seen[1:]) == [0, 1, 2]
+    assert all(p == 3 and s >= 0 for _, p, s in seen[1:])
+
+    seen.clear()
+    resumed = PartLearner(**SMALL, random_state=1).fit(
+        X, y, boxes, background=full.background_, class_results={1: full.class_results_[1]},
+        on_background=lambda bg: seen.append("background"),
+        on_class=lambda k, result, seconds: seen.append(k))
+    assert sorted(seen) == [0, 2]  # no background fitted, class 1 not learnt again
+    for a, b in zip(resumed.class_results_, full.class_results_):
+        assert_same_results(a, b)
+    np.testing.assert_array_equal(resumed.parts_, full.parts_)
+    with pytest.raises(DataError, match="class_results should be keyed by class index"):
+        PartLearner(**SMALL, random_state=1).fit(X, y, class_results={3: {}})
+    with pytest.raises(DataError, match=r"whitener \(8, 7\) should be \(8,\) and \(8, 8\)"):
+        PartLearner(**SMALL).fit(X, y, background={"mean": np.zeros(8),
+                                                    "whitener": np.zeros((8, 7))})
+
+
+def test_from_results_transforms_identically(tmp_path):
+    """A learner rebuilt from its arrays, stored as .npy and read memory-mapped as the
+    cache does (no pickles), is the fitted learner."""
+    X, y, boxes = region_sets(seed=2)
+    est = PartLearner(**SMALL, random_state=0).fit(X, y, boxes)
+
+    def stored(name, array):
+        np.save(tmp_path / f"{name}.npy", np.asarray(array))
+        return np.load(tmp_path / f"{name}.npy", mmap_mode="r")
+
+    results = [{n: stored(f"c{k}_{n}", a) for n, a in r.items()}
+               for k, r in enumerate(est.class_results_)]
+    rebuilt = PartLearner.from_results(
+        est.get_params(), stored("classes", est.classes_),
+        {n: stored(f"bg_{n}", a) for n, a in est.background_.items()}, results,
+        [stored(f"pos{k}", p) for k, p in enumerate(est.positive_images_)],
+        est.n_features_in_)
+    assert rebuilt.get_params() == est.get_params()
+    np.testing.assert_array_equal(rebuilt.transform(X), est.transform(X))
+    for name in ("classes_", "parts_", "part_bias_", "part_class_", "discriminativeness_"):
+        got, want = getattr(rebuilt, name), getattr(est, name)
+        np.testing.assert_array_equal(got, want, err_msg=name)
+        assert got.dtype == want.dtype, name
+    for a, b in zip(rebuilt.positive_images_ + rebuilt.matches_,
+                    est.positive_images_ + est.matches_):
+        np.testing.assert_array_equal(a, b)
+    assert rebuilt.n_features_in_ == est.n_features_in_
+    with pytest.raises(DataError, match="3 classes, 2 class results"):
+        PartLearner.from_results({}, est.classes_, est.background_, results[:2],
+                                 est.positive_images_, 8)
+
+
+def test_array_forms_are_the_list_form():
+    rng = np.random.default_rng(4)
+    y = np.repeat([0, 1, 2], 5)
+    X3 = rng.standard_normal((15, 6, 8)).astype(np.float32)
+    params = dict(SMALL, min_images=1, random_state=0)
+    from_list = PartLearner(**params).fit(list(X3), y)
+    from_3d = PartLearner(**params).fit(X3, y)
+    np.testing.assert_array_equal(from_3d.parts_, from_list.parts_)
+    np.testing.assert_array_equal(from_3d.transform(X3), from_list.transform(list(X3)))
+    assert from_3d.n_features_in_ == 8
+    X2 = X3[:, 0].astype(np.float64)  # one region per image
+    from_2d = PartLearner(**dict(params, n_parts=2)).fit(X2, y)
+    one_each = PartLearner(**dict(params, n_parts=2)).fit([x[None] for x in X2], y)
+    np.testing.assert_array_equal(from_2d.parts_, one_each.parts_)
+    np.testing.assert_array_equal(from_2d.transform(X2), X2.astype(np.float32) @ from_2d.parts_.T
+                                  + from_2d.part_bias_)
+    # scikit-learn's messages for the array forms, ours for the list form
+    with pytest.raises(ValueError, match="X has 7 features, but PartLearner is expecting 8"):
+        from_2d.transform(X2[:, :7])
+    with pytest.raises(ValueError, match="X has 7 features, but PartLearner is expecting 8"):
+        from_3d.transform(X3[:, :, :7])
+    with pytest.raises(DataError, match=r"transform: X image 0: .*\(R, 8\).*\(6, 7\)"):
+        from_3d.transform(list(X3[:, :, :7]))
+    with pytest.raises(ValueError, match="Input X contains NaN"):
+        from_3d.transform(np.where(X3 > 2.5, np.nan, X3))
+    with pytest.raises(DataError, match="a 2-D X .* is one region per image"):
+        PartLearner(**params).fit(X2, y, boxes=[np.zeros((1, 4))] * 15)
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        PartLearner(**params).fit(list(X3), None)
 
 
 def test_import_is_torch_free():
@@ -348,8 +533,13 @@ def small(n_per_class=(3, 3), regions=5, dim=8, seed=0):
 
 def test_too_few_images():
     X, y = small((3, 1))
-    with pytest.raises(DataError, match=r"class 'dog' has 1 image\(s\).*min_images=2"):
+    with pytest.raises(DataError, match="class 'dog' has 1 training images; part learning "
+                                        "needs at least parts.min_images=2"):
         PartLearner(n_parts=2).fit(X, y)
+    with pytest.raises(DataError, match="class 'Dog' has 1 training images"):
+        PartLearner(n_parts=2).fit(X, y, class_names=["Cat", "Dog"])
+    with pytest.raises(DataError, match="class_names should name the 2 classes of y, got 1"):
+        PartLearner(n_parts=2).fit(X, y, class_names=["Cat"])
 
 
 def test_nan_regions_named():
@@ -389,8 +579,10 @@ def test_more_parts_than_regions():
 
 def test_one_class_only():
     X, _ = small()
-    with pytest.raises(DataError, match="at least 2 classes"):
+    with pytest.raises(DataError, match="at least 2 classes .* got 1 class: \\['cat'\\]"):
         PartLearner(n_parts=2).fit(X, np.array(["cat"] * 6))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        PartLearner(n_parts=2).fit(X, np.linspace(0, 1, 6))
 
 
 def test_parts_config():

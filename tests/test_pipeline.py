@@ -10,7 +10,7 @@ from PIL import Image
 
 from partlearn.cli import main
 from partlearn.config import load_config
-from partlearn.pipeline import Pipeline
+from partlearn import Pipeline
 from partlearn._validation import ConfigError, DataError
 
 
@@ -86,7 +86,7 @@ def test_features_read_back_in_order(tiny):
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
     pipe.run(until="features", out=tiny / "run-order")
-    feats = pipe.region_features()
+    feats = pipe.load("features")
     m = pipe.kept_manifest
     assert len(feats) == len(m) == 10
     assert feats.global_.shape == (10, 512) and feats.global_.dtype == np.float16
@@ -126,8 +126,9 @@ def test_interrupted_extraction_resumes(tiny, monkeypatch):
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache3"))
     pipe.run(until="features", out=tiny / "r-res")
     assert calls == [10 - 3]  # shard 0 (3 images) survived the interruption
-    ref = Pipeline(cfg, cache_dir=str(tiny / "cache2")).region_features()
-    got = pipe.region_features()
+    ref = Pipeline(cfg, cache_dir=str(tiny / "cache3-ref"))  # uninterrupted, in its own cache
+    ref.run(until="features", out=tiny / "r-ref")
+    ref, got = ref.load("features"), pipe.load("features")
     np.testing.assert_array_equal(np.asarray(got.global_), np.asarray(ref.global_))
 
 
@@ -177,14 +178,14 @@ def test_pca_stage_fits_on_training_regions(tiny):
                            "classifier")
     summary = pipe.run(until="pca", out=tiny / "run-pca")
     assert summary["stages"]["features"]["cached"] and not summary["stages"]["pca"]["cached"]
-    feats = pipe.region_features("pca")
+    feats = pipe.load("pca")
     assert feats.global_.shape == (10, 16)
     x = np.asarray(feats.image(0), np.float32)
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
     # fitted on every region of the training split and on nothing else
     entry = pipe.cache.get("pca", pipe.key("pca"))
     assert entry.array("pca_components").shape == (16, 512)
-    raw = pipe.region_features("features")
+    raw = pipe.load("features")
     train = np.flatnonzero(pipe.kept_manifest.split == "train")
     x_train = np.concatenate([np.asarray(raw.image(i), np.float32) for i in train])
     np.testing.assert_allclose(entry.array("pca_mean"), x_train.mean(0), atol=1e-4)
@@ -194,7 +195,7 @@ def test_flipped_regions_and_global(tiny):
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a] + ["regions.flips=true"])
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache-flip"))
     pipe.run(until="features", out=tiny / "run-flip")
-    feats = pipe.region_features()
+    feats = pipe.load("features")
     assert feats.global_flip is not None and feats.global_flip.shape == feats.global_.shape
     r = feats.offsets[1] - feats.offsets[0]
     assert r % 2 == 0 and feats.flips[:r].sum() == r // 2
@@ -225,9 +226,9 @@ def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
     summary = pipe.run(until="parts", out=tiny / "p2")
     assert learnt == ["dog"]  # the class learnt before the interruption was kept
     assert not summary["stages"]["parts"]["cached"]
-    parts = pipe.parts()
-    assert parts["weights"].shape == (6, 512) and list(parts["part_class"]) == [0, 0, 0, 1, 1, 1]
-    assert ((parts["discriminativeness"] >= 0) & (parts["discriminativeness"] <= 1)).all()
+    learner = pipe.load("parts")
+    assert learner.parts_.shape == (6, 512) and list(learner.part_class_) == [0, 0, 0, 1, 1, 1]
+    assert ((learner.discriminativeness_ >= 0) & (learner.discriminativeness_ <= 1)).all()
     assert Pipeline(cfg, cache_dir=str(tiny / "cache2")).run(
         until="parts", out=tiny / "p3")["stages"]["parts"]["cached"]
     too_few = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
@@ -293,8 +294,7 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     pipe.run(out=tiny / "full4")
     plain = Pipeline(load_config(None, base + ["encoding.leave_one_out=false"]), cache_dir=cache)
     plain.run(out=tiny / "full5")
-    loo = pipe.cache.get("encoding", pipe.key("encoding")).array("codes")
-    full = plain.cache.get("encoding", plain.key("encoding")).array("codes")
+    loo, full = pipe.load("encoding").codes, plain.load("encoding").codes
     train = pipe.kept_manifest.split == "train"
     np.testing.assert_array_equal(loo[~train], full[~train])
     assert not np.allclose(loo[train], full[train])

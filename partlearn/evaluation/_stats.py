@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import binomtest
 
-from .config import ClassifierConfig
+from ..config import ClassifierConfig
 
 
 def metrics(y_true, y_pred, n_classes: int) -> dict:

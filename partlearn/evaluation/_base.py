@@ -1,0 +1,119 @@
+"""What an evaluator declares, and the view of a finished run it gets.
+
+An ``Evaluator`` names the stages it needs and a function ``applies(ctx)``
+that returns None when it applies or the reason it does not (no keypoints in
+the dataset, no DP-Net in the run); ``run(ctx)`` returns what it adds to the
+run's results (``figures``: files it wrote under the run directory). The
+evaluators run in order over the cached stage outputs; a later one may read an
+earlier one's results (``ctx.results``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..cache import make_key
+from ..explain import PartModel
+from ..stages.dpnet import method_name
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    name: str
+    needs: tuple[str, ...]
+    run: Callable[["EvalContext"], dict]
+    applies: Callable[["EvalContext"], str | None] = lambda ctx: None
+
+
+class EvalContext:
+    """A finished run: its pipeline (``load``), run directory ``out``, the results so
+    far, and what several evaluators share (the part models, their best regions)."""
+
+    def __init__(self, pipe, out: Path):
+        self.pipe, self.out = pipe, Path(out)
+        self.cfg = pipe.cfg
+        self.results: dict = {}
+        self._models = None
+        self._best = None
+
+    def load(self, stage: str):
+        return self.pipe.load(stage)
+
+    def has(self, stage: str) -> bool:
+        return stage in self.pipe.stages
+
+    @property
+    def data(self):
+        return self.pipe.load("dataset")
+
+    @property
+    def test(self) -> np.ndarray:
+        return self.load("classifier").test_images
+
+    def dpnet_runs(self) -> dict:
+        return self.load("dpnet").runs if self.has("dpnet") else {}
+
+    def part_models(self) -> dict[str, PartModel]:
+        """The run's part models: ``parts`` (two-stage, when its SVM ran) and each DP-Net
+        variant's first seed (``dpnet``, ``dpnet[cs]``, ...)."""
+        if self._models is None:
+            self._models = {}
+            if "parts" in self.cfg.classifier.methods:
+                self._models["parts"] = PartModel.of_learner(self.load("parts"))
+            for variant in self.dpnet_runs():
+                self._models[method_name(variant)] = PartModel.of_dpnet(
+                    self.load("dpnet").model(variant))
+        return self._models
+
+    def best_regions(self) -> dict:
+        """``{model: (boxes (n_test, P, 4), scores (n_test, P))}``: each part's best own
+        region (not the mirrored image's) in each test image."""
+        if self._best is None:
+            feats = self.load(self.pipe.features_stage)
+            models = self.part_models()
+            out = {name: (np.empty((len(self.test), len(p.weights), 4), np.float32),
+                          np.empty((len(self.test), len(p.weights)), np.float32))
+                   for name, p in models.items()}
+            for j, i in enumerate(self.test):
+                x, boxes = feats.own(i)
+                for name, p in models.items():
+                    s = p.responses(x)
+                    k = s.argmax(axis=0)
+                    out[name][0][j] = boxes[k]
+                    out[name][1][j] = s[k, np.arange(s.shape[1])]
+            self._best = out
+        return self._best
+
+    def memo(self, kind: str, what: dict) -> Path:
+        """Where a rendered ``kind`` showing ``what`` is kept across runs (``_memo``)."""
+        key = make_key(kind, 1, what, {"features": self.pipe.key(self.pipe.features_stage)}, {})
+        return self.pipe.cache.root / "_memo" / f"{kind}-{key}"
+
+
+def digest(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a, np.float32).tobytes())
+    return h.hexdigest()
+
+
+def keep(files: list[Path], memo: Path) -> None:
+    """Copy ``files`` into the memo folder ``memo``, all at once (rename into place)."""
+    tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy(f, tmp)
+    os.replace(tmp, memo)
+
+
+def restore(memo: Path, out: Path) -> list[str]:
+    """Copy a memo folder's figures into ``out/figures``; their run-relative names."""
+    shutil.copytree(memo, out / "figures", dirs_exist_ok=True)
+    return [f"figures/{p.name}" for p in sorted(memo.glob("*.png"))]

@@ -1,0 +1,90 @@
+"""Part galleries: for each class, its most participating own parts and their best
+regions over the test images, as a grid of crops per class (``figures/gallery_*.png``
+for the two-stage parts, ``figures/gallery_dpnet_*.png`` for DP-Net's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..encoding import part_names
+from ._base import EvalContext, Evaluator, digest, keep, restore
+
+
+def gallery_figure(rows, file: Path, size: int = 96) -> None:
+    """A grid of region crops: ``rows`` of ``(title, [(image path, box, caption), ...])``,
+    saved as a PNG at ``file`` (PIL, no plotting library: a gallery is pictures). An
+    unreadable image leaves a grey tile."""
+    from PIL import Image, ImageDraw
+
+    from .._images import load_image
+
+    k = max(len(items) for _, items in rows)
+    left, top, pad, text = 70, 18, 4, 12
+    canvas = Image.new("RGB", (left + k * (size + pad), top + len(rows) * (size + text + pad)),
+                       "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((4, 2), rows[0][0].split("/")[0] if rows else "", fill="black")
+    for r, (title, items) in enumerate(rows):
+        y = top + r * (size + text + pad)
+        draw.text((4, y + text + size // 2), title.split("/")[-1], fill="black")
+        for c, (path, box, caption) in enumerate(items):
+            try:
+                crop = load_image(path).crop(tuple(int(round(v)) for v in box))
+                crop = crop.resize((size, size))
+            except Exception:  # noqa: BLE001 (a picture, not a result: grey, not a crash)
+                crop = Image.new("RGB", (size, size), (128, 128, 128))
+            x = left + c * (size + pad)
+            draw.text((x, y), caption, fill="black")
+            canvas.paste(crop, (x, y + text))
+    canvas.save(file)
+
+
+def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_class,
+              prefix: str, n_parts: int = 2, k: int = 8) -> list[str]:
+    """``figures/<prefix>_<class>.png`` for every class: each of its ``n_parts`` most
+    participating own parts, its ``k`` best regions over the test images (crops, with
+    the image's class and the score). Returns the files, run-relative."""
+    boxes, scores = best
+    memo = ctx.memo("galleries", {"participation": participation, "n_parts": n_parts, "k": k,
+                                  "prefix": prefix, "best": digest(scores)})
+    if memo.is_dir():  # drawn before from the same parts and participation
+        return restore(memo, ctx.out)
+    m, test = ctx.data.manifest, ctx.test
+    names = part_names(part_class, m.classes)
+    (ctx.out / "figures").mkdir(exist_ok=True)
+    files = []
+    for c, row in enumerate(participation):
+        parts = [names.index(n) for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
+        rows = []
+        for q in parts:
+            top = np.argsort(-scores[:, q], kind="stable")[:k]
+            rows.append((names[q], [(Path(m.root) / m.path[test[t]], boxes[t, q],
+                                     f"{m.classes[m.label[test[t]]].split('.')[-1][:9]} "
+                                     f"{scores[t, q]:.1f}") for t in top]))
+        name = f"figures/{prefix}_{c:03d}.png"
+        gallery_figure(rows, ctx.out / name)
+        files.append(name)
+    keep([ctx.out / f for f in files], memo)
+    return files
+
+
+def applies(ctx: EvalContext) -> str | None:
+    if not {"participation", "participation_dpnet"} & set(ctx.results):
+        return "no participation to choose the parts by"
+    return None
+
+
+def run(ctx: EvalContext) -> dict:
+    figures = []
+    for key, prefix in (("participation", "gallery"), ("participation_dpnet", "gallery_dpnet")):
+        if key in ctx.results:
+            name = "parts" if key == "participation" else next(
+                n for n in ctx.part_models() if n.startswith("dpnet"))
+            figures += galleries(ctx, ctx.results[key], ctx.best_regions()[name],
+                                 ctx.part_models()[name].part_class, prefix)
+    return {"figures": figures}
+
+
+EVALUATOR = Evaluator(name="galleries", needs=("classifier",), run=run, applies=applies)

@@ -1,0 +1,250 @@
+"""The runner: chains the stages' keys, runs what a run needs through the cache, then
+the evaluators. It holds no stage's computation and is the only code that knows
+the cache: a stage's key hashes exactly what the stage declares (its name,
+version, config fields, derived values, libraries) and its inputs' keys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import resource
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+from . import datasets
+from .cache import Cache, Entry, _size, human_size, make_key
+from .config import Config, dump_toml
+from .stages import BY_NAME, NAMES, STAGES, Context
+from ._validation import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def cuda_possible(setting: str) -> bool:
+    """False when ``setting`` can only mean the CPU: "cpu", or "auto" on a machine
+    without a GPU driver (then torch need not be imported to know)."""
+    if setting == "cpu":
+        return False
+    if setting == "auto":
+        return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl",
+                                               "/dev/kfd"))
+    return True
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process and of its finished children, in MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return round(max(own, children) / 1024, 1)
+
+
+class Pipeline:
+    """The stages a config needs, their keys, their cached values, and ``run``.
+
+    ``stages``: the names of the stages this config runs, in order. ``key(stage)``;
+    ``load(stage)``: a stage's typed value from the cache (``dataset`` → ``Dataset``,
+    ``features`` → ``RegionFeatures``, ``parts`` → a fitted ``PartLearner``,
+    ``encoding`` → ``Codes``, ``classifier`` → ``Classifiers``, ``dpnet`` →
+    ``DPNetRuns``), with or without ``run``; ``status()``; ``run()``.
+    """
+
+    def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None):
+        if not cfg.data.root:
+            raise ConfigError("data.root is not set: give it in the config or with "
+                              "--set data.root=PATH")
+        self.cfg = cfg
+        self.cache = Cache(cache_dir or cfg.cache_dir)
+        self.stages = tuple(s.name for s in STAGES if s.applies(cfg))
+        self._keys: dict[str, str] = {}
+        self._desc: dict[str, dict] = {}
+        self._values: dict[str, object] = {}
+        self._manifest = None
+        self._backbone = None
+
+    # ---- what the stages see
+
+    @property
+    def manifest(self) -> datasets.Manifest:
+        """The dataset as its annotations list it (before the bad-image policy)."""
+        if self._manifest is None:
+            d = self.cfg.data
+            self._manifest = datasets.read_dataset(d.root, format=d.format, csv=d.csv,
+                                                   classes=d.classes)
+        return self._manifest
+
+    @property
+    def backbone(self):
+        if self._backbone is None:
+            from .backbones import create_backbone
+
+            b = self.cfg.backbone
+            self._backbone = create_backbone(b.name, weights=b.weights, tap=b.tap,
+                                             mean=b.mean, std=b.std)
+        return self._backbone
+
+    def device(self, setting: str | None = None):
+        from ._device import resolve_device
+
+        return resolve_device(setting or self.cfg.features.device)
+
+    def device_name(self, setting: str) -> str:
+        return str(self.device(setting)) if cuda_possible(setting) else "cpu"
+
+    def resolve(self, name: str, consumer: str | None = None) -> str:
+        """The stage that provides input ``name`` to ``consumer`` in this run (``features``
+        is ``pca`` when that stage runs, except for ``pca`` itself)."""
+        for s in STAGES:
+            if s.replaces == name and s.name in self.stages and s.name != consumer:
+                return s.name
+        return name
+
+    @property
+    def features_stage(self) -> str:
+        return self.resolve("features")
+
+    @property
+    def dataset(self):
+        """The kept images (``partlearn.stages.dataset.Dataset``)."""
+        return self.load("dataset")
+
+    @property
+    def kept_manifest(self) -> datasets.Manifest:
+        return self.dataset.manifest
+
+    # ---- keys
+
+    def inputs(self, stage: str) -> dict[str, str]:
+        """``{input stage: its key}`` of ``stage`` in this run."""
+        names = BY_NAME[stage].input_names(self.cfg)
+        resolved = [self.resolve(n, stage) for n in names]
+        return {n: self.key(n) for n in resolved}
+
+    def key(self, stage: str) -> str:
+        if stage not in self._keys:
+            s = BY_NAME[stage]
+            params = s.params(self.cfg)
+            if s.derive is not None:
+                params |= s.derive(Context(self, s))
+            inputs = self.inputs(stage)
+            libs = {name: _version(name) for name in s.libs}
+            self._desc[stage] = {"version": s.version, "params": params, "inputs": inputs,
+                                 "libs": libs}
+            self._keys[stage] = make_key(stage, s.version, params, inputs, libs)
+        return self._keys[stage]
+
+    def status(self) -> list[dict]:
+        rows = []
+        for stage in self.stages:
+            key = self.key(stage)
+            partial = self.cache.root / stage / (key + ".partial")
+            if self.cache.has(stage, key):
+                state = "cached"
+            elif partial.is_dir():
+                done = len([p for p in partial.glob("shard_*") if p.suffix != ".tmp"])
+                state = f"partial ({done} shards done; a run resumes it)"
+            else:
+                state = "stale (a run computes it)"
+            rows.append({"stage": stage, "key": key, "state": state})
+        return rows
+
+    # ---- values
+
+    def entry(self, stage: str) -> Entry:
+        entry = self.cache.get(stage, self.key(stage))
+        if entry is None:
+            raise DataError(f"stage {stage!r} is not cached yet for this config; run "
+                            f"`partlearn run` (or Pipeline.run) first")
+        return entry
+
+    def load(self, stage: str):
+        """The typed value of ``stage`` (see the class), read from the cache once."""
+        if stage not in BY_NAME:
+            raise ConfigError(f"unknown stage {stage!r}; stages are {', '.join(NAMES)}")
+        if stage not in self._values:
+            s = BY_NAME[stage]
+            self._values[stage] = s.load(Context(self, s), self.entry(stage))
+        return self._values[stage]
+
+    # ---- running
+
+    def _compute(self, stage: str, force: bool) -> tuple[Entry, bool]:
+        s = BY_NAME[stage]
+        key = self.key(stage)
+        entry = self.cache.get(stage, key)
+        if entry is not None and not force:
+            logger.info("%s: cached %s (%s)", stage, key, human_size(_size(entry.path)))
+            return entry, True
+        if entry is not None:
+            logger.info("%s: --force, recomputing %s", stage, key)
+            shutil.rmtree(entry.path)
+            self._values.pop(stage, None)
+        else:
+            logger.info("%s: not cached, computing %s", stage, key)
+        with self.cache.writer(stage, key, self._desc[stage]) as w:
+            if w is not None:
+                s.compute(Context(self, s), w)
+        return self.cache.get(stage, key), False
+
+    def _todo(self, until: str | None, force) -> tuple[list[str], set[str]]:
+        until = until or self.stages[-1]
+        if until not in self.stages:
+            raise ConfigError(f"--until {until!r}: stages of this pipeline are "
+                              f"{', '.join(self.stages)}")
+        bad = [s for s in force if s not in NAMES]
+        if bad:
+            raise ConfigError(f"--force {bad[0]!r}: stages are {', '.join(NAMES)}")
+        forced = set()
+        for s in force:  # forcing a stage recomputes everything after it too
+            forced.update(NAMES[NAMES.index(s):])
+        return list(self.stages[: self.stages.index(until) + 1]), forced
+
+    def run(self, until: str | None = None, force=(), out: str | Path | None = None,
+            report: bool = True) -> dict:
+        """Run the stages up to ``until`` (default: all) into the cache, then (when the
+        classifier ran and ``report``) the evaluators and the report; write the run
+        directory ``out`` (default ``runs/NAME-TIMESTAMP``). Returns the summary that
+        is also ``results.json``."""
+        from .evaluation import evaluate
+
+        todo, forced = self._todo(until, force)
+        self.key("dataset")  # reads the annotations: a wrong data.root fails before the run dir
+        out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(dump_toml(self.cfg))
+        logger.info("run directory: %s", out)
+        summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
+                   "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
+                   "stages": {}}
+        try:
+            for stage in todo:
+                t0 = time.perf_counter()
+                entry, cached = self._compute(stage, stage in forced)
+                s = BY_NAME[stage]
+                try:
+                    self.load(stage)  # a stage's value must load before the next stage runs
+                finally:
+                    if s.write_run_files is not None:
+                        s.write_run_files(Context(self, s), entry, self._values.get(stage), out)
+                summary["timings"][stage] = round(time.perf_counter() - t0, 3)
+                summary["stages"][stage] = {"key": entry.key, "cached": cached}
+            if report and "classifier" in todo:
+                summary.update(evaluate(self, out))
+        finally:
+            summary["peak_memory_mb"] = peak_memory_mb()
+            (out / "results.json").write_text(json.dumps(summary, indent=1))
+        if report and "classifier" in todo:
+            from .report import write_results
+
+            write_results(summary, out, memo=self.cache.root / "_memo")
+        return summary

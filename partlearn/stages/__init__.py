@@ -1,0 +1,37 @@
+"""The pipeline's stages, one module each, in the order a run computes them.
+
+Each module declares a ``STAGE`` (``partlearn.stages._base.Stage``); registering a
+new stage is one line here. ``partlearn.runner`` wires them.
+"""
+
+from ._base import Context, Stage
+from . import classifier, dataset, dpnet, encoding, features, parts, pca, regions
+
+STAGES: tuple[Stage, ...] = (dataset.STAGE, regions.STAGE, features.STAGE, pca.STAGE,
+                             parts.STAGE, encoding.STAGE, classifier.STAGE, dpnet.STAGE)
+BY_NAME = {s.name: s for s in STAGES}
+NAMES = tuple(BY_NAME)
+
+#: Config fields that no stage declares, and why they cannot change a cached output.
+NOT_KEYED = {
+    "name": "the run directory's prefix",
+    "cache_dir": "where the entries are stored",
+    "n_jobs": "how many workers; every class and fold is seeded on its own",
+    "data.root": "the dataset stage hashes the files themselves (relative paths, sizes, "
+                 "mtimes): the same files elsewhere are the same data",
+    "features.device": "its effect, the precision, is keyed by the features stage "
+                       "('precision': fp32, or the CUDA autocast dtype)",
+    "features.amp": "keyed through 'precision' as well (fp32 on the CPU whatever it says)",
+    "features.batch_size": "batches hold images of one size; an image's features do not "
+                           "depend on the others' beyond float rounding",
+    "features.workers": "processes that decode images",
+    "features.shard_size": "the shard layout is fixed when an entry's write begins "
+                           "(layout.json); a resumed write keeps it",
+    "encoding.device": "numpy or torch products: equal to float32 rounding (tested)",
+    "encoding.batch_images": "images per block of the products: float rounding only",
+    "classifier.n_bootstrap": "read by the accuracy evaluator, which runs on every run "
+                              "and caches nothing",
+    "dpnet.device": "CPU or CUDA: float rounding only",
+}
+
+__all__ = ["BY_NAME", "Context", "NAMES", "NOT_KEYED", "STAGES", "Stage"]

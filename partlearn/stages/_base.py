@@ -1,0 +1,144 @@
+"""What a stage declares, and the view of a run that its functions get.
+
+A stage is a ``Stage``: its name and version, the stages it reads, the config
+fields whose values determine its output, the libraries whose versions change
+its numbers, and three functions: ``compute(ctx, writer)`` fills a cache entry,
+``load(ctx, entry)`` reads one back as the stage's typed value, ``applies(cfg)``
+says whether a run of that config needs it. The runner (``partlearn.runner``)
+derives the stage's key from these declarations alone (DVC's lock chaining) and
+is the only code that touches the cache; a stage sees its inputs' values through
+``Context.get`` and writes through the ``Writer`` it is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..config import Config, to_dict
+
+
+def _always(cfg: Config) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage's declarations (see the module).
+
+    ``inputs``: stage names, or a function of the config giving them (an input
+    used only under some setting). The name ``features`` means the region
+    features a run ends up with: the ``pca`` stage's when it runs (it declares
+    ``replaces="features"``). ``fields``: ``section.key`` names, ``section.*``
+    for a whole section. ``derive(ctx)``: key values computed from the declared
+    fields and the data (the backbone's resolved identity, the files' hash);
+    it must read nothing that is not declared. ``write_run_files(ctx, entry,
+    value, out)``: what the stage leaves in the run directory, also when its
+    value failed to load (``value`` None: the audit of a run the bad images stop).
+    """
+
+    name: str
+    version: int
+    inputs: tuple[str, ...] | Callable[[Config], tuple[str, ...]]
+    fields: tuple[str, ...]
+    libs: tuple[str, ...]
+    compute: Callable[[Any, Any], None]
+    load: Callable[[Any, Any], Any]
+    applies: Callable[[Config], bool] = _always
+    derive: Callable[[Any], dict] | None = None
+    replaces: str | None = None
+    write_run_files: Callable[[Any, Any, Any, Any], None] | None = None
+
+    def input_names(self, cfg: Config) -> tuple[str, ...]:
+        return tuple(self.inputs(cfg) if callable(self.inputs) else self.inputs)
+
+    def field_names(self) -> tuple[str, ...]:
+        """``fields`` with every ``section.*`` expanded to the section's fields."""
+        out = []
+        for name in self.fields:
+            section, _, key = name.partition(".")
+            if key == "*":
+                out += [f"{section}.{f.name}"
+                        for f in dataclasses.fields(getattr(Config(), section))]
+            else:
+                out.append(name)
+        return tuple(out)
+
+    def params(self, cfg: Config) -> dict:
+        """The declared fields' values, by their full names (JSON types)."""
+        tree = to_dict(cfg)
+        out = {}
+        for name in self.field_names():
+            section, _, key = name.partition(".")
+            out[name] = tree[section][key] if key else tree[section]
+        return out
+
+
+class _Section:
+    """A config section that lets a stage read only the fields it declares."""
+
+    def __init__(self, name: str, section, allowed: set):
+        self._name, self._section, self._allowed = name, section, allowed
+
+    def __getattr__(self, key: str):
+        name = f"{self._name}.{key}"
+        if name not in self._allowed:
+            raise RuntimeError(f"a stage reads {name} without declaring it in its fields")
+        return getattr(self._section, key)
+
+
+class _Declared:
+    """The config as a stage sees it: its declared fields and those that key nothing
+    (``NOT_KEYED``); reading any other field is a bug, and raises."""
+
+    def __init__(self, cfg: Config, allowed: set):
+        self._cfg, self._allowed = cfg, allowed
+
+    def __getattr__(self, key: str):
+        value = getattr(self._cfg, key)
+        if not dataclasses.is_dataclass(value):
+            if key not in self._allowed:
+                raise RuntimeError(f"a stage reads {key} without declaring it in its fields")
+            return value
+        names = {f"{key}.{f.name}" for f in dataclasses.fields(value)}
+        return value if names <= self._allowed else _Section(key, value, self._allowed)
+
+
+class Context:
+    """What a stage's functions see of a run: its config, its inputs' values
+    (``get``), the device a setting resolves to, the backbone, the raw manifest
+    and a folder for small memos. Built by the runner."""
+
+    def __init__(self, pipeline, stage: Stage):
+        self._pipe = pipeline
+        self.stage = stage
+        from . import NOT_KEYED
+
+        self.cfg = _Declared(pipeline.cfg, set(stage.field_names()) | set(NOT_KEYED))
+        self.memo = pipeline.cache.root / "_memo"
+
+    def get(self, name: str):
+        """The value of input ``name`` (``features``: the run's region features)."""
+        allowed = self.stage.input_names(self._pipe.cfg)
+        if name not in allowed:
+            raise RuntimeError(f"stage {self.stage.name!r} reads {name!r} but declares only "
+                               f"{allowed}")
+        return self._pipe.load(self._pipe.resolve(name, self.stage.name))
+
+    @property
+    def manifest(self):
+        """The dataset as read from its annotations (before the bad-image policy)."""
+        return self._pipe.manifest
+
+    @property
+    def backbone(self):
+        return self._pipe.backbone
+
+    def device(self, setting: str):
+        return self._pipe.device(setting)
+
+    def device_name(self, setting: str) -> str:
+        """``"cpu"``, or the CUDA device a setting resolves to, without importing torch
+        where no GPU driver exists."""
+        return self._pipe.device_name(setting)

@@ -1,0 +1,83 @@
+"""``classifier``: one linear SVM per method (``global``, ``parts``, ``parts+global``),
+C chosen by cross-validation on the training split (``partlearn.classify``); the
+models as arrays and their test predictions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..classify import decision, fit_svm, method_features
+from ._base import Stage
+
+
+def file_name(method: str) -> str:
+    return method.replace("+", "_")
+
+
+@dataclass(frozen=True)
+class Classifiers:
+    """Per method ``models[method]``: ``coef``, ``intercept``, ``classes``, ``test_scores``,
+    ``test_pred`` and ``info`` (C, CV accuracy, ...); ``test_images`` (kept indices)."""
+
+    models: dict
+    test_images: np.ndarray
+
+
+def method_inputs(cfg, feats, codes) -> dict:
+    """Each method's ``(n_images, D)`` input, by the same functions for every run."""
+    glob = feats.global_features(cfg.encoding.flip_average)
+    return {m: method_features(m, glob, codes) for m in cfg.classifier.methods}
+
+
+def inputs(cfg) -> tuple[str, ...]:
+    from .encoding import STAGE as encoding
+
+    return ("dataset", "features") + (("encoding",) if encoding.applies(cfg) else ())
+
+
+def compute(ctx, w) -> None:
+    k = ctx.cfg.classifier
+    data, feats = ctx.get("dataset"), ctx.get("features")
+    codes = ctx.get("encoding").codes if "encoding" in inputs(ctx.cfg) else None
+    m, train, test = data.manifest, data.train, data.test
+    for method, x in method_inputs(ctx.cfg, feats, None if codes is None
+                                   else np.asarray(codes)).items():
+        t0 = time.perf_counter()
+        model = fit_svm(x[train], m.label[train], Cs=k.C, extend=k.extend, folds=k.cv_folds,
+                        max_iter=k.max_iter, random_state=ctx.cfg.seed, n_jobs=ctx.cfg.n_jobs,
+                        name=method)
+        seconds = time.perf_counter() - t0
+        name = file_name(method)
+        for a in ("coef", "intercept", "classes"):
+            w.save_array(f"{name}_{a}", np.asarray(model[a]))
+        scores = decision(model, x[test])
+        w.save_array(f"{name}_test_scores", scores)
+        w.save_array(f"{name}_test_pred",
+                     np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64))
+        w.meta[method] = {"C": model["C"], "cv_accuracy": model["cv_accuracy"],
+                          "cv_folds": model["cv_folds"], "C_at_edge": model["C_at_edge"],
+                          "converged": model["converged"], "dim": int(x.shape[1]),
+                          "cv": {f"{c:g}": a for c, a in model["cv"].items()},
+                          "train_seconds": round(seconds, 3)}
+    w.meta["test_images"] = test.tolist()
+
+
+def load(ctx, entry) -> Classifiers:
+    models = {}
+    for method in ctx.cfg.classifier.methods:
+        name = file_name(method)
+        models[method] = {a: entry.array(f"{name}_{a}", mmap=False)
+                          for a in ("coef", "intercept", "classes", "test_scores", "test_pred")}
+        models[method]["info"] = entry.meta[method]
+    return Classifiers(models, np.asarray(entry.meta["test_images"], np.int64))
+
+
+# encoding.flip_average: the global descriptor is averaged with its mirror's too
+STAGE = Stage(
+    name="classifier", version=1, inputs=inputs,
+    fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
+            "classifier.max_iter", "encoding.flip_average", "seed"),
+    libs=("numpy", "scikit-learn"), compute=compute, load=load)

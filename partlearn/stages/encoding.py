@@ -1,0 +1,64 @@
+"""``encoding``: every image's part-response code, by ``partlearn.encoding.PartEncoder``
+built on the fitted learner of the ``parts`` stage (``prefit``): test images by the
+learnt parts, training images (with ``encoding.leave_one_out``) by their class's
+parts learnt without them, as ``PartEncoder.fit_transform`` does."""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import numpy as np
+
+from ..encoding import ImageRegions, PartEncoder, feature_names
+from ._base import Stage
+
+logger = logging.getLogger(__name__)
+
+
+class Codes(NamedTuple):
+    """``codes`` ``(N, n_cells * P)`` float32 of every kept image; ``names`` of the columns."""
+
+    codes: np.ndarray
+    names: list
+
+
+def encoder(cfg, learner) -> PartEncoder:
+    e = cfg.encoding
+    return PartEncoder(learner, prefit=True, pyramid=e.pyramid, top_k=e.top_k,
+                       flip_average=e.flip_average, leave_one_out=e.leave_one_out,
+                       batch_images=e.batch_images, device="cpu")
+
+
+def image_regions(data, feats):
+    """Every kept image as the encoder's ``ImageRegions`` (features memory-mapped)."""
+    o = feats.offsets
+    return [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
+                         (data.width[i], data.height[i]), feats.flips[o[i]:o[i + 1]])
+            for i in range(len(feats))]
+
+
+def compute(ctx, w) -> None:
+    data, feats, learner = ctx.get("dataset"), ctx.get("features"), ctx.get("parts")
+    e = ctx.cfg.encoding
+    enc = encoder(ctx.cfg, learner).set_params(device=ctx.device_name(e.device)).fit()
+    logger.info("encoding: %d images x %d parts x %d cells, on %s", len(feats),
+                len(learner.parts_), sum(g * g for g in e.pyramid), enc.device)
+    codes = enc.codes(image_regions(data, feats), train=data.train)
+    w.save_array("codes", codes)
+    w.save_json("feature_names", feature_names(learner.part_class_, e.pyramid,
+                                               data.manifest.classes).tolist())
+    w.meta.update(n_images=len(codes), dim=codes.shape[1])
+
+
+def load(ctx, entry) -> Codes:
+    return Codes(entry.array("codes"), entry.json("feature_names"))
+
+
+# encoding.device and encoding.batch_images change no code beyond float rounding
+STAGE = Stage(
+    name="encoding", version=1, inputs=("dataset", "features", "parts"),
+    fields=("encoding.pyramid", "encoding.top_k", "encoding.flip_average",
+            "encoding.leave_one_out"),
+    libs=("numpy",), compute=compute, load=load,
+    applies=lambda cfg: any("parts" in m for m in cfg.classifier.methods))

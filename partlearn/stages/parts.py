@@ -1,0 +1,96 @@
+"""``parts``: every class's discriminative parts, by ``partlearn.parts.PartLearner``.
+
+The learner is fitted on the training images' cached region features, exactly as
+a user would call it; the stage only stores what it reports: the background
+model first, then each class as its own shard as soon as it is learnt, so an
+interrupted run keeps the background and the classes it finished. Its value is
+the fitted ``PartLearner``, rebuilt from the stored arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ..cache import human_size
+from .._validation import DataError
+from ..parts import PartLearner
+from ._base import Stage
+
+logger = logging.getLogger(__name__)
+
+#: the arrays of ``learn_class_parts``'s result a shard keeps (the others are scalars)
+_ARRAYS = ("weights", "bias", "directions", "loo_directions", "discriminativeness",
+           "matches", "match_scores", "kept", "objective", "n_updates", "beta_final",
+           "mean_abs_cos", "kmeans_objective", "n_positives", "n_negatives")
+
+
+def learner(cfg) -> PartLearner:
+    """The unfitted learner a config asks for."""
+    return PartLearner.from_config(cfg.parts, random_state=cfg.seed, n_jobs=cfg.n_jobs)
+
+
+def _stored(entry_or_writer, shard: int) -> dict:
+    return {name: np.asarray(entry_or_writer.shard_array(shard, name)) for name in _ARRAYS}
+
+
+def compute(ctx, w) -> None:
+    data, feats = ctx.get("dataset"), ctx.get("features")
+    m, train = data.manifest, data.train
+    background = None
+    if w.has("background_mean.npy"):
+        background = {"mean": w.array("background_mean"),
+                      "whitener": w.array("background_whitener")}
+    done = {c: _stored(w, c) for c in range(len(m.classes)) if w.shard_done(c)}
+    if done:
+        logger.info("parts: %d of %d classes already learnt, resuming", len(done),
+                    len(m.classes))
+
+    def on_background(bg):
+        for name, array in bg.items():
+            w.save_array(f"background_{name}", array)
+
+    def on_class(k, parts, seconds):
+        w.save_shard(k, {name: parts[name] for name in _ARRAYS})
+        logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
+                    m.classes[k], len(parts["weights"]), parts["discriminativeness"].mean(),
+                    float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
+
+    counts = np.bincount(m.label[train], minlength=len(m.classes))
+    if counts.min() < 1:  # the learner sees the classes of its labels only: say it here
+        c = int(counts.argmin())
+        raise DataError(f"class {m.classes[c]!r} has 0 training images; part learning needs "
+                        f"at least parts.min_images={ctx.cfg.parts.min_images}")
+    X = feats.images(train)
+    logger.info("parts: %d training images, %s of region features", len(X),
+                human_size(sum(x.nbytes for x in X)))
+    learner(ctx.cfg).fit(X, m.label[train], boxes=feats.image_boxes(train),
+                         class_names=list(m.classes), background=background,
+                         class_results=done, on_background=on_background, on_class=on_class)
+    w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
+
+
+def load(ctx, entry) -> PartLearner:
+    data = ctx.get("dataset")
+    y = data.manifest.label[data.train]
+    classes = np.arange(entry.n_shards)
+    return PartLearner.from_results(
+        learner(ctx.cfg).get_params(), classes=classes,
+        background={"mean": entry.array("background_mean", mmap=False),
+                    "whitener": entry.array("background_whitener", mmap=False)},
+        class_results=[_stored(entry, c) for c in classes],
+        positive_images=[np.flatnonzero(y == c) for c in classes],
+        n_features=int(entry.array("background_mean").shape[0]))
+
+
+def uses_parts(cfg) -> bool:
+    return any("parts" in m for m in cfg.classifier.methods) or cfg.dpnet.init_from_parts
+
+
+# n_jobs: threads over classes, each class seeded on its own: not in the key
+STAGE = Stage(
+    name="parts", version=4, inputs=("dataset", "features"),
+    fields=("parts.*", "seed"),
+    libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
+    compute=compute, load=load, applies=uses_parts)

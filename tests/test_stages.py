@@ -1,0 +1,120 @@
+"""Stage declarations: every config field is keyed by the stages that read it, or is on
+the one list of fields that cannot change a result; a field changes exactly the keys of
+its stages and of the stages downstream of them."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from partlearn import Pipeline
+from partlearn.config import Config, load_config
+from partlearn.stages import BY_NAME, NAMES, NOT_KEYED, STAGES
+
+# a value for every field that differs from the base config's and passes its checks
+OTHER = {
+    "data.format": "auto", "data.classes": ["Cat"], "data.on_bad_image": "skip",
+    "regions.scales": [0.5], "regions.stride": 0.5, "backbone.name": "resnet50",
+    "backbone.weights": "none", "backbone.tap": "layer3", "backbone.mean": [0.5, 0.5, 0.5],
+    "backbone.std": [0.2, 0.2, 0.2], "features.mode": "crop", "features.roi_pooling": "max",
+    "features.pca_dim": 4, "parts.beta_start": 1.0, "parts.beta_end": 16.0,
+    "parts.orthogonality": 0.1, "parts.nms_iou": 0.3, "parts.shrinkage": 0.5,
+    "parts.keep": 2, "encoding.pyramid": [1], "classifier.methods": ["global", "parts"],
+    "classifier.C": [1.0], "dpnet.variants": ["wo", "cs"], "dpnet.seeds": [3],
+    "dpnet.val_fraction": 0.3, "dpnet.init_from_parts": False, "features.device": "cpu",
+    "encoding.device": "cpu", "dpnet.device": "cpu",
+}
+BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true"]
+
+
+def all_fields():
+    for section in dataclasses.fields(Config):
+        value = getattr(Config(), section.name)
+        if dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                yield f"{section.name}.{f.name}", getattr(value, f.name)
+        else:
+            yield section.name, value
+
+
+def other(name, value):
+    if name in OTHER:
+        return OTHER[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 1.25
+    if isinstance(value, str):
+        return value + "x"
+    raise AssertionError(f"give {name} a value in OTHER")
+
+
+def toml(v):
+    import json
+
+    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("keys")
+    for split in ("train", "test"):
+        for cls in ("Cat", "dog"):
+            (root / split / cls).mkdir(parents=True)
+            Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(root / split / cls / "0.png")
+    return root
+
+
+def keys(data, tmp_path, monkeypatch, overrides=()):
+    import partlearn.stages.features as features
+
+    # the backbone's resolved identity, without building models: the raw fields are keyed
+    monkeypatch.setattr(features, "backbone_identity",
+                        lambda ctx: dataclasses.asdict(ctx.cfg.backbone))
+    cfg = load_config(None, [f"data.root={data}", "data.format=folders", *BASE, *overrides])
+    pipe = Pipeline(cfg, cache_dir=tmp_path)
+    return {s: pipe.key(s) for s in pipe.stages}, pipe
+
+
+def downstream(stages: set, pipe) -> set:
+    out = set(stages)
+    for s in pipe.stages:  # in order: an input comes before its readers
+        if any(pipe.resolve(i, s) in out for i in BY_NAME[s].input_names(pipe.cfg)):
+            out.add(s)
+    return out
+
+
+def test_every_field_is_declared_or_exempt_with_a_reason():
+    declared = {f for s in STAGES for f in s.field_names()}
+    names = {n for n, _ in all_fields()}
+    assert not declared - names, "a stage declares a field the config does not have"
+    assert not set(NOT_KEYED) & declared, "a field cannot be both keyed and exempt"
+    missing = names - declared - set(NOT_KEYED)
+    assert not missing, f"neither keyed nor exempt: {sorted(missing)}"
+    assert all(len(reason) > 20 for reason in NOT_KEYED.values())
+
+
+def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_path,
+                                                                    monkeypatch):
+    import shutil
+
+    base, pipe = keys(data, tmp_path, monkeypatch)
+    assert pipe.stages == NAMES  # every stage runs in this config
+    copy = tmp_path / "elsewhere"  # the same files (sizes, mtimes) in another folder
+    shutil.copytree(data, copy)
+    for name, value in all_fields():
+        new = str(copy) if name == "data.root" else other(name, BASE_VALUE.get(name, value))
+        changed, pipe = keys(data, tmp_path, monkeypatch, [f"{name}={toml(new)}"])
+        if name in NOT_KEYED:
+            assert changed == base, f"{name} is exempt but changes a key"
+            continue
+        owners = {s.name for s in STAGES if name in s.field_names() and s.name in pipe.stages}
+        expect = downstream(owners, pipe)
+        moved = {s for s in changed if changed[s] != base.get(s)}
+        assert moved == expect, f"{name}: keys changed {sorted(moved)}, expected {sorted(expect)}"
+
+
+BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True}
