@@ -96,7 +96,6 @@ def test_empty_cells_get_the_background_response():
 
 
 def test_torch_path_equals_numpy():
-    pytest.importorskip("torch")
     from partlearn.encoding import _encode_block, _Product
 
     rng = np.random.default_rng(3)

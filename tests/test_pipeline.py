@@ -1,6 +1,7 @@
 """The pipeline and CLI end to end on a tiny dataset the test draws, with a tiny backbone."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ def tiny(tmp_path_factory):
             (root / "data" / split / cls).mkdir(parents=True)
             for i in range(n):
                 size = (64, 48) if i % 2 else (48, 64)
-                pixels = rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)
+                pixels = rng.integers(0, 160, (*size[::-1], 3), dtype=np.uint8)
+                pixels[..., 0 if cls == "Cat" else 2] += 95  # a tint: the right answer is known
                 Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
@@ -98,24 +100,25 @@ def test_features_read_back_in_order(tiny):
         assert float(x[0] @ np.asarray(feats.global_[i], np.float32)) > 0.95
 
 
-def test_interrupted_extraction_resumes(tiny, monkeypatch):
+@pytest.mark.parametrize("resume_shard_size", [3, 4])
+def test_interrupted_extraction_resumes(tiny, monkeypatch, resume_shard_size):
+    """An interrupted extraction keeps its finished shard; the resumed one (also with
+    another features.shard_size, which keys nothing) gives every image its own rows."""
     import partlearn.features as features
 
-    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])  # shard_size=3
+    cache = str(tiny / f"cache-int{resume_shard_size}")
     real = features.extract_features
-    seen = []
 
     def crash_after_four(*a, **k):
         for n, item in enumerate(real(*a, **k)):
             if n == 4:
                 raise KeyboardInterrupt
-            seen.append(item[0])
             yield item
 
     monkeypatch.setattr(features, "extract_features", crash_after_four)
     with pytest.raises(KeyboardInterrupt):
-        Pipeline(cfg, cache_dir=str(tiny / "cache3")).run(until="features", out=tiny / "r-int")
-    monkeypatch.setattr(features, "extract_features", real)
+        Pipeline(cfg, cache_dir=cache).run(until="features", out=tiny / "r-int")
     calls = []
 
     def counting(paths, *a, **k):
@@ -123,13 +126,18 @@ def test_interrupted_extraction_resumes(tiny, monkeypatch):
         return real(paths, *a, **k)
 
     monkeypatch.setattr(features, "extract_features", counting)
-    pipe = Pipeline(cfg, cache_dir=str(tiny / "cache3"))
+    resumed = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
+                          + [f"features.shard_size={resume_shard_size}"])
+    pipe = Pipeline(resumed, cache_dir=cache)
     pipe.run(until="features", out=tiny / "r-res")
     assert calls == [10 - 3]  # shard 0 (3 images) survived the interruption
-    ref = Pipeline(cfg, cache_dir=str(tiny / "cache3-ref"))  # uninterrupted, in its own cache
+    monkeypatch.setattr(features, "extract_features", real)
+    ref = Pipeline(cfg, cache_dir=str(tiny / f"cache-ref{resume_shard_size}"))  # uninterrupted
     ref.run(until="features", out=tiny / "r-ref")
     ref, got = ref.load("features"), pipe.load("features")
     np.testing.assert_array_equal(np.asarray(got.global_), np.asarray(ref.global_))
+    for i in range(len(ref)):
+        np.testing.assert_array_equal(np.asarray(got.image(i)), np.asarray(ref.image(i)))
 
 
 def test_user_errors_are_one_line(tiny, capsys):
@@ -349,3 +357,100 @@ def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny):
     loaded, rgb = chromium(page, tiny, window="1200,6000")
     assert loaded == f"{text.count('<img ')}:true"  # galleries and heatmap decoded in the page
     assert rgb.std() > 10
+
+
+@pytest.fixture(scope="module")
+def finished(tiny):
+    """A finished run of every stage (two-stage parts and the SVMs), in its own cache."""
+    base = [a for a in args(tiny)[1::2] if "=" in a] + ["parts.n_parts=3", "parts.min_images=2",
+                                                        "classifier.n_bootstrap=200"]
+    cache = tiny / "cache-finished"
+    summary = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "finished")
+    return load_config(None, base), cache, summary
+
+
+def test_library_route_gives_the_cli_arrays(finished):
+    """A new Pipeline reads the cached outputs without running; the estimators called by
+    hand on the cached region features give the very parts and codes of the run."""
+    from partlearn import ImageRegions, PartEncoder, PartLearner
+
+    cfg, cache, _ = finished
+    pipe = Pipeline(cfg, cache_dir=cache)  # no run
+    data, feats, learner = pipe.load("dataset"), pipe.load("features"), pipe.load("parts")
+    train = data.train
+    mine = PartLearner.from_config(cfg.parts, random_state=cfg.seed, n_jobs=cfg.n_jobs).fit(
+        feats.images(train), data.manifest.label[train], boxes=feats.image_boxes(train))
+    np.testing.assert_array_equal(mine.parts_, learner.parts_)
+    np.testing.assert_array_equal(mine.part_bias_, learner.part_bias_)
+    for a, b in zip(mine.class_results_, learner.class_results_):
+        np.testing.assert_array_equal(a["loo_directions"], b["loo_directions"])
+    o = feats.offsets
+    images = [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
+                           (data.width[i], data.height[i])) for i in range(len(feats))]
+    e = cfg.encoding
+    enc = PartEncoder(mine, prefit=True, pyramid=e.pyramid, top_k=e.top_k).fit()
+    codes = pipe.load("encoding").codes
+    np.testing.assert_array_equal(enc.codes(images, train=train), codes)
+    test = data.test  # test images by the full parts, training images leave-one-out
+    np.testing.assert_array_equal(enc.transform([images[i] for i in test]), codes[test])
+    assert not np.allclose(enc.transform([images[i] for i in train]), codes[train])
+
+
+def test_predictions_are_the_classifiers(finished, tiny):
+    """predictions.csv and the accuracies are the saved classifier's decisions on the
+    test codes, image by image (a stage saving shuffled predictions fails here)."""
+    from partlearn.classify import decision
+    from partlearn.stages.classifier import method_inputs
+
+    cfg, cache, summary = finished
+    pipe = Pipeline(cfg, cache_dir=cache)
+    data, svms = pipe.load("dataset"), pipe.load("classifier").models
+    inputs = method_inputs(cfg, pipe.load("features"), np.asarray(pipe.load("encoding").codes))
+    rows = (tiny / "finished" / "predictions.csv").read_text().splitlines()[1:]
+    m = data.manifest
+    assert summary["methods"]["global"]["top1"] == 1.0  # red cats, blue dogs
+    for method, model in svms.items():
+        pred = model["classes"][decision(model, inputs[method][data.test]).argmax(axis=1)]
+        np.testing.assert_array_equal(model["test_pred"], pred)
+        column = list(summary["methods"]).index(method) + 2
+        assert [r.split(",")[column] for r in rows] == [m.classes[p] for p in pred]
+        assert summary["methods"][method]["top1"] == np.mean(pred == m.label[data.test])
+    assert [r.split(",")[:2] for r in rows] == [[m.path[i], m.classes[m.label[i]]]
+                                                for i in data.test]
+
+
+def test_explain_predicts_as_the_run(finished, tiny):
+    """explain on a test image of the dataset recomputes its features and code and finds
+    the run's prediction for it; the parts it draws are the top parts of that class."""
+    from partlearn.explain import explain_image
+
+    cfg, cache, _ = finished
+    pipe = Pipeline(cfg, cache_dir=cache)
+    data = pipe.load("dataset")
+    pred = pipe.load("classifier").models["parts"]["test_pred"]
+    for j, i in enumerate(data.test):
+        info = explain_image(pipe, Path(data.manifest.root) / data.manifest.path[i],
+                             tiny / "explained", top=2)
+        assert info["predicted"] == data.manifest.classes[pred[j]]
+        assert len(info["parts"]) == 2 and Path(info["figure"]).is_file()
+
+
+def test_evaluators_skip_or_fail_alone(finished, tiny):
+    from partlearn.evaluation import EVALUATORS, Evaluator, evaluate
+
+    cfg, cache, summary = finished
+    assert summary["evaluations"]["localization"]["status"] == "skipped"  # no keypoints
+    assert "keypoints" in summary["evaluations"]["localization"]["reason"]
+
+    def broken(ctx):
+        raise ValueError("planted failure")
+
+    found = evaluate(Pipeline(cfg, cache_dir=cache), tiny / "finished",
+                     (Evaluator("broken", ("classifier",), broken),) + EVALUATORS)
+    assert found["evaluations"]["broken"] == {"status": "failed",
+                                              "error": "ValueError: planted failure"}
+    assert found["methods"] == summary["methods"]  # the others ran
+    assert found["participation"] == summary["participation"]
+    from partlearn.report import results_markdown
+
+    assert "broken: FAILED, ValueError: planted failure" in results_markdown(found)
