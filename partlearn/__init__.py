@@ -14,8 +14,9 @@ from ._validation import ConfigError, DataError, PartlearnError
 from .classify import fit_svm
 from .config import Config, load_config
 from .datasets import read_dataset
-from .encoding import ImageRegions, PartEncoder
-from .parts import PartLearner
+from ._encoder import PartEncoder
+from .encoding import ImageRegions
+from ._learner import PartLearner
 from .runner import Pipeline
 
 __version__ = "0.1.0"

@@ -81,7 +81,8 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
     ``top`` parts' best boxes and scores) and returns what it drew."""
     from . import datasets
     from .classify import method_features
-    from .encoding import ImageRegions, PartEncoder
+    from ._encoder import PartEncoder
+    from .encoding import ImageRegions
     from .features import extract_features
     from .regions import dense_regions
 

@@ -10,7 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..encoding import ImageRegions, PartEncoder, feature_names
+from .._encoder import PartEncoder
+from ..encoding import ImageRegions, feature_names
 from ._base import Stage
 
 logger = logging.getLogger(__name__)

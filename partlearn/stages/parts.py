@@ -15,7 +15,7 @@ import numpy as np
 
 from ..cache import human_size
 from .._validation import DataError
-from ..parts import PartLearner
+from .._learner import PartLearner
 from ._base import Stage
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,308 @@
+"""``PartLearner``: the scikit-learn transformer that learns every class's parts.
+
+The background from ``_arrays.sample_regions``, one ``negative_pool`` shared by the
+classes, then ``parts.learn_class_parts`` per class on threads (``learn_classes``):
+the procedure the pipeline's parts stage runs (it calls ``fit`` with its cache's
+hooks and rebuilds a cached learner with ``PartLearner.from_results``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+import time
+
+import numpy as np
+from joblib import Parallel, cpu_count, delayed, effective_n_jobs
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, check_random_state
+from threadpoolctl import threadpool_limits
+
+from . import parts as _parts
+from ._arrays import sample_regions, stack_regions
+from ._region_input import _check_background, _check_fit_inputs, _validate_regions
+from ._validation import DataError
+from .config import Config, PartsConfig
+from .parts import _BLOCK_ROWS, CLASS_PARAMS, fit_background
+
+logger = logging.getLogger(__name__)
+
+_P = PartsConfig  # defaults live there, once
+
+
+class PartLearner(TransformerMixin, BaseEstimator):
+    """Parts for every class (``learn_class_parts``), classes in parallel.
+
+    ``fit(X, y, boxes=None)``: ``X`` the images' regions, one of
+
+    - a list of ``(R_i, D)`` region arrays, one per image (the main form;
+      float16 memmaps are read one image at a time), ``boxes`` optional
+      ``(R_i, 4)`` region boxes ``x0, y0, x1, y1`` (for NMS);
+    - an ``(N, R, D)`` array (every image ``R`` regions), ``boxes`` likewise;
+    - an ``(N, D)`` array: one region per image (no boxes).
+
+    ``y`` ``(N,)`` class labels. Parameters are the ``PartsConfig`` fields
+    (``from_config``), plus ``random_state`` and ``n_jobs`` (threads, over
+    classes: see ``learn_classes``).
+
+    Fitted: ``parts_`` (n_total, D) float32 weights and ``part_bias_`` (a
+    region's response is ``x @ parts_.T + part_bias_``, a background z-score),
+    ``part_class_`` (each part's class, an index into ``classes_``),
+    ``discriminativeness_``, ``matches_`` (per class, (P_c, n_c) region
+    indices into its images ``positive_images_``, indices into ``X``; -1:
+    none), ``class_results_`` (per class, ``learn_class_parts``'s dict),
+    ``background_`` (``fit_background``'s dict), ``classes_``,
+    ``n_features_in_``. ``from_results`` rebuilds a fitted learner from those
+    arrays. ``transform(X)``: each part's max response per image.
+    """
+
+    def __init__(self, n_parts=_P.n_parts, n_init=_P.n_init, kmeans_iter=_P.kmeans_iter,
+                 beta_start=_P.beta_start, beta_growth=_P.beta_growth, beta_end=_P.beta_end,
+                 updates_per_beta=_P.updates_per_beta, sinkhorn_iter=_P.sinkhorn_iter,
+                 slack=_P.slack, hard_negatives=_P.hard_negatives,
+                 negative_cache=_P.negative_cache, negative_weight=_P.negative_weight,
+                 orthogonality=_P.orthogonality, nms_iou=_P.nms_iou, sparsity=_P.sparsity,
+                 tol=_P.tol, keep=_P.keep, n_negative_images=_P.n_negative_images,
+                 min_images=_P.min_images, background_regions=_P.background_regions,
+                 shrinkage=_P.shrinkage, random_state=None, n_jobs=None):
+        self.n_parts = n_parts
+        self.n_init = n_init
+        self.kmeans_iter = kmeans_iter
+        self.beta_start = beta_start
+        self.beta_growth = beta_growth
+        self.beta_end = beta_end
+        self.updates_per_beta = updates_per_beta
+        self.sinkhorn_iter = sinkhorn_iter
+        self.slack = slack
+        self.hard_negatives = hard_negatives
+        self.negative_cache = negative_cache
+        self.negative_weight = negative_weight
+        self.orthogonality = orthogonality
+        self.nms_iou = nms_iou
+        self.sparsity = sparsity
+        self.tol = tol
+        self.keep = keep
+        self.n_negative_images = n_negative_images
+        self.min_images = min_images
+        self.background_regions = background_regions
+        self.shrinkage = shrinkage
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @classmethod
+    def from_config(cls, parts_cfg: PartsConfig, random_state=None, n_jobs=None) -> PartLearner:
+        """An unfitted learner with the parameters of ``parts_cfg`` (a ``PartsConfig``)."""
+        fields = {f.name: getattr(parts_cfg, f.name) for f in dataclasses.fields(PartsConfig)}
+        return cls(**fields, random_state=random_state, n_jobs=n_jobs)
+
+    @classmethod
+    def from_results(cls, params: dict, classes, background: dict, class_results,
+                     positive_images, n_features: int) -> PartLearner:
+        """A fitted learner from stored arrays (no pickles), as ``fit`` would leave it.
+
+        ``params``: constructor parameters (``get_params()``); ``classes``: the
+        fitted ``classes_``; ``background``: ``{"mean", "whitener"}``;
+        ``class_results``: per class, ``learn_class_parts``'s dict (at least
+        ``weights``, ``bias``, ``discriminativeness``, ``matches``; the encoder's
+        leave-one-out codes need ``loo_directions``); ``positive_images``: per
+        class, the indices of its training images; ``n_features``: D.
+        """
+        classes, class_results = np.asarray(classes), list(class_results)
+        if not len(classes) == len(class_results) == len(positive_images):
+            raise DataError(f"from_results: {len(classes)} classes, {len(class_results)} class "
+                            f"results and {len(positive_images)} positive image lists should "
+                            "be as many")
+        background = _check_background(background, n_features, "from_results")
+        for k, r in enumerate(class_results):
+            shape = np.shape(r["weights"])
+            if len(shape) != 2 or shape[1] != n_features or np.shape(r["bias"]) != shape[:1]:
+                raise DataError(f"from_results: class {k}: weights {shape} and bias "
+                                f"{np.shape(r['bias'])} should be (P, {n_features}) and (P,)")
+        return cls(**params)._set_fitted(classes, background, class_results, positive_images,
+                                         n_features)
+
+    def _config(self) -> PartsConfig:
+        fields = dataclasses.fields(PartsConfig)
+        cfg = PartsConfig(**{f.name: getattr(self, f.name) for f in fields})
+        Config(parts=cfg)  # the config's checks
+        return cfg
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True  # one region per image
+        tags.input_tags.three_d_array = True  # (images, regions, features)
+        tags.target_tags.required = True
+        tags.transformer_tags.preserves_dtype = ["float32"]  # responses are float32
+        return tags
+
+    def fit(self, X, y, boxes=None, *, class_names=None, background=None, class_results=None,
+            on_background=None, on_class=None):
+        """Learn every class's parts. Returns ``self``.
+
+        The procedure of the pipeline's parts stage: with ``seed`` the
+        ``random_state`` (an int, or one drawn from it), the background model
+        (``fit_background``, ``shrinkage``) of ``sample_regions(X,
+        background_regions, default_rng(seed))``; one negative pool for every
+        class (``negative_pool``, its own ``default_rng(seed)``, so it does not
+        depend on whether the background was fitted); then class ``k`` of
+        ``classes_`` by ``learn_class_parts`` (its images and their boxes
+        against its ``n_negative_images`` images of the pool, ``random_state=
+        seed + k``), classes on ``n_jobs`` threads (``learn_classes``).
+
+        Keyword-only, for a caller that caches and resumes (the pipeline):
+
+        - ``class_names``: the names of ``classes_``, for messages and the
+          ``name`` given to ``learn_class_parts`` (default ``str(c)``);
+        - ``background``: a ``{"mean", "whitener"}`` dict used instead of
+          fitting one (a resumed run; everything else is drawn as without it);
+        - ``class_results``: ``{k: dict}``, ``learn_class_parts``'s results of
+          classes already learnt (``k`` indexes ``classes_``), not learnt again;
+        - ``on_background(background)``: called once the background is fitted
+          (not when it was given);
+        - ``on_class(k, result, seconds)``: called as each class is learnt, in
+          the order they finish.
+        """
+        cfg = self._config()
+        X, y, form = _validate_regions(self, X, y, boxes=boxes, reset=True, min_samples=2)
+        X, codes, classes, names, dim = _check_fit_inputs(X, y, boxes, cfg, class_names,
+                                                          finite_checked=form != "list")
+        rs = self.random_state
+        seed = (int(rs) if isinstance(rs, numbers.Integral)
+                else int(check_random_state(rs).randint(2**31 - 1)))
+        if background is None:
+            sample = sample_regions(X, cfg.background_regions, np.random.default_rng(seed))
+            background = fit_background(sample, cfg.shrinkage)
+            logger.info("parts: background model from %d training regions", len(sample))
+            del sample
+            if on_background is not None:
+                on_background(background)
+        else:
+            background = _check_background(background, dim, "fit: background")
+        results = dict(class_results or {})
+        if not set(results) <= set(range(len(classes))):
+            raise DataError(f"fit: class_results should be keyed by class index 0..."
+                            f"{len(classes) - 1}, got keys {sorted(results)}")
+        positives = [np.flatnonzero(codes == k) for k in range(len(classes))]
+        todo = [k for k in range(len(classes)) if k not in results]
+        if len(todo) < len(classes):
+            logger.debug("parts: %d of %d classes already learnt", len(classes) - len(todo),
+                         len(classes))
+        # one negative pool for every class (read and converted once), drawn whatever
+        # is left to learn, so a resumed run draws the same
+        pool, negatives = negative_pool(codes, cfg.n_negative_images,
+                                        np.random.default_rng(seed))
+        if todo:
+            stack = stack_regions([X[i] for i in pool], dim, "negative pool")
+            params = {f: getattr(cfg, f) for f in CLASS_PARAMS}
+            calls = [(([X[i] for i in positives[k]], stack, background),
+                      dict(boxes=None if boxes is None else [boxes[i] for i in positives[k]],
+                           negative_images=negatives[k], random_state=seed + k, name=names[k],
+                           **params))
+                     for k in todo]
+            for j, result, seconds in learn_classes(calls, self.n_jobs):
+                k = todo[j]
+                results[k] = result
+                logger.debug("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, "
+                             "%.1f s", names[k], len(result["weights"]),
+                             result["discriminativeness"].mean(),
+                             float(result["mean_abs_cos"]), int(result["n_updates"]), seconds)
+                if on_class is not None:
+                    on_class(k, result, seconds)
+        return self._set_fitted(classes, background, [results[k] for k in range(len(classes))],
+                                positives, dim)
+
+    def _set_fitted(self, classes, background, class_results, positive_images, n_features):
+        """The fitted attributes, from the per-class results (``fit``, ``from_results``)."""
+        self.classes_ = np.asarray(classes)
+        self.n_features_in_ = int(n_features)
+        self.background_ = background
+        self.class_results_ = list(class_results)
+        self.positive_images_ = [np.asarray(p, np.int64) for p in positive_images]
+        results = self.class_results_
+        self.parts_ = np.concatenate([np.asarray(r["weights"], np.float32) for r in results])
+        self.part_bias_ = np.concatenate([np.asarray(r["bias"], np.float32) for r in results])
+        self.part_class_ = np.concatenate([np.full(len(r["bias"]), k, np.int64)
+                                           for k, r in enumerate(results)])
+        self.discriminativeness_ = np.concatenate([np.asarray(r["discriminativeness"])
+                                                   for r in results])
+        self.matches_ = [np.asarray(r["matches"]) for r in results]
+        return self
+
+    def transform(self, X) -> np.ndarray:
+        """``(n_images, n_parts_total)`` float32: each part's max response over an
+        image's regions (``X`` in any of ``fit``'s forms)."""
+        check_is_fitted(self, "parts_")
+        X, _, _ = _validate_regions(self, X, reset=False)
+        out = np.empty((len(X), len(self.parts_)), np.float32)
+        start = 0
+        while start < len(X):  # blocks of images, so large sets need little memory
+            stop, rows = start, 0
+            while stop < len(X) and (rows < _BLOCK_ROWS or stop == start):
+                rows += len(X[stop])
+                stop += 1
+            x, off = stack_regions(X[start:stop], self.n_features_in_, "transform: X")
+            scores = x @ self.parts_.T + self.part_bias_
+            out[start:stop] = np.maximum.reduceat(scores, off[:-1], axis=0)
+            start = stop
+        return out
+
+
+def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One pool of images whose regions serve as every class's negatives (stacked
+    once, see ``RegionStack``), and each class's share of it.
+
+    Returns ``(pool, per_class)``: ``pool`` the sorted indices into ``y`` of the
+    pooled images, the shortest prefix of a random permutation that holds
+    ``n_negative_images`` images of other classes for every class (or all
+    there are); ``per_class[k]`` (classes in ``np.unique(y)`` order) the sorted
+    positions in ``pool`` of class k's negatives: ``n_negative_images`` of them
+    sampled, or all when fewer. ``rng``: a numpy ``Generator`` or ``RandomState``.
+    """
+    y = np.asarray(y)
+    classes = np.unique(y)
+    perm = rng.permutation(len(y))
+    size = 0
+    for c in classes:
+        others = np.cumsum(y[perm] != c)
+        size = max(size, min(len(y), int(np.searchsorted(others, n_negative_images)) + 1))
+    pool = np.sort(perm[:size])
+    per_class = []
+    for c in classes:
+        neg = np.flatnonzero(y[pool] != c)
+        if len(neg) > n_negative_images:
+            neg = np.sort(rng.choice(neg, n_negative_images, replace=False))
+        per_class.append(neg)
+    return pool, per_class
+
+
+def learn_classes(calls, n_jobs):
+    """Yield ``(k, learn_class_parts(*args, **kwargs), seconds)`` for each ``(args,
+    kwargs)`` ``calls[k]``, in the order the classes finish.
+
+    On ``n_jobs`` threads (joblib, shared memory): the region arrays, memmaps
+    too, are shared as they are and nothing is pickled; BLAS, faiss and numpy's
+    loops release the GIL. Measured on 2 cores, 8 classes: 1.76x over one
+    thread, against 1.58x for 2 loky processes (BENCHMARKS.md). While the
+    threads run, BLAS gets ``cores // n_jobs`` threads (its count is
+    process-wide), as does faiss's OpenMP in each class thread.
+    """
+    n = effective_n_jobs(n_jobs)
+    if n == 1 or len(calls) < 2:
+        for k, (args, kwargs) in enumerate(calls):
+            yield _learn_timed(k, args, kwargs, 0)
+        return
+    inner = max(1, cpu_count() // n)
+    with threadpool_limits(inner, user_api="blas"):
+        yield from Parallel(n_jobs=n, require="sharedmem", return_as="generator_unordered")(
+            delayed(_learn_timed)(k, args, kwargs, inner) for k, (args, kwargs) in enumerate(calls))
+
+
+def _learn_timed(k, args, kwargs, threads: int):
+    t0 = time.perf_counter()
+    if threads:
+        with threadpool_limits(threads, user_api="openmp"):  # OpenMP's count is per thread
+            result = _parts.learn_class_parts(*args, **kwargs)
+    else:
+        result = _parts.learn_class_parts(*args, **kwargs)
+    return k, result, time.perf_counter() - t0
