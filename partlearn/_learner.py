@@ -136,6 +136,7 @@ class PartLearner(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]  # responses are float32
         return tags
 
+    # long: 30 lines of docstring (the procedure and the resume hooks), 45 of code
     def fit(self, X, y, boxes=None, *, class_names=None, background=None, class_results=None,
             on_background=None, on_class=None):
         """Learn every class's parts. Returns ``self``.

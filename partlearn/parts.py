@@ -144,6 +144,8 @@ def _mean_abs_cos(u: np.ndarray) -> float:
 # ------------------------------------------------------------------ one class
 
 
+# long (~150 lines, half of them the signature and docstring): one algorithm whose state
+# (parts u, scores spad, hard negatives, the last update) flows through every step
 def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
                       negative_images=None, n_parts: int = _P.n_parts, n_init: int = _P.n_init,
                       kmeans_iter: int = _P.kmeans_iter, beta_start: float = _P.beta_start,
