@@ -12,23 +12,16 @@ import os
 import resource
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
 
 from . import datasets
 from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml
 from .stages import BY_NAME, NAMES, STAGES, Context
+from .stages._base import package_version
 from ._validation import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def cuda_possible(setting: str) -> bool:
@@ -137,7 +130,7 @@ class Pipeline:
             if s.derive is not None:
                 params |= s.derive(Context(self, s))
             inputs = self.inputs(stage)
-            libs = {name: _version(name) for name in s.libs}
+            libs = {name: package_version(name) for name in s.libs}
             self._desc[stage] = {"version": s.version, "params": params, "inputs": inputs,
                                  "libs": libs}
             self._keys[stage] = make_key(stage, s.version, params, inputs, libs)

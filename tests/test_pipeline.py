@@ -184,6 +184,8 @@ def test_pca_stage_fits_on_training_regions(tiny):
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
     assert pipe.stages == ("dataset", "regions", "features", "pca", "parts", "encoding",
                            "classifier")
+    Pipeline(load_config(None, [a for a in args(tiny)[1::2] if "=" in a]),
+             cache_dir=str(tiny / "cache2")).run(until="features", out=tiny / "run-pca0")
     summary = pipe.run(until="pca", out=tiny / "run-pca")
     assert summary["stages"]["features"]["cached"] and not summary["stages"]["pca"]["cached"]
     feats = pipe.load("pca")

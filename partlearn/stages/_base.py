@@ -14,9 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Callable
 
 from ..config import Config, to_dict
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution (None when it is not installed)."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _always(cfg: Config) -> bool:

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from .. import datasets
 from .._progress import progress
 from ..cache import make_key
 from ..config import to_dict
-from ._base import Stage
+from ._base import Stage, package_version
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +96,6 @@ class RegionFeatures:
         return glob
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def backbone_identity(ctx) -> dict:
     """What the key needs of the backbone (its resolved name, weights, tap, mean, std),
     memoised so that a warm run need not import torch: the memo's key hashes the
@@ -114,7 +106,7 @@ def backbone_identity(ctx) -> dict:
     if Path(b.weights).is_file():
         st = os.stat(b.weights)
         weights_file = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-    libs = {name: _version(name) for name in _BACKBONE_PACKAGES}
+    libs = {name: package_version(name) for name in _BACKBONE_PACKAGES}
     memo = ctx.memo / (make_key("backbone", 1, to_dict(b) | weights_file, {}, libs) + ".json")
     if memo.is_file():
         return json.loads(memo.read_text())
