@@ -84,6 +84,34 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
         raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
                         f"image(s); {folds}-fold cross-validation needs at least 2 per class")
     splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(x, y))
+    cv, best, late = _search_C(x, y, splits, Cs, extend, max_iter, random_state, n_jobs)
+    grid = sorted(cv)
+    at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
+    if at_edge:
+        logger.warning("%sC=%g, the chosen C, is at the edge of the grid %s even after "
+                       "extending it %d decade(s): cross-validation may still improve beyond "
+                       "it", who, best, [f"{c:g}" for c in grid], extend)
+    svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
+    if late or late_final:
+        logger.warning("%sliblinear hit max_iter=%d in some fits; accuracies may be slightly "
+                       "off (raise classifier.max_iter)", who, max_iter)
+    coef, intercept = svm.coef_, svm.intercept_
+    if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
+        coef = np.concatenate([-coef, coef])
+        intercept = np.concatenate([-intercept, intercept])
+    logger.info("%sC=%g (CV accuracy %.4f over %d folds; grid %s)", who, best, cv[best], k,
+                ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))
+    return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32),
+            "classes": classes, "C": best, "cv": cv, "cv_accuracy": cv[best],
+            "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
+
+
+def _search_C(x, y, splits, Cs, extend: int, max_iter: int, random_state: int,
+              n_jobs) -> tuple[dict[float, float], float, bool]:
+    """Mean fold accuracy of every C in ``Cs``, the grid extended by a decade at an edge
+    whose C is best (up to ``extend`` times per side). Returns ``(cv, best C, late)``:
+    ``{C: mean fold accuracy}``, ties going to the smaller C, and whether a fit hit
+    ``max_iter``."""
     cv: dict[float, float] = {}
     late = False
     todo = sorted({float(c) for c in Cs})
@@ -108,24 +136,7 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
                 todo = [grid[0] / 10]
             else:
                 break
-    at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
-    if at_edge:
-        logger.warning("%sC=%g, the chosen C, is at the edge of the grid %s even after "
-                       "extending it %d decade(s): cross-validation may still improve beyond "
-                       "it", who, best, [f"{c:g}" for c in grid], extend)
-    svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
-    if late or late_final:
-        logger.warning("%sliblinear hit max_iter=%d in some fits; accuracies may be slightly "
-                       "off (raise classifier.max_iter)", who, max_iter)
-    coef, intercept = svm.coef_, svm.intercept_
-    if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
-        coef = np.concatenate([-coef, coef])
-        intercept = np.concatenate([-intercept, intercept])
-    logger.info("%sC=%g (CV accuracy %.4f over %d folds; grid %s)", who, best, cv[best], k,
-                ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))
-    return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32),
-            "classes": classes, "C": best, "cv": cv, "cv_accuracy": cv[best],
-            "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
+    return cv, best, late
 
 
 def decision(model: dict, x) -> np.ndarray:

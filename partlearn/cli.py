@@ -141,6 +141,7 @@ def cmd_cache(args) -> int:
     return 0
 
 
+# long: one argparse table, every subcommand and its options in the order --help shows them
 def build_parser() -> argparse.ArgumentParser:
     from .stages import NAMES as STAGES
 

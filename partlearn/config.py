@@ -170,6 +170,8 @@ class Config:
         _check(self)
 
 
+# long: a flat list of checks, one or a few per field; their order decides which error a
+# config with several shows first, so it is kept in one piece
 def _check(cfg: Config) -> None:
     check_choice("data.format", cfg.data.format, DATASET_FORMATS)
     check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)

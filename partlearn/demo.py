@@ -330,31 +330,40 @@ def ensure_demo(root, seed: int = DEMO_SEED, spec: DemoSpec | None = None) -> bo
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
     try:
         make_demo(tmp, seed, spec)
-        if old is not None:
-            logger.warning("demo dataset: %s was made with version %s, seed %s (or another "
-                           "spec); regenerating it for version %d, seed %d", root,
-                           old.get("version"), old.get("seed"), GENERATOR_VERSION, seed)
-            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old",
-                                          dir=root.parent))
-            os.replace(root, trash)
-            try:
-                os.replace(tmp, root)
-            except OSError:
-                os.replace(trash, root)
-                raise
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            try:
-                os.replace(tmp, root)  # onto a missing or empty folder
-            except OSError:
-                if _is_current(_read_marker(root), seed, spec):  # made meanwhile elsewhere
-                    logger.info("demo dataset: %s was generated concurrently; reusing it",
-                                root)
-                    return False
-                raise
+        if not _move_into_place(tmp, root, old, seed, spec):
+            return False
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     logger.info("demo dataset: generated %s (generator version %d, seed %d)", root,
                 GENERATOR_VERSION, seed)
+    return True
+
+
+def _move_into_place(tmp: Path, root: Path, old: dict | None, seed: int,
+                     spec: DemoSpec) -> bool:
+    """Move the freshly made ``tmp`` to ``root``: swapped with the outdated demo there
+    (``old``: its marker), or else onto a missing or empty folder. ``False`` when another
+    process made the same demo there meanwhile (``tmp`` is left to the caller)."""
+    if old is not None:
+        logger.warning("demo dataset: %s was made with version %s, seed %s (or another "
+                       "spec); regenerating it for version %d, seed %d", root,
+                       old.get("version"), old.get("seed"), GENERATOR_VERSION, seed)
+        trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old",
+                                      dir=root.parent))
+        os.replace(root, trash)
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            os.replace(trash, root)
+            raise
+        shutil.rmtree(trash, ignore_errors=True)
+        return True
+    try:
+        os.replace(tmp, root)  # onto a missing or empty folder
+    except OSError:
+        if _is_current(_read_marker(root), seed, spec):  # made meanwhile elsewhere
+            logger.info("demo dataset: %s was generated concurrently; reusing it", root)
+            return False
+        raise
     return True

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import base64
 import csv
-import hashlib
 import html
-import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from ._plots import _figures_memo
+from ._plots import _figures, _png  # noqa: F401  (importable from here, as before)
 from ._validation import DataError
 from .evaluation import metrics, paired_comparison
 
@@ -38,73 +37,96 @@ def results_markdown(summary: dict) -> str:
     lines = [f"# {summary.get('name', 'run')}: results", "",
              f"Dataset `{summary.get('dataset')}`, backbone `{summary.get('backbone')}`.", ""]
     methods = summary.get("methods") or {}
-    if methods:
-        n_test = next(iter(methods.values()))["n_test"]
-        lines += [f"## Methods ({n_test} test images)", "",
-                  "SVM methods: C chosen by cross-validation on the training split (its "
-                  "accuracy shown). DP-Net: mean ± std over seeds, early stopping on a "
-                  "held-out slice of the training split (its accuracy shown); dim is the "
-                  "number of parts.", "",
-                  "| method | top-1 | mean class accuracy | C | CV / held-out accuracy | dim | "
-                  "train s |", "|---|---|---|---|---|---|---|"]
-        for name, m in methods.items():
-            if "C" in m:
-                edge = " ⚠ at the grid's edge" if m.get("C_at_edge") else ""
-                c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
-            else:
-                c, check = "—", m.get("val_accuracy")
-            lines.append(f"| {name} | {_pct(m['top1'], m.get('top1_std'))} | "
-                         f"{_pct(m['mean_class_accuracy'], m.get('mean_class_accuracy_std'))} | "
-                         f"{c} | {_pct(check)} | {m['dim']} | {m['train_seconds']:.1f} |")
-        lines.append("")
-    comparisons = summary.get("comparisons") or []
-    if comparisons:
-        lines += ["## Paired differences (same test images)", "",
-                  "Top-1 of the first method minus the second; 95% paired bootstrap "
-                  "interval; exact McNemar p on the images only one of them gets right.", "",
-                  "| a − b | difference | 95% interval | McNemar p | right by a only | "
-                  "by b only |", "|---|---|---|---|---|---|"]
-        for c in comparisons:
-            lo, hi = c["ci95"]
-            lines.append(f"| {c['a']} − {c['b']} | {100 * c['diff']:+.1f} | "
-                         f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {c['mcnemar_p']:.3g} | "
-                         f"{c['a_only']} | {c['b_only']} |")
-        lines.append("")
+    lines += _methods_md(methods)
+    lines += _comparisons_md(summary.get("comparisons") or [])
     if methods and summary.get("classes"):
-        names = list(methods)
-        lines += ["## Per-class accuracy", "", "| class | " + " | ".join(names) + " |",
-                  "|---|" + "---|" * len(names)]
-        for k, cls in enumerate(summary["classes"]):
-            lines.append(f"| {cls} | " + " | ".join(
-                _pct(methods[n]["per_class_accuracy"][k]) for n in names) + " |")
-        lines.append("")
-    loc = summary.get("localization") or {}
-    if loc:
-        lines += ["## Are the parts real parts? (annotated keypoints, test images)", "",
-                  "Keypoint consistency: how often a part's best box in an image of its class "
-                  "holds the keypoint it holds most often, mean over parts; inside object: "
-                  "best boxes at least half inside the object's box. Control: the same boxes "
-                  "at random places.", "",
-                  "| parts of | keypoint consistency | random boxes | inside object | "
-                  "random boxes | parts |", "|---|---|---|---|---|---|"]
-        for name, v in loc.items():
-            lines.append(f"| {name} | {_pct(v['keypoint_consistency'])} | "
-                         f"{_pct(v['random_keypoint_consistency'])} | "
-                         f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
-                         f"{v['n_parts']} |")
-        lines.append("")
-    notes = [(name, e) for name, e in (summary.get("evaluations") or {}).items()
-             if e["status"] != "done"]
-    if notes:
-        lines += ["## Not shown", ""] + [
-            f"- {name}: {'skipped, ' + e['reason'] if e['status'] == 'skipped' else 'FAILED, ' + e['error']}"
-            for name, e in notes] + [""]
+        lines += _per_class_md(methods, summary["classes"])
+    lines += _localization_md(summary.get("localization") or {})
+    lines += _not_shown_md(summary.get("evaluations") or {})
     lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
     for stage, info in summary.get("stages", {}).items():
         lines.append(f"| {stage} | `{info['key']}` | {'yes' if info['cached'] else 'no'} | "
                      f"{summary['timings'].get(stage, 0):.2f} |")
     lines += ["", f"Peak memory: {summary.get('peak_memory_mb', 0):.0f} MB.", ""]
     return "\n".join(lines)
+
+
+def _methods_md(methods: dict) -> list[str]:
+    if not methods:
+        return []
+    n_test = next(iter(methods.values()))["n_test"]
+    lines = [f"## Methods ({n_test} test images)", "",
+             "SVM methods: C chosen by cross-validation on the training split (its "
+             "accuracy shown). DP-Net: mean ± std over seeds, early stopping on a "
+             "held-out slice of the training split (its accuracy shown); dim is the "
+             "number of parts.", "",
+             "| method | top-1 | mean class accuracy | C | CV / held-out accuracy | dim | "
+             "train s |", "|---|---|---|---|---|---|---|"]
+    for name, m in methods.items():
+        if "C" in m:
+            edge = " ⚠ at the grid's edge" if m.get("C_at_edge") else ""
+            c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
+        else:
+            c, check = "—", m.get("val_accuracy")
+        lines.append(f"| {name} | {_pct(m['top1'], m.get('top1_std'))} | "
+                     f"{_pct(m['mean_class_accuracy'], m.get('mean_class_accuracy_std'))} | "
+                     f"{c} | {_pct(check)} | {m['dim']} | {m['train_seconds']:.1f} |")
+    return lines + [""]
+
+
+def _comparisons_md(comparisons: list) -> list[str]:
+    if not comparisons:
+        return []
+    lines = ["## Paired differences (same test images)", "",
+             "Top-1 of the first method minus the second; 95% paired bootstrap "
+             "interval; exact McNemar p on the images only one of them gets right.", "",
+             "| a − b | difference | 95% interval | McNemar p | right by a only | "
+             "by b only |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lo, hi = c["ci95"]
+        lines.append(f"| {c['a']} − {c['b']} | {100 * c['diff']:+.1f} | "
+                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {c['mcnemar_p']:.3g} | "
+                     f"{c['a_only']} | {c['b_only']} |")
+    return lines + [""]
+
+
+def _per_class_md(methods: dict, classes: list) -> list[str]:
+    names = list(methods)
+    lines = ["## Per-class accuracy", "", "| class | " + " | ".join(names) + " |",
+             "|---|" + "---|" * len(names)]
+    for k, cls in enumerate(classes):
+        lines.append(f"| {cls} | " + " | ".join(
+            _pct(methods[n]["per_class_accuracy"][k]) for n in names) + " |")
+    return lines + [""]
+
+
+def _localization_md(loc: dict) -> list[str]:
+    if not loc:
+        return []
+    lines = ["## Are the parts real parts? (annotated keypoints, test images)", "",
+             "Keypoint consistency: how often a part's best box in an image of its class "
+             "holds the keypoint it holds most often, mean over parts; inside object: "
+             "best boxes at least half inside the object's box. Control: the same boxes "
+             "at random places.", "",
+             "| parts of | keypoint consistency | random boxes | inside object | "
+             "random boxes | parts |", "|---|---|---|---|---|---|"]
+    for name, v in loc.items():
+        lines.append(f"| {name} | {_pct(v['keypoint_consistency'])} | "
+                     f"{_pct(v['random_keypoint_consistency'])} | "
+                     f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
+                     f"{v['n_parts']} |")
+    return lines + [""]
+
+
+def _not_shown_md(evaluations: dict) -> list[str]:
+    """The evaluations that were skipped or failed, with the reason."""
+    notes = [(name, e) for name, e in evaluations.items() if e["status"] != "done"]
+    if not notes:
+        return []
+    return ["## Not shown", ""] + [
+        f"- {name}: " + (f"skipped, {e['reason']}" if e["status"] == "skipped"
+                         else f"FAILED, {e['error']}")
+        for name, e in notes] + [""]
 
 
 def write_results(summary: dict, out: Path, memo: Path | None = None) -> None:
@@ -183,114 +205,6 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
 # ------------------------------------------------------------------ HTML
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
-    """``[(title, PNG data URI)]`` of the report's plots."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = summary.get("methods") or {}
-    out = []
-    if methods:
-        names = list(methods)
-        fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(names), 3.2))
-        top1 = [100 * methods[n]["top1"] for n in names]
-        err = [100 * methods[n].get("top1_std", 0.0) for n in names]
-        ax.bar(range(len(names)), top1,
-               color=["#888" if n == "global" else "#4a7ab5" for n in names])
-        seeded = [k for k, n in enumerate(names) if "top1_std" in methods[n]]
-        if seeded:
-            ax.errorbar(seeded, [top1[k] for k in seeded], yerr=[err[k] for k in seeded],
-                        fmt="none", ecolor="k", capsize=3)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_ylabel("test top-1 (%)")
-        lo = min(t - e for t, e in zip(top1, err))
-        ax.set_ylim(max(0, lo - 5), min(100, max(top1) + 3))
-        ax.grid(axis="y", alpha=0.3)
-        out.append(("Top-1 per method (DP-Net: mean ± std over seeds)", _png(fig)))
-    curve = summary.get("parts_curve") or {}
-    if any(len(v) > 1 for v in curve.values()):
-        fig, ax = plt.subplots(figsize=(4.5, 3.2))
-        for name, points in curve.items():
-            points = sorted(points)
-            ax.plot([p for p, _ in points], [100 * a for _, a in points], "o-", label=name)
-        ax.set_xlabel("parts per class")
-        ax.set_ylabel("test top-1 (%)")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        out.append(("Accuracy against the number of parts per class", _png(fig)))
-    classes = summary.get("classes") or []
-    if "global" in methods and len(methods) > 1 and classes:
-        base = np.array([np.nan if a is None else a
-                         for a in methods["global"]["per_class_accuracy"]])
-        others = [n for n in methods if n != "global" and "per_class_accuracy" in methods[n]]
-        fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(classes) * len(others) ** 0.5), 3.4))
-        width = 0.8 / len(others)
-        for k, n in enumerate(others):
-            acc = np.array([np.nan if a is None else a for a in methods[n]["per_class_accuracy"]])
-            ax.bar(np.arange(len(classes)) + k * width, 100 * (acc - base), width, label=n)
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xticks(np.arange(len(classes)) + 0.4 - width / 2, classes, rotation=60,
-                      ha="right", fontsize=7)
-        ax.set_ylabel("per-class accuracy − global (points)")
-        ax.legend(fontsize=7)
-        out.append(("Per-class accuracy, difference from global", _png(fig)))
-    for key, model in (("participation", "parts SVM"), ("participation_dpnet", "DP-Net")):
-        participation = summary.get(key) or []
-        if not participation:
-            continue
-        fig, ax = plt.subplots(figsize=(max(5, 0.3 * len(participation)), 3))
-        ax.bar(range(len(participation)), [100 * p["borrowed"] for p in participation])
-        ax.set_xticks(range(len(participation)), [p["class"] for p in participation],
-                      rotation=60, ha="right", fontsize=7)
-        ax.set_ylabel("borrowed (% of positive participation)")
-        out.append((f"Which parts a class borrows ({model}): the share of its participation "
-                    "that comes from other classes' parts", _png(fig)))
-        shown = participation[:6]
-        fig, axes = plt.subplots(len(shown), 1, figsize=(6, 1.9 * len(shown)), squeeze=False)
-        for ax, p in zip(axes[:, 0], shown):
-            ax.barh(range(len(p["parts"]))[::-1], p["participation"],
-                    color=["#4a7ab5" if own else "#e08a2c" for own in p["own"]])
-            ax.set_yticks(range(len(p["parts"]))[::-1], p["parts"], fontsize=6)
-            ax.set_title(p["class"], fontsize=8)
-        axes[-1, 0].set_xlabel("participation (classifier weight x mean response; blue: own "
-                               "parts, orange: borrowed)")
-        fig.tight_layout()
-        out.append((f"Each class's most participating parts ({model}; first classes)",
-                    _png(fig)))
-    for n in [m for m in methods if "confusion" in methods[m]][:4]:
-        conf = np.asarray(methods[n]["confusion"], float)
-        conf = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
-        fig, ax = plt.subplots(figsize=(4.2, 3.8))
-        im = ax.imshow(conf, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if len(classes) <= 25:
-            ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(classes)), classes, fontsize=6)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-        out.append((f"Confusion matrix: {n} (rows: true class, fraction)", _png(fig)))
-    for name in summary.get("figures") or []:  # the run's PNG files, last
-        if run is not None and (Path(run) / name).is_file():
-            uri = base64.b64encode((Path(run) / name).read_bytes()).decode("ascii")
-            title = (f"Heatmap: where the parts fire in a test image, weighted by the "
-                     f"predicted class ({name})" if "heatmap" in name else
-                     f"Part gallery: best test regions of a class's most participating "
-                     f"parts ({name})")
-            out.append((title, "data:image/png;base64," + uri))
-    return out
-
-
 def _md_table_html(block: list[str]) -> str:
     rows = [[html.escape(c.strip().replace("`", "")) for c in line.strip().strip("|").split("|")]
             for line in block if not set(line.replace("|", "").strip()) <= set("-")]
@@ -298,25 +212,6 @@ def _md_table_html(block: list[str]) -> str:
     return ("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr></thead>"
             "<tbody>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
                                 for r in body) + "</tbody></table>")
-
-
-def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
-    if memo is None:
-        return _figures(summary, run)
-    shown = {k: v for k, v in summary.items() if k not in ("timings", "stages", "peak_memory_mb")}
-    h = hashlib.sha256(b"figures v2" + json.dumps(shown, sort_keys=True, default=str).encode())
-    for name in summary.get("figures") or []:
-        if run is not None and (Path(run) / name).is_file():
-            h.update((Path(run) / name).read_bytes())
-    file = Path(memo) / f"figures-{h.hexdigest()[:24]}.json"
-    if file.is_file():
-        return [tuple(f) for f in json.loads(file.read_text())]
-    figures = _figures(summary, run)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(figures))
-    os.replace(tmp, file)
-    return figures
 
 
 def report_html(summary: dict, run: Path | None = None, memo: Path | None = None) -> str:

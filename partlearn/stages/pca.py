@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from .._arrays import sample_regions
+from .._pca import apply_pca, fit_pca
 from .._progress import progress
 from .._validation import ConfigError
 from ._base import Stage
@@ -17,8 +18,6 @@ logger = logging.getLogger(__name__)
 
 
 def compute(ctx, w) -> None:
-    from ..features import apply_pca, fit_pca  # torch: only when PCA is computed
-
     f = ctx.cfg.features
     feats = ctx.get("features")
     x = sample_regions(feats.images(ctx.get("dataset").train), f.pca_max_regions,
