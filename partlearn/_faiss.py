@@ -131,3 +131,66 @@ def _topk_blas(q: np.ndarray, b: np.ndarray, k: int,
     order = np.argsort(-best_s, axis=1, kind="stable")
     return (np.take_along_axis(best_s, order, axis=1),
             np.take_along_axis(best_i, order, axis=1))
+
+
+def flat_ip_search(queries, base, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product search of the rows of ``base`` (``faiss.IndexFlatIP``, CPU).
+
+    Returns faiss's ``(scores (Q, k) float32, indices (Q, k) int64)``, best
+    first; the order among equal scores is faiss's (callers wanting ties broken
+    by row index re-sort: see ``partlearn.retrieval.search``). ``1 <= k <= N``.
+    """
+    q, b = _f32(queries), _f32(base)
+    if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
+        raise DataError(f"flat_ip_search: queries {q.shape} and base {b.shape} should be "
+                        "(Q, D) and (N, D) with the same D")
+    if not 1 <= k <= len(b):
+        raise ConfigError(f"flat_ip_search: k={k} should be between 1 and N={len(b)}")
+    index = faiss.IndexFlatIP(b.shape[1])
+    index.add(b)
+    scores, indices = index.search(q, int(k))
+    return np.asarray(scores, np.float32), np.asarray(indices, np.int64)
+
+
+def ivfpq_ip_search(queries, base, k: int, *, nlist: int, m: int, nbits: int, nprobe: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Approximate inner-product search through a ``faiss.IndexIVFPQ`` trained on ``base``.
+
+    A flat inner-product coarse quantiser of ``nlist`` cells, residuals
+    product-quantised into ``m`` sub-vectors of ``nbits`` bits; ``nprobe`` cells
+    visited per query; k-means seeded with ``seed``. Returns
+    ``(scores (Q, k) float32, indices (Q, k) int64)``, best first; where the
+    visited cells hold fewer than ``k`` rows, faiss pads with index ``-1``
+    (its score is then set to ``-inf`` here).
+    """
+    q, b = _f32(queries), _f32(base)
+    if q.ndim != 2 or b.ndim != 2 or q.shape[1] != b.shape[1]:
+        raise DataError(f"ivfpq_ip_search: queries {q.shape} and base {b.shape} should be "
+                        "(Q, D) and (N, D) with the same D")
+    d = b.shape[1]
+    if not 1 <= nlist <= len(b):
+        raise ConfigError(f"ivfpq_ip_search: nlist={nlist} should be between 1 and "
+                          f"the number of database rows N={len(b)}")
+    if m < 1 or d % m:
+        raise ConfigError(f"ivfpq_ip_search: m={m} should divide the dimension D={d}")
+    if not 1 <= nbits <= 16 or len(b) < 2 ** nbits:
+        raise ConfigError(f"ivfpq_ip_search: nbits={nbits} needs 1 <= nbits <= 16 and at "
+                          f"least 2**nbits={2 ** nbits} database rows to train on, got N={len(b)}")
+    if not 1 <= nprobe <= nlist:
+        raise ConfigError(f"ivfpq_ip_search: nprobe={nprobe} should be between 1 and nlist={nlist}")
+    if k < 1:
+        raise ConfigError(f"ivfpq_ip_search: k={k} should be >= 1")
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFPQ(quantizer, d, int(nlist), int(m), int(nbits),
+                             faiss.METRIC_INNER_PRODUCT)
+    for cp in (index.cp, index.pq.cp):  # seeded, and no stderr warning on small training sets
+        cp.seed = int(seed) % (2**31)
+        cp.min_points_per_centroid = 1
+    index.train(b)
+    index.add(b)
+    index.nprobe = int(nprobe)
+    scores, indices = index.search(q, int(k))
+    scores = np.asarray(scores, np.float32)
+    indices = np.asarray(indices, np.int64)
+    scores[indices < 0] = -np.inf
+    return scores, indices

@@ -36,7 +36,29 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
     classes = summary.get("classes") or []
     return (_top1_plot(methods) + _parts_curve_plot(summary.get("parts_curve") or {})
             + _per_class_plot(methods, classes) + _participation_plots(summary)
-            + _confusion_plots(methods, classes) + _run_figures(summary, run))
+            + _confusion_plots(methods, classes) + _retrieval_plot(summary.get("retrieval"))
+            + _run_figures(summary, run))
+
+
+def _retrieval_plot(retrieval: dict | None) -> list[tuple[str, str]]:
+    """Recall@K of every descriptor (without re-ranking, and its best re-ranking)."""
+    import matplotlib.pyplot as plt
+
+    if not retrieval:
+        return []
+    ks = retrieval["ks"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for r in retrieval["rows"]:
+        ax.plot(ks, [100 * r["recall"][str(k)] for k in ks], marker="o",
+                ls="-" if r["rerank"] == "none" else "--",
+                label=f"{r['descriptor']}" + ("" if r["rerank"] == "none" else f" +{r['rerank']}"))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K (%)")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    return [(f"Retrieval: recall@K ({retrieval['protocol']})", _png(fig))]
 
 
 def _top1_plot(methods: dict) -> list[tuple[str, str]]:

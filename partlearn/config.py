@@ -20,6 +20,8 @@ from ._validation import ConfigError, check_choice, did_you_mean
 DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders", "demo")
 BAD_IMAGE_POLICIES = ("error", "skip")
 FEATURE_MODES = ("roi", "crop")
+RETRIEVAL_POOLS = ("mac", "gem", "spoc", "rmac")
+RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
 METHODS = ("global", "parts", "parts+global")
 
@@ -68,6 +70,8 @@ class FeaturesConfig:
     whiten: bool = False
     pca_max_regions: int = 200_000
     shard_size: int = 128
+    pools: tuple[str, ...] = ()  # retrieval descriptors to extract: mac, gem, spoc, rmac
+    gem_p: float = 3.0  # GeM's power
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,23 @@ class DPNetConfig:
 
 
 @dataclass(frozen=True)
+class RetrievalConfig:
+    """Image retrieval (``partlearn.retrieval``; the ``descriptors`` stage, the evaluator)."""
+
+    # what to evaluate, e.g. ["rmac", "gem+w", "global", "parts", "parts+rmac"]; empty: no
+    # retrieval. mac/gem/spoc/rmac need features.pools; "+w": PCA-whitened (on training images)
+    descriptors: tuple[str, ...] = ()
+    ks: tuple[int, ...] = (1, 2, 4, 8)  # recall@K
+    rerank: tuple[str, ...] = ("none", "qe", "diffusion")  # each descriptor, re-ranked so
+    qe_neighbours: int = 5  # average / alpha query expansion
+    aqe_alpha: float = 3.0
+    diffusion_k: int = 50  # reciprocal k-NN graph
+    diffusion_alpha: float = 0.99
+    diffusion_gamma: float = 3.0
+    whiten_shrinkage: float = 0.1  # whitening: variances + shrinkage x their mean
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     cache_dir: str = "cache"
@@ -165,6 +186,7 @@ class Config:
     encoding: EncodingConfig = field(default_factory=EncodingConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     dpnet: DPNetConfig = field(default_factory=DPNetConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
 
     def __post_init__(self):
         _check(self)
@@ -177,6 +199,7 @@ def _check(cfg: Config) -> None:
     check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
     check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
     check_choice("features.roi_pooling", cfg.features.roi_pooling, ROI_POOLING)
+    _check_retrieval(cfg)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device):
         raise ConfigError(
             f"features.device={cfg.features.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -265,6 +288,34 @@ def _check(cfg: Config) -> None:
     for name in ("extend", "max_iter", "n_bootstrap"):
         if getattr(k, name) < (0 if name == "extend" else 1):
             raise ConfigError(f"classifier.{name}={getattr(k, name)} is out of range")
+
+
+def _check_retrieval(cfg: Config) -> None:
+    f, r = cfg.features, cfg.retrieval
+    for pool in f.pools:
+        check_choice("features.pools", pool, RETRIEVAL_POOLS)
+    if "rmac" in f.pools and f.mode != "roi":
+        raise ConfigError('features.pools with "rmac" needs features.mode = "roi" (R-MAC '
+                          "pools the regions of one feature map)")
+    if not f.gem_p > 0:
+        raise ConfigError(f"features.gem_p={f.gem_p} must be > 0")
+    for name in r.descriptors:
+        for piece in name.split("+"):
+            if piece in ("global", "parts", "w"):
+                continue
+            check_choice("retrieval.descriptors", piece, RETRIEVAL_POOLS + ("global", "parts"))
+            if piece not in f.pools:
+                raise ConfigError(f"retrieval.descriptors has {name!r}, which needs {piece!r} "
+                                  f"in features.pools (now {list(f.pools)})")
+    for name in r.rerank:
+        check_choice("retrieval.rerank", name, RERANKING)
+    if not r.ks or any(k < 1 for k in r.ks):
+        raise ConfigError(f"retrieval.ks={list(r.ks)} must be a non-empty list of K >= 1")
+    if r.qe_neighbours < 1 or r.diffusion_k < 1:
+        raise ConfigError("retrieval.qe_neighbours and retrieval.diffusion_k must be >= 1")
+    if not 0 < r.diffusion_alpha < 1 or r.whiten_shrinkage < 0:
+        raise ConfigError(f"retrieval.diffusion_alpha={r.diffusion_alpha} must be in (0, 1) "
+                          f"and retrieval.whiten_shrinkage={r.whiten_shrinkage} >= 0")
 
 
 # --------------------------------------------------------------------- loading

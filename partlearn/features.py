@@ -25,7 +25,7 @@ from ._arrays import signed_sqrt_l2  # noqa: F401  (part of this module's API)
 from ._device import resolve_device
 from ._pca import apply_pca, fit_pca  # noqa: F401  (part of this module's API)
 from ._validation import ConfigError, DataError, PartlearnError, check_choice
-from .config import FEATURE_MODES, ROI_POOLING, FeaturesConfig
+from .config import FEATURE_MODES, RETRIEVAL_POOLS, ROI_POOLING, FeaturesConfig
 
 logger = logging.getLogger(__name__)
 
@@ -270,8 +270,14 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
                      short_side=_F.short_side, roi_size=_F.roi_size,
                      roi_pooling=_F.roi_pooling, crop_size=_F.crop_size,
                      batch_size=_F.batch_size, device=_F.device, amp=_F.amp,
-                     workers=_F.workers, postprocess=True, with_global_flip=False):
-    """Yield ``(index, regions (R_i, D), global (D,), global_flip (D,) or None)`` per image.
+                     workers=_F.workers, postprocess=True, with_global_flip=False,
+                     descriptors=(), gem_p=_F.gem_p):
+    """Yield ``(index, regions (R_i, D), global (D,), global_flip (D,) or None)`` per image,
+    and with ``descriptors`` a fifth item: ``{name: array}`` of the retrieval descriptors
+    asked for (``config.RETRIEVAL_POOLS``, each L2-normalised, not square-rooted): ``mac``
+    (max over the map), ``gem`` (generalised mean, power ``gem_p``), ``spoc`` (sum over
+    the map) as ``(D,)``, and ``rmac`` ``(R_i, D)``: every region's max-pooled
+    descriptor (RoIAlign max, the regional MACs R-MAC aggregates; ``roi`` mode only).
 
     Images come in input order. ``boxes[i]`` ``(R_i, 4)`` are ``x0, y0, x1,
     y1`` in original pixels of image ``i`` (``sizes[i]`` = its ``(width,
@@ -302,12 +308,34 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
         dataset, batch_sampler=_batches(targets, batch_size), num_workers=workers,
         collate_fn=_collate, pin_memory=device.type == "cuda")
     # checks above run at the call; the work below runs as the caller iterates
+    for name in descriptors:
+        check_choice("descriptors", name, RETRIEVAL_POOLS)
+    if "rmac" in descriptors and mode != "roi":
+        raise ConfigError("the rmac descriptor pools the regions of one map: it needs "
+                          "features.mode = \"roi\"")
+    if not gem_p > 0:
+        raise ConfigError(f"gem_p={gem_p} must be > 0")
     return _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_pooling,
-                    batch_size, amp, postprocess, with_global_flip)
+                    batch_size, amp, postprocess, with_global_flip, tuple(descriptors), gem_p)
+
+
+def _pooled(fmap: torch.Tensor, names, gem_p: float) -> dict:
+    """The whole-map retrieval descriptors of a batch of same-size maps, L2-normalised."""
+    fmap = fmap.float()
+    out = {}
+    if "mac" in names:
+        out["mac"] = fmap.amax(dim=(2, 3))
+    if "gem" in names:  # as max * mean((x / max)^p)^(1/p): no overflow at a large p
+        x = fmap.clamp(min=1e-6)
+        top = x.amax(dim=(2, 3), keepdim=True)
+        out["gem"] = top[..., 0, 0] * (x / top).pow(gem_p).mean(dim=(2, 3)).pow(1.0 / gem_p)
+    if "spoc" in names:
+        out["spoc"] = fmap.sum(dim=(2, 3))
+    return {k: torch.nn.functional.normalize(v, dim=1).cpu().numpy() for k, v in out.items()}
 
 
 def _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_pooling,
-             batch_size, amp, postprocess, with_global_flip):
+             batch_size, amp, postprocess, with_global_flip, descriptors=(), gem_p=3.0):
     model = backbone.model.to(device)
     mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
@@ -341,11 +369,21 @@ def _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_
                            if len(c) else fmap.new_zeros(0, fmap.shape[1]) for c in crops]
                 regions = torch.cat(regions)
             regions = post(regions).cpu().numpy()
+            pooled = _pooled(fmap, descriptors, gem_p) if descriptors else None
+            if "rmac" in descriptors:
+                pooled["rmac"] = torch.nn.functional.normalize(_roi_batch(
+                    fmap, fmap_flip, [boxes[i] for i in idx], [flips[i] for i in idx],
+                    [sizes[i] for i in idx], images.shape[-1], images.shape[-2],
+                    backbone.stride, roi_size, "max").float(), dim=1).cpu().numpy()
             start = 0
             for b, i in enumerate(idx):
                 r = len(boxes[i])
-                yield (i, regions[start:start + r], glob[b],
-                       glob_flip[b] if glob_flip is not None else None)
+                item = (i, regions[start:start + r], glob[b],
+                        glob_flip[b] if glob_flip is not None else None)
+                if pooled is not None:
+                    item += ({k: v[start:start + r] if k == "rmac" else v[b]
+                              for k, v in pooled.items()},)
+                yield item
                 start += r
 
 

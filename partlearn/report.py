@@ -42,6 +42,7 @@ def results_markdown(summary: dict) -> str:
     if methods and summary.get("classes"):
         lines += _per_class_md(methods, summary["classes"])
     lines += _localization_md(summary.get("localization") or {})
+    lines += _retrieval_md(summary.get("retrieval") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
     lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
     for stage, info in summary.get("stages", {}).items():
@@ -115,6 +116,20 @@ def _localization_md(loc: dict) -> list[str]:
                      f"{_pct(v['random_keypoint_consistency'])} | "
                      f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
                      f"{v['n_parts']} |")
+    return lines + [""]
+
+
+def _retrieval_md(retrieval: dict) -> list[str]:
+    if not retrieval:
+        return []
+    ks = retrieval["ks"]
+    lines = [f"## Retrieval ({retrieval['protocol']}, {retrieval['n_queries']} queries)", "",
+             retrieval["about"], "",
+             "| descriptor | re-ranking | dim | mAP | " + " | ".join(f"R@{k}" for k in ks)
+             + " |", "|---|---|---|---|" + "---|" * len(ks)]
+    for r in retrieval["rows"]:
+        lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | {_pct(r['map'])} | "
+                     + " | ".join(_pct(r["recall"][str(k)]) for k in ks) + " |")
     return lines + [""]
 
 

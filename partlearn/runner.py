@@ -97,6 +97,8 @@ class Pipeline:
     def resolve(self, name: str, consumer: str | None = None) -> str:
         """The stage that provides input ``name`` to ``consumer`` in this run (``features``
         is ``pca`` when that stage runs, except for ``pca`` itself)."""
+        if consumer is not None and BY_NAME[consumer].exact_inputs:
+            return name
         for s in STAGES:
             if s.replaces == name and s.name in self.stages and s.name != consumer:
                 return s.name
@@ -232,7 +234,9 @@ class Pipeline:
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
             if report and "classifier" in todo:
-                summary.update(evaluate(self, out))
+                found = evaluate(self, out)
+                summary["timings"].update(found.pop("timings"))
+                summary.update(found)
         finally:
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))

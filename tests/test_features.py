@@ -302,3 +302,25 @@ def test_pca_fit_apply():
         fit_pca(x, 30)
     with pytest.raises(DataError, match="dimension 20"):
         apply_pca(x[:, :5], pca)
+
+
+def test_pooled_retrieval_descriptors(images, resnet18):
+    """SPoC is the (normalised) mean map, GeM is it at p = 1 (ReLU maps) and tends to MAC
+    as p grows; rmac holds every region's max-pooled vector; all unit-norm."""
+    paths, _, sizes = images
+    w, h = sizes[0]
+    boxes = np.array([[0, 0, w, h], [0, 0, w / 2, h / 2]], np.float32)
+    flips = [np.zeros(2, bool)]
+    every = ("mac", "gem", "spoc", "rmac")
+    ((_, _, glob, _, low),) = run(paths[:1], [boxes], flips, sizes[:1], resnet18,
+                                  postprocess=False, descriptors=every, gem_p=1.0)
+    ((*_, high),) = run(paths[:1], [boxes], flips, sizes[:1], resnet18, descriptors=every,
+                        gem_p=60.0)
+    np.testing.assert_allclose(low["spoc"], glob / np.linalg.norm(glob), atol=1e-5)
+    np.testing.assert_allclose(low["gem"], low["spoc"], atol=1e-4)
+    assert high["gem"] @ high["mac"] > 0.99 > low["gem"] @ low["mac"]
+    assert low["rmac"].shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(low["rmac"], axis=1), 1, atol=1e-5)
+    assert low["rmac"][0] @ low["mac"] > low["rmac"][1] @ low["mac"]  # the whole image
+    with pytest.raises(ConfigError, match="rmac"):
+        run(paths[:1], [boxes], flips, sizes[:1], resnet18, mode="crop", descriptors=every)

@@ -456,3 +456,34 @@ def test_evaluators_skip_or_fail_alone(finished, tiny):
     from partlearn.report import results_markdown
 
     assert "broken: FAILED, ValueError: planted failure" in results_markdown(found)
+
+
+def test_retrieval_descriptors_and_evaluator(tiny):
+    """The descriptors stage (pools whitened on training images, R-MAC) and the retrieval
+    evaluator: its figures equal a recomputation from the cached arrays."""
+    from partlearn.retrieval import category_retrieval
+    from partlearn.stages.descriptors import rmac, whitening
+
+    base = [a for a in args(tiny)[1::2] if "=" in a] + [
+        "parts.n_parts=3", "parts.min_images=2", "classifier.n_bootstrap=100",
+        'features.pools=["mac", "gem", "rmac"]', 'retrieval.ks=[1, 2]',
+        'retrieval.descriptors=["global", "mac", "gem+w", "rmac", "parts+rmac"]']
+    cfg = load_config(None, base)
+    pipe = Pipeline(cfg, cache_dir=tiny / "cache-retrieval")
+    summary = pipe.run(out=tiny / "retrieval")
+    rows = {(r["descriptor"], r["rerank"]): r for r in summary["retrieval"]["rows"]}
+    assert set(rows) == {(d, r) for d in cfg.retrieval.descriptors for r in cfg.retrieval.rerank}
+    data, feats, desc = pipe.load("dataset"), pipe.load("features"), pipe.load("descriptors")
+    test, y = data.test, data.manifest.label[data.test]
+    assert rows[("mac", "none")]["map"] == category_retrieval(
+        np.asarray(desc["mac"][test], np.float32), y, (1, 2))["map"]
+    pca = whitening(np.concatenate([feats.regional_macs(i) for i in data.train]),
+                    cfg.retrieval.whiten_shrinkage, cfg.seed)
+    np.testing.assert_allclose(np.asarray(desc["rmac"], np.float32),
+                               rmac(feats, range(len(feats)), pca), atol=2e-3)
+    assert rows[("rmac", "none")]["dim"] == desc["rmac"].shape[1]
+    assert rows[("parts+rmac", "none")]["dim"] == 6 * 5 + desc["rmac"].shape[1]
+    for row in rows.values():  # (a random backbone: no figure is known beyond these)
+        assert 0 <= row["recall"]["1"] <= row["recall"]["2"] <= 1 and 0 <= row["map"] <= 1
+    assert "| parts+rmac | qe |" in (tiny / "retrieval" / "results.md").read_text()
+    assert "retrieval" in summary["timings"]

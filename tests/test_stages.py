@@ -23,9 +23,12 @@ OTHER = {
     "parts.keep": 2, "encoding.pyramid": [1], "classifier.methods": ["global", "parts"],
     "classifier.C": [1.0], "dpnet.variants": ["wo", "cs"], "dpnet.seeds": [3],
     "dpnet.val_fraction": 0.3, "dpnet.init_from_parts": False, "features.device": "cpu",
-    "encoding.device": "cpu", "dpnet.device": "cpu",
+    "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
+    "retrieval.descriptors": ["mac"], "retrieval.rerank": ["none"], "retrieval.ks": [1],
+    "retrieval.diffusion_alpha": 0.9,
 }
-BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true"]
+BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
+        'features.pools=["mac"]']
 
 
 def all_fields():
@@ -117,4 +120,5 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
         assert moved == expect, f"{name}: keys changed {sorted(moved)}, expected {sorted(expect)}"
 
 
-BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True}
+BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
+              "features.pools": ("mac",)}

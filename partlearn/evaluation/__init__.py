@@ -2,7 +2,9 @@
 
 ``evaluate(pipe, out)`` runs every registered evaluator in order: one that does
 not apply is skipped with its reason, one that fails is logged with its name and
-does not stop the others; ``results["evaluations"]`` says which was which. The
+does not stop the others; ``results["evaluations"]`` says which was which, and
+``results["timings"]`` holds what evaluators timed (kept apart from their results, so
+that what the report draws does not change from run to run). The
 report (``partlearn.report``) renders only what they return. Registering a new
 evaluator is one line here.
 """
@@ -14,19 +16,19 @@ import traceback
 
 from ._base import EvalContext, Evaluator
 from ._stats import metrics, paired_comparison
-from . import accuracy, galleries, heatmaps, localization, participation
+from . import accuracy, galleries, heatmaps, localization, participation, retrieval
 
 logger = logging.getLogger(__name__)
 
 EVALUATORS: tuple[Evaluator, ...] = (accuracy.EVALUATOR, localization.EVALUATOR,
                                      participation.EVALUATOR, galleries.EVALUATOR,
-                                     heatmaps.EVALUATOR)
+                                     heatmaps.EVALUATOR, retrieval.EVALUATOR)
 
 
 def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:
     """The results of every evaluator that applies to the run ``pipe`` wrote into ``out``."""
     ctx = EvalContext(pipe, out)
-    status = {}
+    status, timings = {}, {}
     for ev in evaluators:
         missing = [s for s in ev.needs if s not in pipe.stages]
         try:
@@ -43,11 +45,12 @@ def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:
             status[ev.name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
             continue
         figures = found.pop("figures", [])
+        timings.update(found.pop("timings", {}))
         ctx.results.update(found)
         if figures:
             ctx.results.setdefault("figures", []).extend(figures)
         status[ev.name] = {"status": "done"}
-    return ctx.results | {"evaluations": status}
+    return ctx.results | {"evaluations": status, "timings": timings}
 
 
 __all__ = ["EVALUATORS", "EvalContext", "Evaluator", "evaluate", "metrics",

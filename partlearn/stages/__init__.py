@@ -5,10 +5,11 @@ new stage is one line here. ``partlearn.runner`` wires them.
 """
 
 from ._base import Context, Stage
-from . import classifier, dataset, dpnet, encoding, features, parts, pca, regions
+from . import classifier, dataset, descriptors, dpnet, encoding, features, parts, pca, regions
 
 STAGES: tuple[Stage, ...] = (dataset.STAGE, regions.STAGE, features.STAGE, pca.STAGE,
-                             parts.STAGE, encoding.STAGE, classifier.STAGE, dpnet.STAGE)
+                             parts.STAGE, encoding.STAGE, classifier.STAGE, dpnet.STAGE,
+                             descriptors.STAGE)
 BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(BY_NAME)
 
@@ -32,6 +33,14 @@ NOT_KEYED = {
     "classifier.n_bootstrap": "read by the accuracy evaluator, which runs on every run "
                               "and caches nothing",
     "dpnet.device": "CPU or CUDA: float rounding only",
+    "retrieval.descriptors": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.ks": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.rerank": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.qe_neighbours": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.aqe_alpha": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.diffusion_k": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.diffusion_alpha": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.diffusion_gamma": "read by the retrieval evaluator, which caches nothing",
 }
 
 __all__ = ["BY_NAME", "Context", "NAMES", "NOT_KEYED", "STAGES", "Stage"]

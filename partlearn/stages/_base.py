@@ -39,7 +39,7 @@ class Stage:
     ``inputs``: stage names, or a function of the config giving them (an input
     used only under some setting). The name ``features`` means the region
     features a run ends up with: the ``pca`` stage's when it runs (it declares
-    ``replaces="features"``). ``fields``: ``section.key`` names, ``section.*``
+    ``replaces="features"``), unless the stage sets ``exact_inputs``. ``fields``: ``section.key`` names, ``section.*``
     for a whole section. ``derive(ctx)``: key values computed from the declared
     fields and the data (the backbone's resolved identity, the files' hash);
     it must read nothing that is not declared. ``write_run_files(ctx, entry,
@@ -57,6 +57,7 @@ class Stage:
     applies: Callable[[Config], bool] = _always
     derive: Callable[[Any], dict] | None = None
     replaces: str | None = None
+    exact_inputs: bool = False  # read the named stages themselves, never a replacement
     write_run_files: Callable[[Any, Any, Any, Any], None] | None = None
 
     def input_names(self, cfg: Config) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ begins (``layout.json``) and a resumed write keeps it whatever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -46,21 +47,28 @@ class RegionFeatures:
     shard_images: np.ndarray  # first image of each shard, plus N at the end
     global_: np.ndarray
     global_flip: np.ndarray | None
+    pools: dict = dataclasses.field(default_factory=dict)  # (N, D) float16: mac, gem, spoc
+    rmac_shards: list = dataclasses.field(default_factory=list)  # regional MACs per shard
 
     @classmethod
     def from_entry(cls, entry, regions) -> "RegionFeatures":
         shards = range(entry.n_shards)
         glob = [entry.shard_array(s, "global", mmap=False) for s in shards]
-        flip = None
-        if entry.n_shards and (entry.path / "shard_00000" / "global_flip.npy").is_file():
-            flip = np.concatenate([entry.shard_array(s, "global_flip", mmap=False)
-                                   for s in shards])
+
+        def whole(name):  # one array per image, concatenated over the shards
+            return np.concatenate([entry.shard_array(s, name, mmap=False) for s in shards])
+
+        pools = entry.meta.get("pools", [])
+        flip = whole("global_flip") if entry.meta.get("with_global_flip") else None
         return cls(offsets=regions.offsets, boxes=regions.boxes, flips=regions.flips,
                    shards=[entry.shard_array(s, "regions") for s in shards],
                    shard_images=np.concatenate([[0], np.cumsum([len(g) for g in glob])])
                    .astype(np.int64),
                    global_=np.concatenate(glob) if glob else np.zeros((0, 0), np.float16),
-                   global_flip=flip)
+                   global_flip=flip,
+                   pools={p: whole(f"pool_{p}") for p in pools if p != "rmac"},
+                   rmac_shards=[entry.shard_array(s, "pool_rmac") for s in shards]
+                   if "rmac" in pools else [])
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -69,10 +77,17 @@ class RegionFeatures:
     def dim(self) -> int:
         return self.global_.shape[1]
 
-    def image(self, i: int) -> np.ndarray:
+    def image(self, i: int, shards=None) -> np.ndarray:
+        """Image ``i``'s rows of ``shards`` (default: the region features)."""
         s = int(np.searchsorted(self.shard_images, i, side="right")) - 1
         base = self.offsets[self.shard_images[s]]
-        return self.shards[s][self.offsets[i] - base:self.offsets[i + 1] - base]
+        return (shards or self.shards)[s][self.offsets[i] - base:self.offsets[i + 1] - base]
+
+    def regional_macs(self, i: int) -> np.ndarray:
+        """Image ``i``'s own regions' max-pooled descriptors ``(R, D)`` float32 (with
+        ``features.pools`` holding ``rmac``), L2-normalised."""
+        own = ~np.asarray(self.flips[self.offsets[i]:self.offsets[i + 1]])
+        return np.asarray(self.image(i, self.rmac_shards), np.float32)[own]
 
     def images(self, index) -> list[np.ndarray]:
         """The region arrays of the images ``index`` (memory-mapped, not copied)."""
@@ -170,26 +185,27 @@ def compute(ctx, w) -> None:
         sizes[images], ctx.backbone, load_image=datasets.load_image, mode=f.mode,
         short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
         crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
-        workers=f.workers, with_global_flip=ctx.cfg.regions.flips)
-    done: dict[int, tuple] = {}
+        workers=f.workers, with_global_flip=ctx.cfg.regions.flips, descriptors=f.pools,
+        gem_p=f.gem_p)
+    done: dict[int, dict] = {}
     shard_iter = iter(todo)
     shard = next(shard_iter, None)
-    for k, reg, glob, glob_flip in progress(stream, total=len(images), desc="features",
-                                             unit="img"):
-        done[images[k]] = (reg.astype(np.float16), glob.astype(np.float16),
-                           None if glob_flip is None else glob_flip.astype(np.float16))
+    for k, reg, glob, glob_flip, *pooled in progress(stream, total=len(images),
+                                                      desc="features", unit="img"):
+        row = {"regions": reg, "global": glob} | (
+            {} if glob_flip is None else {"global_flip": glob_flip}) | {
+            f"pool_{p}": v for p, v in (pooled[0] if pooled else {}).items()}
+        done[images[k]] = {name: v.astype(np.float16) for name, v in row.items()}
         if len(done) == len(order[shard]):
             rows = [done[i] for i in sorted(done)]  # back to manifest order
-            arrays = {"regions": np.concatenate([r[0] for r in rows]),
-                      "global": np.stack([r[1] for r in rows])}
-            if rows[0][2] is not None:
-                arrays["global_flip"] = np.stack([r[2] for r in rows])
-            w.save_shard(shard, arrays)
+            w.save_shard(shard, {name: (np.concatenate if rows[0][name].ndim == 2 else np.stack)(
+                [r[name] for r in rows]) for name in rows[0]})
             done = {}
             shard = next(shard_iter, None)
     dim = w.shard_array(0, "global").shape[1] if starts else 0
     w.meta.update(n_images=n, n_shards=len(starts), shard_size=size, dim=dim,
-                  dtype="float16")
+                  dtype="float16", pools=list(f.pools),
+                  with_global_flip=bool(ctx.cfg.regions.flips))
 
 
 def load(ctx, entry) -> RegionFeatures:
@@ -199,6 +215,7 @@ def load(ctx, entry) -> RegionFeatures:
 STAGE = Stage(
     name="features", version=1, inputs=("dataset", "regions"),
     fields=("backbone.*", "features.mode", "features.short_side", "features.roi_size",
-            "features.roi_pooling", "features.crop_size", "regions.flips"),
+            "features.roi_pooling", "features.crop_size", "regions.flips", "features.pools",
+            "features.gem_p"),
     libs=("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
     compute=compute, load=load, derive=derive)

@@ -40,7 +40,7 @@ def compute(ctx, w) -> None:
             arrays["global_flip"] = project(feats.global_flip[images])
         w.save_shard(s, arrays)
     w.meta.update(n_images=len(feats), n_shards=len(feats.shards), dim=f.pca_dim,
-                  dtype="float16")
+                  dtype="float16", with_global_flip=feats.global_flip is not None)
 
 
 def load(ctx, entry) -> RegionFeatures:
