@@ -29,18 +29,25 @@ logger = logging.getLogger(__name__)
 _K = ClassifierConfig
 
 
-def method_features(method: str, global_=None, parts=None) -> np.ndarray:
-    """The input of ``method``: ``global`` (L2-normalised global descriptor),
-    ``parts`` (the part code, already normalised by the encoder) or
-    ``parts+global`` (each block L2-normalised, concatenated)."""
-    if method == "global":
+def method_blocks(method: str) -> list[str]:
+    """The descriptors a method concatenates: ``"parts[unsup]+global"`` →
+    ``["parts[unsup]", "global"]``."""
+    return method.split("+")
+
+
+def method_features(method: str, global_=None, parts=None, parts_unsup=None) -> np.ndarray:
+    """The input of ``method``: ``global`` (L2-normalised global descriptor), ``parts``
+    or ``parts[unsup]`` (a part code, already normalised by the encoder), or several
+    joined by ``+`` (each block L2-normalised, concatenated)."""
+    inputs = {"global": global_, "parts": parts, "parts[unsup]": parts_unsup}
+    names = method_blocks(method)
+    if any(n not in inputs for n in names):
+        raise ValueError(method)
+    if names == ["global"]:
         return l2_normalize(global_, axis=1)
-    if method == "parts":
-        return np.asarray(parts, np.float32)
-    if method == "parts+global":
-        return np.concatenate([l2_normalize(parts, axis=1), l2_normalize(global_, axis=1)],
-                              axis=1)
-    raise ValueError(method)
+    if len(names) == 1:
+        return np.asarray(inputs[names[0]], np.float32)
+    return np.concatenate([l2_normalize(inputs[n], axis=1) for n in names], axis=1)
 
 
 def _svm(C: float, max_iter: int, seed: int) -> LinearSVC:

@@ -23,7 +23,7 @@ FEATURE_MODES = ("roi", "crop")
 RETRIEVAL_POOLS = ("mac", "gem", "spoc", "rmac")
 RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
-METHODS = ("global", "parts", "parts+global")
+METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global")
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class EncodingConfig:
 class ClassifierConfig:
     """Linear SVMs (``partlearn.classify``), evaluation (``partlearn.evaluation``)."""
 
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = METHODS[:3]  # global, parts, parts+global
     C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # grid, extended when the best is at an edge
     extend: int = 3  # decades added at an edge whose C is best, at most, per side
     cv_folds: int = 5  # stratified, training split only
@@ -156,6 +156,17 @@ class DPNetConfig:
 
 
 @dataclass(frozen=True)
+class GroupsConfig:
+    """Unsupervised groups (Sicre et al., CVPR 2017): the training images clustered by
+    their global descriptors, no label read; parts are then learnt per group."""
+
+    n_groups: int = 0  # 0: round(sqrt(n_train / 2)), the usual rule of thumb
+    kmeans_iter: int = 25
+    restarts: int = 5  # k-means runs, the best objective kept
+    min_images: int = 10  # smaller groups are merged into the nearest other group
+
+
+@dataclass(frozen=True)
 class RetrievalConfig:
     """Image retrieval (``partlearn.retrieval``; the ``descriptors`` stage, the evaluator)."""
 
@@ -187,6 +198,7 @@ class Config:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     dpnet: DPNetConfig = field(default_factory=DPNetConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    groups: GroupsConfig = field(default_factory=GroupsConfig)
 
     def __post_init__(self):
         _check(self)
@@ -291,6 +303,12 @@ def _check(cfg: Config) -> None:
 
 
 def _check_retrieval(cfg: Config) -> None:
+    g = cfg.groups
+    for name in ("kmeans_iter", "restarts", "min_images"):
+        if getattr(g, name) < 1:
+            raise ConfigError(f"groups.{name}={getattr(g, name)} must be >= 1")
+    if g.n_groups < 0 or g.n_groups == 1:
+        raise ConfigError(f"groups.n_groups={g.n_groups} must be >= 2, or 0 (automatic)")
     f, r = cfg.features, cfg.retrieval
     for pool in f.pools:
         check_choice("features.pools", pool, RETRIEVAL_POOLS)

@@ -487,3 +487,39 @@ def test_retrieval_descriptors_and_evaluator(tiny):
         assert 0 <= row["recall"]["1"] <= row["recall"]["2"] <= 1 and 0 <= row["map"] <= 1
     assert "| parts+rmac | qe |" in (tiny / "retrieval" / "results.md").read_text()
     assert "retrieval" in summary["timings"]
+
+
+def test_unsupervised_parts_read_no_label(tiny):
+    """groups -> parts_unsup -> encoding_unsup -> the parts[unsup] SVMs; the same images
+    with permuted labels (another dataset key) give bit-identical groups, parts, codes."""
+    rows = [f"{split}/{cls}/{i}.png,{cls},{split}" for split, n in (("train", 3), ("test", 2))
+            for cls in ("Cat", "dog") for i in range(n)]
+    labels = [r.split(",")[1] for r in rows]
+    permuted = np.random.default_rng(1).permutation(labels)
+    for name, column in (("labels.csv", labels), ("permuted.csv", permuted)):
+        (tiny / "data" / name).write_text("path,label,split\n" + "".join(
+            f"{r.split(',')[0]},{c},{r.split(',')[2]}\n" for r, c in zip(rows, column)))
+    base = [a for a in args(tiny)[1::2] if "=" in a and a != "data.format=folders"] + [
+        "data.format=csv", "parts.n_parts=2", "parts.min_images=1", "groups.n_groups=2",
+        "groups.min_images=1", "classifier.n_bootstrap=100",
+        'classifier.methods=["global", "parts[unsup]", "parts[unsup]+global"]']
+    pipe = Pipeline(load_config(None, base), cache_dir=tiny / "cache-unsup")
+    summary = pipe.run(out=tiny / "unsup")
+    assert {"groups", "parts_unsup", "encoding_unsup"} <= set(summary["stages"])
+    assert "parts" not in summary["stages"]  # no supervised parts were needed
+    assert set(summary["methods"]) == {"global", "parts[unsup]", "parts[unsup]+global"}
+    group = pipe.load("groups")
+    assert sorted(set(group.tolist())) == [0, 1] and len(group) == 6
+    assert summary["methods"]["parts[unsup]"]["dim"] == 2 * 2 * 5  # groups x parts x cells
+    other = Pipeline(load_config(None, base + ["data.csv=permuted.csv"]),
+                     cache_dir=tiny / "cache-unsup")
+    other.run(until="encoding_unsup", out=tiny / "unsup2")
+    assert other.key("dataset") != pipe.key("dataset")
+    assert not np.array_equal(other.dataset.manifest.label, pipe.dataset.manifest.label)
+    np.testing.assert_array_equal(other.load("groups"), group)
+    for a, b in zip(other.load("parts_unsup").class_results_,
+                    pipe.load("parts_unsup").class_results_):
+        for key in ("weights", "bias", "loo_directions"):
+            np.testing.assert_array_equal(a[key], b[key])
+    np.testing.assert_array_equal(np.asarray(other.load("encoding_unsup").codes),
+                                  np.asarray(pipe.load("encoding_unsup").codes))

@@ -5,10 +5,12 @@ new stage is one line here. ``partlearn.runner`` wires them.
 """
 
 from ._base import Context, Stage
-from . import classifier, dataset, descriptors, dpnet, encoding, features, parts, pca, regions
+from . import (classifier, dataset, descriptors, dpnet, encoding, encoding_unsup, features,
+               groups, parts, parts_unsup, pca, regions)
 
 STAGES: tuple[Stage, ...] = (dataset.STAGE, regions.STAGE, features.STAGE, pca.STAGE,
-                             parts.STAGE, encoding.STAGE, classifier.STAGE, dpnet.STAGE,
+                             parts.STAGE, encoding.STAGE, groups.STAGE, parts_unsup.STAGE,
+                             encoding_unsup.STAGE, classifier.STAGE, dpnet.STAGE,
                              descriptors.STAGE)
 BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(BY_NAME)

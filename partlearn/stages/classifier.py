@@ -4,6 +4,7 @@ models as arrays and their test predictions."""
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -14,7 +15,8 @@ from ._base import Stage
 
 
 def file_name(method: str) -> str:
-    return method.replace("+", "_")
+    """``parts+global`` → ``parts_global``, ``parts[unsup]+global`` → ``parts_unsup_global``."""
+    return re.sub(r"[^a-z0-9]+", "_", method).strip("_")
 
 
 @dataclass(frozen=True)
@@ -26,25 +28,28 @@ class Classifiers:
     test_images: np.ndarray
 
 
-def method_inputs(cfg, feats, codes) -> dict:
+def method_inputs(cfg, feats, codes=None, codes_unsup=None) -> dict:
     """Each method's ``(n_images, D)`` input, by the same functions for every run."""
     glob = feats.global_features(cfg.encoding.flip_average)
-    return {m: method_features(m, glob, codes) for m in cfg.classifier.methods}
+    return {m: method_features(m, glob, codes, codes_unsup) for m in cfg.classifier.methods}
 
 
 def inputs(cfg) -> tuple[str, ...]:
     from .encoding import STAGE as encoding
+    from .encoding_unsup import STAGE as encoding_unsup
 
-    return ("dataset", "features") + (("encoding",) if encoding.applies(cfg) else ())
+    return ("dataset", "features") + tuple(
+        s.name for s in (encoding, encoding_unsup) if s.applies(cfg))
 
 
 def compute(ctx, w) -> None:
     k = ctx.cfg.classifier
     data, feats = ctx.get("dataset"), ctx.get("features")
-    codes = ctx.get("encoding").codes if "encoding" in inputs(ctx.cfg) else None
+    codes = {name: np.asarray(ctx.get(name).codes) if name in inputs(ctx.cfg) else None
+             for name in ("encoding", "encoding_unsup")}
     m, train, test = data.manifest, data.train, data.test
-    for method, x in method_inputs(ctx.cfg, feats, None if codes is None
-                                   else np.asarray(codes)).items():
+    for method, x in method_inputs(ctx.cfg, feats, codes["encoding"],
+                                   codes["encoding_unsup"]).items():
         t0 = time.perf_counter()
         model = fit_svm(x[train], m.label[train], Cs=k.C, extend=k.extend, folds=k.cv_folds,
                         max_iter=k.max_iter, random_state=ctx.cfg.seed, n_jobs=ctx.cfg.n_jobs,

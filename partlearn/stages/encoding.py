@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._encoder import PartEncoder
+from ..classify import method_blocks
 from ..encoding import ImageRegions, feature_names
 from ._base import Stage
 
@@ -39,17 +40,23 @@ def image_regions(data, feats):
             for i in range(len(feats))]
 
 
-def compute(ctx, w) -> None:
-    data, feats, learner = ctx.get("dataset"), ctx.get("features"), ctx.get("parts")
+def encode_all(ctx, w, learner, class_names) -> None:
+    """Every kept image's code by ``learner``'s parts (of ``class_names``: classes, or
+    groups), training images leave-one-out."""
+    data, feats = ctx.get("dataset"), ctx.get("features")
     e = ctx.cfg.encoding
     enc = encoder(ctx.cfg, learner).set_params(device=ctx.device_name(e.device)).fit()
-    logger.info("encoding: %d images x %d parts x %d cells, on %s", len(feats),
+    logger.info("%s: %d images x %d parts x %d cells, on %s", ctx.stage.name, len(feats),
                 len(learner.parts_), sum(g * g for g in e.pyramid), enc.device)
     codes = enc.codes(image_regions(data, feats), train=data.train)
     w.save_array("codes", codes)
     w.save_json("feature_names", feature_names(learner.part_class_, e.pyramid,
-                                               data.manifest.classes).tolist())
+                                               class_names).tolist())
     w.meta.update(n_images=len(codes), dim=codes.shape[1])
+
+
+def compute(ctx, w) -> None:
+    encode_all(ctx, w, ctx.get("parts"), ctx.get("dataset").manifest.classes)
 
 
 def load(ctx, entry) -> Codes:
@@ -62,4 +69,4 @@ STAGE = Stage(
     fields=("encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out"),
     libs=("numpy",), compute=compute, load=load,
-    applies=lambda cfg: any("parts" in m for m in cfg.classifier.methods))
+    applies=lambda cfg: any("parts" in method_blocks(m) for m in cfg.classifier.methods))

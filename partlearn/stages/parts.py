@@ -14,6 +14,7 @@ import logging
 import numpy as np
 
 from ..cache import human_size
+from ..classify import method_blocks
 from .._validation import DataError
 from .._learner import PartLearner
 from ._base import Stage
@@ -35,17 +36,19 @@ def _stored(entry_or_writer, shard: int) -> dict:
     return {name: np.asarray(entry_or_writer.shard_array(shard, name)) for name in _ARRAYS}
 
 
-def compute(ctx, w) -> None:
+def learn(ctx, w, labels: np.ndarray, names: list[str]) -> None:
+    """Fit the learner on the training images with these ``labels`` (classes, or the
+    unsupervised groups), each class a shard, resuming the ones already stored."""
     data, feats = ctx.get("dataset"), ctx.get("features")
-    m, train = data.manifest, data.train
+    train = data.train
     background = None
     if w.has("background_mean.npy"):
         background = {"mean": w.array("background_mean"),
                       "whitener": w.array("background_whitener")}
-    done = {c: _stored(w, c) for c in range(len(m.classes)) if w.shard_done(c)}
+    done = {c: _stored(w, c) for c in range(len(names)) if w.shard_done(c)}
     if done:
-        logger.info("parts: %d of %d classes already learnt, resuming", len(done),
-                    len(m.classes))
+        logger.info("%s: %d of %d classes already learnt, resuming", ctx.stage.name, len(done),
+                    len(names))
 
     def on_background(bg):
         for name, array in bg.items():
@@ -53,39 +56,50 @@ def compute(ctx, w) -> None:
 
     def on_class(k, parts, seconds):
         w.save_shard(k, {name: parts[name] for name in _ARRAYS})
-        logger.info("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
-                    m.classes[k], len(parts["weights"]), parts["discriminativeness"].mean(),
-                    float(parts["mean_abs_cos"]), int(parts["n_updates"]), seconds)
+        logger.info("%s: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, %.1f s",
+                    ctx.stage.name, names[k], len(parts["weights"]),
+                    parts["discriminativeness"].mean(), float(parts["mean_abs_cos"]),
+                    int(parts["n_updates"]), seconds)
 
-    counts = np.bincount(m.label[train], minlength=len(m.classes))
+    counts = np.bincount(labels, minlength=len(names))
     if counts.min() < 1:  # the learner sees the classes of its labels only: say it here
         c = int(counts.argmin())
-        raise DataError(f"class {m.classes[c]!r} has 0 training images; part learning needs "
+        raise DataError(f"class {names[c]!r} has 0 training images; part learning needs "
                         f"at least parts.min_images={ctx.cfg.parts.min_images}")
     X = feats.images(train)
-    logger.info("parts: %d training images, %s of region features", len(X),
+    logger.info("%s: %d training images, %s of region features", ctx.stage.name, len(X),
                 human_size(sum(x.nbytes for x in X)))
-    learner(ctx.cfg).fit(X, m.label[train], boxes=feats.image_boxes(train),
-                         class_names=list(m.classes), background=background,
-                         class_results=done, on_background=on_background, on_class=on_class)
-    w.meta.update(n_shards=len(m.classes), classes=list(m.classes))
+    learner(ctx.cfg).fit(X, labels, boxes=feats.image_boxes(train), class_names=names,
+                         background=background, class_results=done,
+                         on_background=on_background, on_class=on_class)
+    w.meta.update(n_shards=len(names), classes=list(names))
 
 
-def load(ctx, entry) -> PartLearner:
+def compute(ctx, w) -> None:
     data = ctx.get("dataset")
-    y = data.manifest.label[data.train]
+    learn(ctx, w, data.manifest.label[data.train], list(data.manifest.classes))
+
+
+def rebuild(ctx, entry, labels: np.ndarray) -> PartLearner:
+    """The fitted learner of an entry, whose training images had ``labels``."""
     classes = np.arange(entry.n_shards)
     return PartLearner.from_results(
         learner(ctx.cfg).get_params(), classes=classes,
         background={"mean": entry.array("background_mean", mmap=False),
                     "whitener": entry.array("background_whitener", mmap=False)},
         class_results=[_stored(entry, c) for c in classes],
-        positive_images=[np.flatnonzero(y == c) for c in classes],
+        positive_images=[np.flatnonzero(labels == c) for c in classes],
         n_features=int(entry.array("background_mean").shape[0]))
 
 
+def load(ctx, entry) -> PartLearner:
+    data = ctx.get("dataset")
+    return rebuild(ctx, entry, data.manifest.label[data.train])
+
+
 def uses_parts(cfg) -> bool:
-    return any("parts" in m for m in cfg.classifier.methods) or cfg.dpnet.init_from_parts
+    return (any("parts" in method_blocks(m) for m in cfg.classifier.methods)
+            or cfg.dpnet.init_from_parts)
 
 
 # n_jobs: threads over classes, each class seeded on its own: not in the key
