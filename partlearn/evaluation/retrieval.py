@@ -2,7 +2,8 @@
 
 Category level, the deep-metric-learning protocol: every test image queries the
 other test images; mAP and recall@K. The descriptors (``retrieval.descriptors``):
-``global`` (the classification baseline's pooled map), ``parts`` (the part code),
+``global`` (the classification baseline's pooled map), ``parts`` and ``parts[unsup]``
+(the part codes of the per-class and of the unsupervised parts),
 the pools of the ``descriptors`` stage (``mac``, ``gem``, ``spoc``, their whitened
 ``+w`` forms, ``rmac``) and concatenations such as ``parts+rmac`` (each block
 L2-normalised, the whole scaled to unit norm). Each is ranked plainly and re-ranked
@@ -40,8 +41,8 @@ def descriptor(ctx: EvalContext, name: str, images) -> np.ndarray:
         if block == "global":
             feats = ctx.load("features")
             x = feats.global_features(ctx.cfg.encoding.flip_average)[images]
-        elif block == "parts":
-            x = ctx.load("encoding").codes[images]
+        elif block in ("parts", "parts[unsup]"):
+            x = ctx.load("encoding" if block == "parts" else "encoding_unsup").codes[images]
         else:
             x = ctx.load("descriptors")[block][images]
         out.append(l2_normalize(np.asarray(x, np.float32), axis=1))
@@ -52,8 +53,9 @@ def applies(ctx: EvalContext) -> str | None:
     r = ctx.cfg.retrieval
     if not r.descriptors:
         return "retrieval.descriptors is empty"
-    if any("parts" in blocks(d) for d in r.descriptors) and not ctx.has("encoding"):
-        return "a 'parts' descriptor needs the parts method (classifier.methods)"
+    for block, stage in (("parts", "encoding"), ("parts[unsup]", "encoding_unsup")):
+        if any(block in blocks(d) for d in r.descriptors) and not ctx.has(stage):
+            return f"a {block!r} descriptor needs a {block!r} method in classifier.methods"
     return None
 
 
