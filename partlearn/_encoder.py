@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.utils import get_tags
 from sklearn.utils.validation import check_is_fitted
 
 from ._arrays import signed_sqrt_l2
@@ -108,14 +107,10 @@ class PartEncoder(TransformerMixin, BaseEstimator):
     def _images(self, X, y="no_validation", *, reset: bool):
         """``(images, y, boxes)``: ``X`` as a sequence of ``ImageRegions``; ``boxes``
         for the learner (None for the array forms, whose boxes are made up)."""
-        from ._region_input import _validate_regions
+        from ._region_input import _sequence_form, _validate_regions
 
         if _is_image_list(X):
-            if y is None and get_tags(self).target_tags.required:
-                raise ValueError(f"This {type(self).__name__} estimator requires y to be "
-                                 "passed, but the target y is None.")
-            if reset and hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
+            _sequence_form(self, y, reset)
             return X, y, [ImageRegions(*item).boxes for item in X] if reset else None
         x, y, form = _validate_regions(self, X, y, reset=reset, min_samples=2 if reset else 1)
         if form == "list":

@@ -40,6 +40,16 @@ def _unpack(out, y):
     return (out, y) if no_y else out
 
 
+def _sequence_form(est, y, reset: bool) -> None:
+    """What ``validate_data`` would check of a sequence-of-images ``X`` that it cannot
+    take: ``y`` present when required; ``feature_names_in_`` forgotten on refit."""
+    if y is None and get_tags(est).target_tags.required:
+        raise ValueError(f"This {type(est).__name__} estimator requires y to be passed, but "
+                         "the target y is None.")
+    if reset and hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+
+
 def _validate_regions(est, X, y="no_validation", *, boxes=None, reset: bool,
                       min_samples: int = 1):
     """``(X, y, form)``: the images of ``X`` as a sequence of ``(R_i, D)`` arrays.
@@ -55,11 +65,7 @@ def _validate_regions(est, X, y="no_validation", *, boxes=None, reset: bool,
     """
     name = type(est).__name__
     if _is_region_list(X):
-        if y is None and get_tags(est).target_tags.required:
-            raise ValueError(f"This {name} estimator requires y to be passed, but the "
-                             "target y is None.")
-        if reset and hasattr(est, "feature_names_in_"):
-            del est.feature_names_in_
+        _sequence_form(est, y, reset)
         return X, y, "list"
     if len(_shape(X)) == 3:
         out = validate_data(est, X, y, reset=reset, ensure_2d=False, allow_nd=True,
