@@ -48,8 +48,10 @@ class Pipeline:
     ``stages``: the names of the stages this config runs, in order. ``key(stage)``;
     ``load(stage)``: a stage's typed value from the cache (``dataset`` → ``Dataset``,
     ``features`` → ``RegionFeatures``, ``parts`` → a fitted ``PartLearner``,
-    ``encoding`` → ``Codes``, ``classifier`` → ``Classifiers``, ``dpnet`` →
-    ``DPNetRuns``), with or without ``run``; ``status()``; ``run()``.
+    ``encoding``/``encoding_unsup`` → ``Codes``, ``groups`` → each training image's
+    group, ``parts_unsup`` → a fitted ``PartLearner``, ``classifier`` → ``Classifiers``,
+    ``dpnet`` → ``DPNetRuns``, ``descriptors`` → ``{name: array}``), with or without
+    ``run``; ``status()``; ``run()``.
     """
 
     def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None):
