@@ -3,6 +3,8 @@ a ``Config`` is made (``Config.__post_init__``)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import re
 
 from ._validation import ConfigError, check_choice
@@ -13,6 +15,10 @@ from .config import (BAD_IMAGE_POLICIES, DATASET_FORMATS, DPNET_VARIANTS, FEATUR
 # long: a flat list of checks, one or a few per field; their order decides which error a
 # config with several shows first, so it is kept in one piece
 def check(cfg) -> None:
+    _check_finite(cfg)
+    if cfg.n_jobs == 0:
+        raise ConfigError("n_jobs=0 must be -1 (every core) or a number of workers >= 1")
+    _check_dpnet(cfg.dpnet)
     check_choice("data.format", cfg.data.format, DATASET_FORMATS)
     check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
     check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
@@ -106,6 +112,39 @@ def check(cfg) -> None:
     for name in ("extend", "max_iter", "n_bootstrap"):
         if getattr(k, name) < (0 if name == "extend" else 1):
             raise ConfigError(f"classifier.{name}={getattr(k, name)} is out of range")
+
+
+def _check_finite(cfg) -> None:
+    """Every number of every section is finite (NaN and inf are never a setting)."""
+    for section in dataclasses.fields(cfg):
+        value = getattr(cfg, section.name)
+        items = ([(f"{section.name}.{f.name}", getattr(value, f.name))
+                  for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value)
+                 else [(section.name, value)])
+        for name, v in items:
+            for x in (v if isinstance(v, tuple) else (v,)):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ConfigError(f"{name}={list(v) if isinstance(v, tuple) else v} must "
+                                      "be finite (no NaN or inf)")
+
+
+def _check_dpnet(dp) -> None:
+    for name in ("parts_per_class", "epochs", "batch_size", "patience"):
+        if getattr(dp, name) < 1:
+            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be >= 1")
+    for name in ("lr", "assign_temperature"):
+        if not getattr(dp, name) > 0:
+            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be > 0")
+    for name in ("weight_decay", "lambda_orth", "lambda_assign", "lambda_cs"):
+        if getattr(dp, name) < 0:
+            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be >= 0 (0: off)")
+    if not 0 <= dp.val_fraction < 1:
+        raise ConfigError(f"dpnet.val_fraction={dp.val_fraction} must be in [0, 1)")
+    for name in ("variants", "seeds"):
+        values = list(getattr(dp, name))
+        twice = sorted({v for v in values if values.count(v) > 1})
+        if twice:
+            raise ConfigError(f"dpnet.{name}={values} lists {twice} more than once")
 
 
 def _check_retrieval(cfg) -> None:

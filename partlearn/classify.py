@@ -87,6 +87,10 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     if len(classes) < 2:
         raise DataError(f"{who}a classifier needs at least 2 classes, got {len(classes)}")
     k = min(folds, int(counts.min()))
+    if k < folds:
+        logger.warning("%s%d-fold cross-validation lowered to %d folds: class %r has only %d "
+                       "training images", who, folds, k, str(classes[counts.argmin()]),
+                       counts.min())
     if k < 2:
         raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
                         f"image(s); {folds}-fold cross-validation needs at least 2 per class")

@@ -301,8 +301,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
             raise ConfigError(f"{path} is not valid TOML: {e}") from None
     for item in overrides:
         keys, value = _parse_override(item)
+        _check_key(keys, f"--set {item}")  # a typo on the command line is not the file's
         _merge(tree, keys, value, f"--set {item}")
     return from_dict(tree, where)
+
+
+def _check_key(keys: list[str], where: str) -> None:
+    top = _sections(Config)
+    if keys[0] not in top:
+        raise ConfigError(f"{where}: unknown key {keys[0]!r}{did_you_mean(keys[0], top)}")
+    section = top[keys[0]]
+    if dataclasses.is_dataclass(section):
+        fields = _sections(section)
+        if len(keys) != 2 or keys[1] not in fields:
+            key = ".".join(keys[1:])
+            raise ConfigError(f"{where}: unknown key '{'.'.join(keys)}'"
+                              f"{did_you_mean(key, fields)}; valid keys in [{keys[0]}]: "
+                              f"{', '.join(fields)}")
+    elif len(keys) != 1:
+        raise ConfigError(f"{where}: {keys[0]} is not a section")
 
 
 def to_dict(cfg) -> dict:

@@ -111,3 +111,13 @@ def test_paired_comparison():
     assert c["ci95"][0] > 0  # 30 against 4 (or so): a real gain
     same = paired_comparison(a, a)
     assert same["diff"] == 0 and same["mcnemar_p"] == 1 and same["ci95"] == [0, 0]
+
+
+def test_fewer_folds_than_asked_is_a_warning_saying_so(caplog):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((13, 4)).astype(np.float32)
+    y = np.array([0] * 10 + [1] * 3)
+    with caplog.at_level(logging.WARNING, logger="partlearn.classify"):
+        model = fit_svm(x, y, Cs=(1.0,), extend=0, folds=5, n_jobs=1)
+    assert model["cv_folds"] == 3
+    assert "5-fold cross-validation lowered to 3 folds: class '1' has only 3" in caplog.text

@@ -54,3 +54,35 @@ def test_pipeline_files_load():
     assert {f.stem for f in files} >= {"cub200", "mit67", "scene15"}
     for f in files:
         load_config(f)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("n_jobs=0", "n_jobs=0 must be -1"),
+    ("classifier.C=[inf]", "classifier.C=[inf] must be finite"),
+    ("classifier.C=[nan]", "classifier.C=[nan] must be finite"),
+    ("parts.tol=nan", "parts.tol=nan must be finite"),
+    ("dpnet.lr=-1", "dpnet.lr=-1.0 must be > 0"),
+    ("dpnet.epochs=0", "dpnet.epochs=0 must be >= 1"),
+    ("dpnet.batch_size=0", "dpnet.batch_size=0 must be >= 1"),
+    ("dpnet.val_fraction=1.5", "dpnet.val_fraction=1.5 must be in [0, 1)"),
+    ("dpnet.patience=-1", "dpnet.patience=-1 must be >= 1"),
+    ("dpnet.lambda_orth=-1", "dpnet.lambda_orth=-1.0 must be >= 0"),
+    ("dpnet.seeds=[0, 0]", "dpnet.seeds=[0, 0] lists [0] more than once"),
+    ('dpnet.variants=["wo", "wo"]', "lists ['wo'] more than once"),
+    ("regions.strid=0.3", "--set regions.strid=0.3: unknown key 'regions.strid' (did you mean "
+                          "'stride'?)"),
+    ("regoins.stride=0.3", "--set regoins.stride=0.3: unknown key 'regoins' (did you mean "
+                           "'regions'?)"),
+])
+def test_bad_values_fail_at_load_naming_the_key(tmp_path, override, message, capsys):
+    from partlearn.cli import main
+
+    config = tmp_path / "p.toml"
+    config.write_text('name = "x"\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(config, [override])
+    assert message in str(e.value)
+    assert str(config) not in str(e.value)  # the file holds none of these mistakes
+    assert main(["status", str(config), "--set", "data.root=/x", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
