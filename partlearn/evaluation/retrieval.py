@@ -62,7 +62,9 @@ def applies(ctx: EvalContext) -> str | None:
 def _rank(x, labels, r, rerank: str) -> dict:
     if rerank == "none":
         return category_retrieval(x, labels, r.ks)
-    if rerank in ("qe", "aqe"):  # its first result is the query itself: skipped
+    # its first result is the query itself, or a byte-identical duplicate (same vector:
+    # the same expansion), skipped
+    if rerank in ("qe", "aqe"):
         n = min(r.qe_neighbours, len(x) - 1)
         _, ranks = search(x, x, n + 1)
         q = query_expansion(x, x, ranks[:, 1:], n=n,
