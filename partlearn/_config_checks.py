@@ -9,7 +9,8 @@ import re
 
 from ._validation import ConfigError, check_choice
 from .config import (BAD_IMAGE_POLICIES, DATASET_FORMATS, DPNET_VARIANTS, FEATURE_MODES,
-                     METHODS, RERANKING, RETRIEVAL_POOLS, ROI_POOLING)
+                     METHODS, RERANKING, RETRIEVAL_POOLS, ROI_POOLING,
+                     SEARCH_INDEXES)
 
 
 # long: a flat list of checks, one or a few per field; their order decides which error a
@@ -94,8 +95,12 @@ def check(cfg) -> None:
         if getattr(e, name) < 1:
             raise ConfigError(f"encoding.{name}={getattr(e, name)} must be >= 1")
     k = cfg.classifier
-    if not k.methods:
-        raise ConfigError(f"classifier.methods is empty; choose from {', '.join(METHODS)}")
+    if not k.methods and not cfg.retrieval.descriptors:  # methods = []: a retrieval-only run
+        raise ConfigError(f"classifier.methods is empty and so is retrieval.descriptors: "
+                          f"nothing to evaluate; choose methods from {', '.join(METHODS)}")
+    if not k.methods and cfg.dpnet.variants:
+        raise ConfigError("dpnet.variants needs classifier.methods: DP-Net is reported next to "
+                          "the two-stage methods (set dpnet.variants = [] for retrieval only)")
     for m in k.methods:
         check_choice("classifier.methods", m, METHODS)
     if not k.C or any(c <= 0 for c in k.C):
@@ -173,6 +178,9 @@ def _check_retrieval(cfg) -> None:
                                   f"in features.pools (now {list(f.pools)})")
     for name in r.rerank:
         check_choice("retrieval.rerank", name, RERANKING)
+    check_choice("retrieval.index", r.index, SEARCH_INDEXES)
+    if r.nprobe < 1:
+        raise ConfigError(f"retrieval.nprobe={r.nprobe} must be >= 1")
     if not r.ks or any(k < 1 for k in r.ks):
         raise ConfigError(f"retrieval.ks={list(r.ks)} must be a non-empty list of K >= 1")
     if r.qe_neighbours < 1 or r.diffusion_k < 1:

@@ -13,7 +13,8 @@ Conversions (these are fine images; the audit notes them with the mode they came
   ``RGB`` with ``Image.convert`` (alpha is dropped, not composited, as torchvision does).
 
 Bad images raise ``BadImageError`` with a short ``reason``: ``"missing"``, ``"zero bytes"``,
-``"truncated or corrupt: <Pillow's message>"``, ``"unsupported mode ..."``.
+``"truncated or corrupt: <Pillow's message>"``, ``"unsupported mode ..."``, ``"too large,
+a decompression bomb ..."`` (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``).
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left alone (off): a cut file is an error, not grey pixels.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +32,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ._validation import DataError
 
 __all__ = ["BadImageError", "ImageInfo", "load_image", "probe_image"]
+
+# Pillow warns (and decodes) between MAX_IMAGE_PIXELS and twice that, and raises beyond:
+# both are a bad image here, as Pillow's documentation advises for untrusted files (the
+# filter is set once at import: warnings.catch_warnings is not thread-safe, the audit is)
+warnings.simplefilter("error", Image.DecompressionBombWarning)
 
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = (5, 6, 7, 8)  # orientations whose transpose exchanges width and height
@@ -87,11 +94,17 @@ def _decode(path, data: bytes) -> Image.Image:
     """Open and fully decode ``data`` (the first frame of multi-frame files)."""
     try:
         im = Image.open(io.BytesIO(data))
+        limit = Image.MAX_IMAGE_PIXELS  # (also where the warnings filter was reset)
+        if limit and im.width * im.height > limit:
+            raise Image.DecompressionBombWarning(
+                f"{im.width}x{im.height} = {im.width * im.height} pixels, more than "
+                f"PIL.Image.MAX_IMAGE_PIXELS = {limit}")
         im.load()
     except UnidentifiedImageError:
         raise BadImageError(path, "truncated or corrupt: cannot identify image file") from None
-    except Image.DecompressionBombError as e:
-        raise BadImageError(path, f"too large: {e}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageError(path, f"too large, a decompression bomb by Pillow's limit: {e}") \
+            from None
     except Exception as e:  # noqa: BLE001 - any failure of the decoder on these bytes
         raise BadImageError(path, f"truncated or corrupt: {e or type(e).__name__}") from None
     return im

@@ -1,4 +1,5 @@
-"""``Manifest``: every image of a dataset, its label and split, optional boxes and keypoints.
+"""``Manifest``: every image of a dataset, its label and split, optional boxes and keypoints,
+and for instance retrieval the query crops and ground truth.
 
 Shared by the readers (``_readers``), the audit (``_audit``) and ``datasets``, which
 re-exports it: import it from ``partlearn.datasets``.
@@ -14,6 +15,7 @@ import numpy as np
 from ._validation import DataError
 
 SPLITS = ("train", "test")
+GND_LISTS = ("easy", "hard", "junk")
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,6 +25,11 @@ class Manifest:
     Row ``i`` is image ``i`` in every field. ``md5`` (an addition to the fields the pipeline
     reads) holds the checksums a CSV's ``md5`` column gave, ``""`` where it gave none, and is
     ``()`` when there was no such column; the audit verifies them.
+
+    Instance retrieval (the revisited-Oxford layout): ``crop`` ``(N, 4)`` ``x1, y1, x2, y2``
+    in pixels, the part of the image the pipeline sees (a query's box), NaN rows for whole
+    images; ``gnd`` ``{query image_id: {"easy"|"hard"|"junk": database image_ids}}``, by id
+    so that it survives ``subset`` (ids of dropped images simply no longer match).
     """
 
     root: str
@@ -35,6 +42,8 @@ class Manifest:
     keypoints: np.ndarray | None = None
     keypoint_names: tuple[str, ...] = ()
     md5: tuple[str, ...] = ()
+    crop: np.ndarray | None = None
+    gnd: dict | None = None
 
     def __post_init__(self):
         put = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
@@ -76,6 +85,15 @@ class Manifest:
                                  f"{k} keypoint_names, got {kp.shape}")
             put("keypoints", kp)
 
+        if self.crop is not None:
+            crop = np.asarray(self.crop, dtype=np.float32).reshape(-1, 4)
+            if crop.shape != (n, 4):
+                raise ValueError(f"Manifest: crop should be ({n}, 4), got {crop.shape}")
+            put("crop", crop)
+        if self.gnd is not None:
+            put("gnd", {str(q): {k: tuple(str(i) for i in g[k]) for k in GND_LISTS}
+                        for q, g in self.gnd.items()})
+
     def __len__(self) -> int:
         return len(self.path)
 
@@ -85,7 +103,8 @@ class Manifest:
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
             if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if a is None or b is None or not np.array_equal(a, b):
+                if a is None or b is None or not np.array_equal(
+                        a, b, equal_nan=a.dtype.kind == "f" and b.dtype.kind == "f"):
                     return False
             elif a != b:
                 return False
@@ -95,7 +114,8 @@ class Manifest:
 
     def __repr__(self):
         n_train = int((self.split == "train").sum())
-        extras = [name for name in ("bbox", "keypoints") if getattr(self, name) is not None]
+        extras = [name for name in ("bbox", "keypoints", "crop", "gnd")
+                  if getattr(self, name) is not None]
         return (f"Manifest({self.root!r}, {len(self)} images ({n_train} train, "
                 f"{len(self) - n_train} test), {len(self.classes)} classes"
                 + "".join(f", {e}" for e in extras) + ")")
@@ -118,6 +138,7 @@ class Manifest:
             raise ValueError(f"index should be integers or a boolean mask, got {index.dtype}")
         index = np.atleast_1d(index).astype(np.intp)
         pick = lambda seq: tuple(seq[i] for i in index)  # noqa: E731
+        kept_ids = set(pick(self.image_id))
         return replace(
             self,
             image_id=pick(self.image_id), path=pick(self.path),
@@ -125,6 +146,9 @@ class Manifest:
             bbox=None if self.bbox is None else self.bbox[index],
             keypoints=None if self.keypoints is None else self.keypoints[index],
             md5=pick(self.md5) if self.md5 else (),
+            crop=None if self.crop is None else self.crop[index],
+            gnd=None if self.gnd is None else
+            {q: g for q, g in self.gnd.items() if q in kept_ids},
         )
 
     def to_dict(self) -> dict:
@@ -140,6 +164,10 @@ class Manifest:
             "keypoints": None if self.keypoints is None else self.keypoints.tolist(),
             "keypoint_names": list(self.keypoint_names),
             "md5": list(self.md5),
+            "crop": None if self.crop is None else
+            [[None if np.isnan(v) else float(v) for v in row] for row in self.crop],
+            "gnd": None if self.gnd is None else
+            {q: {k: list(v) for k, v in g.items()} for q, g in self.gnd.items()},
         }
 
     @classmethod
@@ -157,4 +185,7 @@ class Manifest:
             d["bbox"] = np.asarray(d["bbox"], dtype=np.float32)
         if d.get("keypoints") is not None:
             d["keypoints"] = np.asarray(d["keypoints"], dtype=np.float32)
+        if d.get("crop") is not None:
+            d["crop"] = np.asarray([[np.nan if v is None else v for v in row]
+                                    for row in d["crop"]], dtype=np.float32)
         return cls(**d)

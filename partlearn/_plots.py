@@ -41,24 +41,27 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
 
 
 def _retrieval_plot(retrieval: dict | None) -> list[tuple[str, str]]:
-    """Recall@K of every descriptor (without re-ranking, and its best re-ranking)."""
+    """Recall@K (category level) or Medium mP@K (instance level) of every descriptor,
+    plain (solid) and re-ranked (dashed)."""
     import matplotlib.pyplot as plt
 
     if not retrieval:
         return []
-    ks = retrieval["ks"]
+    ks, instance = retrieval["ks"], retrieval["protocol"] == "instance level"
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for r in retrieval["rows"]:
-        ax.plot(ks, [100 * r["recall"][str(k)] for k in ks], marker="o",
+        y = r["mp"]["medium"] if instance else r["recall"]
+        ax.plot(ks, [100 * y[str(k)] for k in ks], marker="o",
                 ls="-" if r["rerank"] == "none" else "--",
                 label=f"{r['descriptor']}" + ("" if r["rerank"] == "none" else f" +{r['rerank']}"))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("K")
-    ax.set_ylabel("recall@K (%)")
+    ax.set_ylabel("mean precision@K, Medium (%)" if instance else "recall@K (%)")
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    return [(f"Retrieval: recall@K ({retrieval['protocol']})", _png(fig))]
+    what = "mP@K" if instance else "recall@K"
+    return [(f"Retrieval: {what} ({retrieval['protocol']})", _png(fig))]
 
 
 def _top1_plot(methods: dict) -> list[tuple[str, str]]:

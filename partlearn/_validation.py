@@ -28,6 +28,12 @@ class DataError(PartlearnError, ValueError):
     exit_code = 1
 
 
+class CacheError(PartlearnError):
+    """The stage store cannot be written: a read-only folder or a full disk (exit code 1)."""
+
+    exit_code = 1
+
+
 def did_you_mean(word: str, candidates) -> str:
     """`` (did you mean 'x'?)`` when a close candidate exists, else ``''``."""
     close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)

@@ -2,12 +2,28 @@
 
 An entry lives at ``ROOT/<stage>/<key>/``. Its key hashes the stage's name,
 version, parameters, the keys of its inputs and the library versions that
-change its numbers (DVC-style lock chaining). It is written in
-``ROOT/<stage>/<key>.partial/`` and moved into place with one ``os.replace``
-after ``meta.json``, the completion marker, is written last: a reader never
-sees a half-written entry. Sharded entries keep their finished shards in the
-partial folder, so an interrupted writer resumes from the last complete
-shard. Arrays are read back memory-mapped. No pickles: ``allow_pickle=False``.
+change its numbers (DVC-style lock chaining). Arrays are read back
+memory-mapped. No pickles: ``allow_pickle=False``. What the store promises:
+
+- A reader never sees a half-written entry. An entry is written in
+  ``<key>.partial/`` and moved into place with one ``os.replace`` after
+  ``meta.json``, the completion marker, is written last. Sharded entries keep
+  their finished shards there, so an interrupted writer resumes from the last
+  complete shard (leftover ``*.tmp`` files of the interrupted one are dropped).
+- A damaged entry is never served. ``meta.json`` records every file's size and
+  a cheap digest (``partlearn._store_check``); ``get`` checks them once per
+  process and entry, and an entry that fails (a truncated or changed file, a
+  ``meta.json`` that does not parse or is gone) is logged, moved aside to
+  ``<key>.damaged-*`` and removed, and ``get`` returns None: the run recomputes
+  it. ``check`` says the same without moving anything.
+- One writer per key: ``writer`` holds ``<key>.lock`` exclusively while it
+  writes; a second writer waits and then finds the entry complete. Lock and
+  pin files are never deleted (deleting a lock file races with its next user).
+- A live run's entries survive ``gc`` and ``rm``: a run holds a shared lock on
+  ``<key>.pin`` of each entry it uses (``pin``); ``gc`` and ``remove`` skip an
+  entry whose ``.lock`` or ``.pin`` is held and report it as skipped.
+- A read-only folder or a full disk is a one-line ``CacheError`` saying what to
+  do, not a traceback; finished shards stay for the re-run.
 
 This module knows nothing of the stages themselves.
 """
@@ -15,6 +31,7 @@ This module knows nothing of the stages themselves.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -27,11 +44,19 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _store_check
+from ._store_check import load_array
+from ._validation import CacheError
+
 logger = logging.getLogger(__name__)
 
-META = "meta.json"
+META = _store_check.META
 PARTIAL = ".partial"
-_SHARD = "shard_{:05d}"
+DAMAGED = ".damaged-"
+_SHARD = _store_check.SHARD
+SKIPPED = "in use by a live run"
+_READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 def make_key(stage: str, version: int, params: dict, inputs: dict, libs: dict) -> str:
@@ -57,6 +82,34 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+@contextlib.contextmanager
+def _writing(entry: Path):
+    """Turn a read-only folder or a full disk met while writing ``entry`` into a ``CacheError``."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _READ_ONLY:
+            advice = "point --cache-dir at a writable folder"
+        elif e.errno in _FULL:
+            advice = ("free space on that disk or point --cache-dir elsewhere; finished shards "
+                      "are kept and a re-run resumes")
+        else:
+            raise
+        raise CacheError(f"cannot write the cache entry {entry}: {e.strerror}; {advice}") from e
+
+
+@contextlib.contextmanager
+def _locked(f, how):
+    """Hold ``flock(f, how)`` for the block, then unlock (also for forked children's
+    copies of ``f``) and close ``f``."""
+    with f:
+        fcntl.flock(f, how)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))
@@ -65,9 +118,23 @@ def _write_json(path: Path, obj) -> None:
 
 def _save_array(path: Path, array) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(array), allow_pickle=False)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array), allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk gets its space back
+            tmp.unlink()
+        raise
+
+
+def _drop_tmp(folder: Path) -> None:
+    """Remove what an interrupted write left half-done: ``x.npy.tmp``, ``shard_*.tmp/``."""
+    for p in folder.glob("*.tmp"):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 @dataclass(frozen=True)
@@ -86,8 +153,8 @@ class Entry:
         return self.meta["key"]
 
     def array(self, name: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.path / f"{name}.npy", mmap_mode="r" if mmap else None,
-                       allow_pickle=False)
+        """An array of the entry; a file that does not load is a ``DataError`` naming it."""
+        return load_array(self.path / f"{name}.npy", mmap, self.key)
 
     def json(self, name: str):
         return json.loads((self.path / f"{name}.json").read_text())
@@ -97,22 +164,26 @@ class Entry:
         return int(self.meta.get("n_shards", 0))
 
     def shard_array(self, shard: int, name: str, mmap: bool = True) -> np.ndarray:
-        return np.load(self.path / _SHARD.format(shard) / f"{name}.npy",
-                       mmap_mode="r" if mmap else None, allow_pickle=False)
+        return load_array(self.path / _SHARD.format(shard) / f"{name}.npy", mmap, self.key)
 
 
 class Writer:
-    """Writes one entry into its partial folder; ``Cache.writer`` commits it."""
+    """Writes one entry into its partial folder; ``Cache.writer`` commits it.
 
-    def __init__(self, path: Path):
+    A full disk or a read-only folder met by a ``save_*`` is a ``CacheError``."""
+
+    def __init__(self, path: Path, entry: Path | None = None):
         self.path = path
+        self.entry = entry or path
         self.meta: dict = {}
 
     def save_array(self, name: str, array) -> None:
-        _save_array(self.path / f"{name}.npy", array)
+        with _writing(self.entry):
+            _save_array(self.path / f"{name}.npy", array)
 
     def save_json(self, name: str, obj) -> None:
-        _write_json(self.path / f"{name}.json", obj)
+        with _writing(self.entry):
+            _write_json(self.path / f"{name}.json", obj)
 
     def has(self, filename: str) -> bool:
         """A file this write has already saved (a resumed write finds its earlier files)."""
@@ -131,11 +202,12 @@ class Writer:
         """Write a shard's arrays, then rename its folder into place: all or nothing."""
         final = self.path / _SHARD.format(shard)
         tmp = self.path / (_SHARD.format(shard) + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        for name, array in arrays.items():
-            _save_array(tmp / f"{name}.npy", array)
-        os.replace(tmp, final)
+        with _writing(self.entry):
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            for name, array in arrays.items():
+                _save_array(tmp / f"{name}.npy", array)
+            os.replace(tmp, final)
 
     def shard_array(self, shard: int, name: str) -> np.ndarray:
         return np.load(self.path / _SHARD.format(shard) / f"{name}.npy", mmap_mode="r",
@@ -147,93 +219,180 @@ class Cache:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._intact: dict[tuple, dict] = {}  # (path, meta.json's inode and mtime) -> meta
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
     def has(self, stage: str, key: str) -> bool:
-        return (self.path(stage, key) / META).is_file()
+        """The entry is complete and intact."""
+        return self._state(stage, key)[0] == "cached"
 
-    def get(self, stage: str, key: str) -> Entry | None:
+    def check(self, stage: str, key: str) -> tuple[str, str | None]:
+        """``("cached", None)``, ``("missing", None)`` or ``("damaged", what is wrong)``;
+        moves nothing."""
+        return self._state(stage, key)[:2]
+
+    def _state(self, stage: str, key: str) -> tuple[str, str | None, dict | None]:
         path = self.path(stage, key)
         try:
-            meta = json.loads((path / META).read_text())
-        except FileNotFoundError:
-            return None
-        return Entry(path, meta)
+            st = (path / META).stat()
+        except OSError:
+            if path.is_dir():
+                return "damaged", f"{META} is missing", None
+            return "missing", None, None
+        memo = (str(path), st.st_ino, st.st_mtime_ns, st.st_size)
+        if memo not in self._intact:
+            meta, reason = _store_check.check(path, stage, key)
+            if meta is None:
+                return "damaged", reason, None
+            self._intact[memo] = meta
+        return "cached", None, self._intact[memo]
+
+    def get(self, stage: str, key: str) -> Entry | None:
+        """The entry when it is complete and intact; a damaged one is set aside (None)."""
+        state, reason, meta = self._state(stage, key)
+        if state == "damaged":
+            logger.warning("cache entry %s: %s; removing it, a run recomputes it",
+                           self.path(stage, key), reason)
+            with contextlib.suppress(OSError), self._claim(stage, key, (".lock",)) as free:
+                if free and self._state(stage, key)[0] == "damaged":  # not replaced meanwhile
+                    self._set_aside(self.path(stage, key))  # (read-only: the writer says so)
+        return Entry(self.path(stage, key), meta) if state == "cached" else None
+
+    def _set_aside(self, path: Path) -> None:
+        """Rename ``path`` out of the way (atomic), then remove it; gc removes what is left."""
+        aside = path.with_name(f"{path.name}{DAMAGED}{os.getpid()}-{time.time_ns()}")
+        os.replace(path, aside)
+        try:
+            shutil.rmtree(aside)
+        except OSError as e:
+            logger.warning("could not remove %s (%s); `partlearn cache gc` removes it", aside, e)
+
+    def _lock_file(self, stage: str, key: str, suffix: str):
+        return open(self.root / stage / (key + suffix), "a")
+
+    @contextlib.contextmanager
+    def pin(self, stage: str, key: str):
+        """Keep ``gc`` and ``remove`` off this entry while the block runs (a shared lock on
+        ``<key>.pin``: pins never block each other nor a writer). A cache this process
+        cannot write is left unpinned."""
+        try:
+            (self.root / stage).mkdir(parents=True, exist_ok=True)
+            f = self._lock_file(stage, key, ".pin")
+        except OSError as e:
+            if e.errno not in _READ_ONLY:
+                raise
+            f = None
+        with _locked(f, fcntl.LOCK_SH) if f else contextlib.nullcontext():
+            yield
 
     @contextlib.contextmanager
     def writer(self, stage: str, key: str, description: dict):
         """Yield a ``Writer``; on a clean exit commit the entry and log its size.
 
-        ``description`` (the key's ingredients) goes into ``meta.json``. If the
-        block raises, the partial folder stays so that finished shards survive;
-        a non-sharded stage simply overwrites its files on the next attempt.
-        Concurrent writers of one key are serialised by a lock file; the second
-        finds the entry complete and its block is skipped (``writer`` is None).
+        ``description`` (the key's ingredients) goes into ``meta.json``, with every
+        file's size and digest. If the block raises, the partial folder stays so that
+        finished shards survive; a non-sharded stage simply overwrites its files on
+        the next attempt. Concurrent writers of one key are serialised by
+        ``<key>.lock``; the second finds the entry complete and its block is skipped
+        (``writer`` is None). A damaged entry in the way is set aside first.
         """
-        stage_dir = self.root / stage
-        stage_dir.mkdir(parents=True, exist_ok=True)
-        with open(stage_dir / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self.has(stage, key):
-                    yield None
-                    return
-                partial = stage_dir / (key + PARTIAL)
+        final = self.path(stage, key)
+        with _writing(final):
+            final.parent.mkdir(parents=True, exist_ok=True)
+            lock = self._lock_file(stage, key, ".lock")
+        with _locked(lock, fcntl.LOCK_EX):
+            state, reason, _ = self._state(stage, key)
+            if state == "cached":
+                yield None
+                return
+            partial = final.with_name(key + PARTIAL)
+            with _writing(final):
+                if state == "damaged":
+                    logger.warning("cache entry %s: %s; replacing it", final, reason)
+                    self._set_aside(final)
                 resumed = partial.is_dir()
                 partial.mkdir(exist_ok=True)
-                w = Writer(partial)
                 if resumed:
                     logger.info("%s: resuming the interrupted write in %s", stage, partial)
-                start = time.perf_counter()
-                yield w
-                w.meta.update(description)
-                w.meta.update(stage=stage, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                              seconds=round(time.perf_counter() - start, 3))
+                    _drop_tmp(partial)
+            w = Writer(partial, final)
+            start = time.perf_counter()
+            yield w
+            w.meta.update(description)
+            w.meta.update(stage=stage, key=key, created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          seconds=round(time.perf_counter() - start, 3))
+            with _writing(final):
+                w.meta["files"] = _store_check.describe(partial)
                 _write_json(partial / META, w.meta)
-                os.replace(partial, self.path(stage, key))
-                logger.info("%s: cached %s as %s (%s)", stage, key,
-                            self.path(stage, key), human_size(_size(self.path(stage, key))))
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(stage_dir / f"{key}.lock")
+                os.replace(partial, final)
+            st = (final / META).stat()
+            self._intact[(str(final), st.st_ino, st.st_mtime_ns, st.st_size)] = w.meta
+            logger.info("%s: cached %s as %s (%s)", stage, key, final, human_size(_size(final)))
 
     # ----------------------------------------------------------- maintenance
 
     def entries(self) -> list[dict]:
-        """Every entry and every partial write: stage, key, bytes, created, complete."""
+        """Every entry, partial write and damaged leftover: stage, key, bytes, created,
+        complete, damaged, path. (Lock and pin files are files: not entries.)"""
         rows = []
         if not self.root.is_dir():
             return rows
         for stage_dir in sorted(p for p in self.root.iterdir()
                                 if p.is_dir() and not p.name.startswith("_")):  # _memo: not entries
             for path in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
-                complete = (path / META).is_file()
-                key = path.name.removesuffix(PARTIAL)
-                created = ""
-                if complete:
-                    created = json.loads((path / META).read_text()).get("created", "")
-                rows.append({"stage": stage_dir.name, "key": key, "bytes": _size(path),
-                             "created": created, "complete": complete, "path": str(path)})
+                damaged = DAMAGED in path.name
+                complete = not damaged and (path / META).is_file()
+                rows.append({"stage": stage_dir.name, "bytes": _size(path),
+                             "key": path.name.split(DAMAGED)[0].removesuffix(PARTIAL),
+                             "created": _created(path) if complete else "",
+                             "complete": complete, "damaged": damaged, "path": str(path)})
         return rows
 
     def remove(self, selectors: list[str]) -> list[dict]:
-        """Remove entries whose stage name or key (prefix) matches a selector."""
-        removed = []
-        for row in self.entries():
-            if any(s == row["stage"] or (len(s) >= 4 and row["key"].startswith(s))
-                   for s in selectors):
-                shutil.rmtree(row["path"])
-                removed.append(row)
-        return removed
+        """Remove entries whose stage name or key (prefix) matches a selector. Returns
+        their rows; one a live run holds is kept, its row marked ``"skipped"``."""
+        return self._remove([row for row in self.entries()
+                             if any(s == row["stage"] or (len(s) >= 4 and row["key"].startswith(s))
+                                    for s in selectors)])
 
     def gc(self, keep: set[tuple[str, str]] | None = None) -> list[dict]:
-        """Remove partial writes, and, when ``keep`` is given, complete entries not in it."""
-        removed = []
-        for row in self.entries():
-            if not row["complete"] or (keep is not None and (row["stage"], row["key"]) not in keep):
-                shutil.rmtree(row["path"])
-                removed.append(row)
-        return removed
+        """Remove partial writes and damaged leftovers, and, when ``keep`` is given,
+        complete entries not in it. Rows as ``remove``'s."""
+        return self._remove([row for row in self.entries()
+                             if not row["complete"]
+                             or (keep is not None and (row["stage"], row["key"]) not in keep)])
+
+    def _remove(self, rows: list[dict]) -> list[dict]:
+        done = []
+        for row in rows:
+            held = () if row["damaged"] else (".lock", ".pin")
+            with self._claim(row["stage"], row["key"], held) as free:
+                if not free:
+                    done.append(row | {"skipped": SKIPPED})
+                    continue
+                with contextlib.suppress(FileNotFoundError):  # committed or removed meanwhile
+                    shutil.rmtree(row["path"])
+                    done.append(row)
+        return done
+
+    @contextlib.contextmanager
+    def _claim(self, stage: str, key: str, suffixes):
+        """Hold these lock files of an entry exclusively, without waiting: yields False
+        when another holds one (a writer, a live run's pin)."""
+        with contextlib.ExitStack() as stack:
+            for suffix in suffixes:
+                f = stack.enter_context(self._lock_file(stage, key, suffix))
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    yield False
+                    return
+            yield True
+
+
+def _created(path: Path) -> str:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return json.loads((path / META).read_text()).get("created", "")
+    return ""

@@ -35,6 +35,25 @@ def method_blocks(method: str) -> list[str]:
     return method.split("+")
 
 
+def descriptor_blocks(name: str) -> list[str]:
+    """The blocks of a retrieval descriptor: ``"parts+gem+w"`` → ``["parts", "gem+w"]``
+    (``+w``, whitened, belongs to the block before it)."""
+    out: list[str] = []
+    for piece in name.split("+"):
+        if piece == "w" and out:
+            out[-1] += "+w"
+        else:
+            out.append(piece)
+    return out
+
+
+def uses(cfg, block: str) -> bool:
+    """Whether a classifier method or a retrieval descriptor of ``cfg`` uses ``block``
+    (``"parts"``, ``"parts[unsup]"``): the stages behind a block run only then."""
+    return (any(block in method_blocks(m) for m in cfg.classifier.methods)
+            or any(block in descriptor_blocks(d) for d in cfg.retrieval.descriptors))
+
+
 def method_features(method: str, global_=None, parts=None, parts_unsup=None) -> np.ndarray:
     """The input of ``method``: ``global`` (L2-normalised global descriptor), ``parts``
     or ``parts[unsup]`` (a part code, already normalised by the encoder), or several

@@ -8,9 +8,13 @@ never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from ._validation import ConfigError, PartlearnError
@@ -118,7 +122,8 @@ def cmd_cache(args) -> int:
     if args.cache_cmd == "ls":
         rows = cache.entries()
         for r in rows:
-            state = "" if r["complete"] else "  (partial)"
+            state = ("" if r["complete"] else "  (damaged; gc removes it)" if r["damaged"]
+                     else "  (partial)")
             print(f"{r['stage']:10s} {r['key']}  {human_size(r['bytes']):>9s}  {r['created']}{state}")
         print(f"{len(rows)} entries, {human_size(sum(r['bytes'] for r in rows))} in {cache_dir}")
         return 0
@@ -135,8 +140,12 @@ def cmd_cache(args) -> int:
                 pipe = Pipeline(load_config(path), cache_dir=cache_dir)
                 keep.update((s, pipe.key(s)) for s in pipe.stages)
         removed = cache.gc(keep)
+    skipped = [r for r in removed if "skipped" in r]
+    removed = [r for r in removed if "skipped" not in r]
     for r in removed:
         print(f"removed {r['stage']} {r['key']} ({human_size(r['bytes'])})")
+    for r in skipped:
+        print(f"kept    {r['stage']} {r['key']} ({human_size(r['bytes'])}): {r['skipped']}")
     print(f"{len(removed)} entries removed, {human_size(sum(r['bytes'] for r in removed))} freed")
     return 0
 
@@ -230,15 +239,42 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(level)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (``kill``, a scheduler's time limit) stops the command as Ctrl-C does;
+    the previous handler is back afterwards. Only the main thread can set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     try:
-        return args.func(args)
+        with _sigterm_interrupts():
+            return args.func(args)
     except PartlearnError as e:
         print(f"partlearn: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full disk or a folder one cannot write (the run directory...)
+        if e.errno not in _DISK_ERRNOS:
+            raise
+        print(f"partlearn: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("partlearn: interrupted; finished shards are kept and a re-run resumes",
               file=sys.stderr)

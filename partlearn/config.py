@@ -16,10 +16,11 @@ from pathlib import Path
 
 from ._validation import ConfigError, did_you_mean
 
-DATASET_FORMATS = ("auto", "cub", "mit67", "csv", "folders", "demo")
+DATASET_FORMATS = ("auto", "cub", "mit67", "revisitop", "csv", "folders", "demo")
 BAD_IMAGE_POLICIES = ("error", "skip")
 FEATURE_MODES = ("roi", "crop")
 RETRIEVAL_POOLS = ("mac", "gem", "spoc", "rmac")
+SEARCH_INDEXES = ("flat", "ivfpq")
 RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
 METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global")
@@ -180,6 +181,10 @@ class RetrievalConfig:
     diffusion_alpha: float = 0.99
     diffusion_gamma: float = 3.0
     whiten_shrinkage: float = 0.1  # whitening: variances + shrinkage x their mean
+    # instance-level search of the database: "flat" (exact) or "ivfpq" (faiss IndexIVFPQ,
+    # approximate, for large databases; nprobe cells visited)
+    index: str = "flat"
+    nprobe: int = 16
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ Layouts (``read_dataset(root, format="auto")`` detects them in this order):
   ``train_test_split.txt``, ``classes.txt``; optional ``bounding_boxes.txt`` and
   ``parts/parts.txt`` + ``parts/part_locs.txt``), possibly filtered to a subset of classes;
 - ``mit67``: ``Images/<class>/<file>`` listed in ``TrainImages.txt`` / ``TestImages.txt``;
+- ``revisitop``: the revisited Oxford/Paris layout for instance retrieval, ``jpg/`` plus one
+  ``gnd_<dataset>.json`` (database images as ``train``, queries cropped to their box as
+  ``test``; see ``_revisitop``);
 - ``csv``: ``<root>/labels.csv`` with columns ``path,label,split`` (+ optional ``md5``);
 - ``folders``: ``train/<class>/*`` and ``test/<class>/*``;
 - ``demo`` (never detected): the dataset ``partlearn.demo`` generates, made in ``root`` on
@@ -33,6 +36,7 @@ from ._images import BadImageError, load_image
 from ._images import ImageInfo, probe_image  # noqa: F401  (importable from here, as before)
 from ._manifest import SPLITS, Manifest  # noqa: F401  (SPLITS: importable from here)
 from ._readers import _abs_root, read_csv, read_folders, read_mit67
+from ._revisitop import ground_truth_file, read_revisitop
 from ._readers import (  # noqa: F401  (importable from here, as before)
     _MD5, IMAGE_EXTENSIONS, _check_relative, _Lines, _sort_classes)
 from ._validation import DataError, check_choice, did_you_mean
@@ -43,12 +47,13 @@ from .config import DATASET_FORMATS
 __all__ = [
     "Audit", "BadImageError", "Manifest", "apply_bad_image_policy", "audit_dataset",
     "audit_markdown", "load_image", "read_cub", "read_csv", "read_dataset", "read_folders",
-    "read_mit67",
+    "read_mit67", "read_revisitop",
 ]
 
 logger = logging.getLogger(__name__)
 
-_READERS = {"cub": read_cub, "mit67": read_mit67, "folders": read_folders}
+_READERS = {"cub": read_cub, "mit67": read_mit67, "revisitop": read_revisitop,
+            "folders": read_folders}
 _MARKERS = (("cub", ("images.txt", "image_class_labels.txt")), ("mit67", ("TrainImages.txt",)))
 
 
@@ -56,6 +61,8 @@ def _detect(root: Path, csv: str) -> str | None:
     for fmt, markers in _MARKERS:
         if all((root / m).is_file() for m in markers):
             return fmt
+    if ground_truth_file(root) is not None:
+        return "revisitop"
     if (root / csv).is_file():
         return "csv"
     if (root / "train").is_dir() and (root / "test").is_dir():
@@ -84,7 +91,8 @@ def read_dataset(root, format: str = "auto", csv: str = "labels.csv", classes=()
                     break
             raise DataError(
                 f"cannot tell the format of the dataset at {root}: looked for images.txt + "
-                f"image_class_labels.txt (cub), TrainImages.txt (mit67), {csv} (csv), train/ and "
+                f"image_class_labels.txt (cub), TrainImages.txt (mit67), jpg/ + gnd_*.json "
+                f"(revisitop), {csv} (csv), train/ and "
                 f"test/ folders (folders) and found none{hint}")
         logger.info("read_dataset: %s detected as %s", root, format)
     manifest = read_csv(root, csv) if format == "csv" else _READERS[format](root)

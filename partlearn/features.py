@@ -108,8 +108,8 @@ def _crop_regions(img: Image.Image, boxes: np.ndarray, flips: np.ndarray,
 class _Images(torch.utils.data.Dataset):
     """Decode + resize (+ crop) of one image: ``(index, (3, H, W) uint8, crops or None)``."""
 
-    def __init__(self, paths, sizes, targets, load_image, boxes, flips, crop_size):
-        self.paths, self.sizes, self.targets = paths, sizes, targets
+    def __init__(self, paths, sizes, targets, load_image, boxes, flips, crop_size, crops):
+        self.paths, self.sizes, self.targets, self.crops = paths, sizes, targets, crops
         self.load_image = load_image
         self.boxes, self.flips, self.crop_size = boxes, flips, crop_size  # crop_size 0: no crops
 
@@ -121,6 +121,8 @@ class _Images(torch.utils.data.Dataset):
             img = self.load_image(self.paths[i])
         except PartlearnError as e:
             return _Failure(str(e))
+        if self.crops is not None and self.crops[i] is not None:
+            img = img.crop(tuple(self.crops[i]))
         expected = tuple(int(v) for v in self.sizes[i])
         if img.size != expected:
             return _Failure(
@@ -207,7 +209,7 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
                      roi_pooling=_F.roi_pooling, crop_size=_F.crop_size,
                      batch_size=_F.batch_size, device=_F.device, amp=_F.amp,
                      workers=_F.workers, postprocess=True, with_global_flip=False,
-                     descriptors=(), gem_p=_F.gem_p):
+                     descriptors=(), gem_p=_F.gem_p, crops=None):
     """Yield ``(index, regions (R_i, D), global (D,), global_flip (D,) or None)`` per image,
     and with ``descriptors`` a fifth item: ``{name: array}`` of the retrieval descriptors
     asked for (``config.RETRIEVAL_POOLS``, each L2-normalised, not square-rooted): ``mac``
@@ -222,7 +224,10 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
     ``global`` is the mean of the full-image map (of the mirrored image for
     ``global_flip``, given only with ``with_global_flip``). ``postprocess``
     applies ``signed_sqrt_l2``. Arrays are float32. The backbone's model is
-    moved to ``device``.
+    moved to ``device``. ``crops[i]`` (optional): an integer ``(left, top,
+    right, bottom)`` box the image is cropped to right after loading (a
+    retrieval query's box), or None; ``sizes[i]`` and ``boxes[i]`` are then of
+    the crop.
     """
     check_choice("mode", mode, FEATURE_MODES)
     check_choice("roi_pooling", roi_pooling, ROI_POOLING)
@@ -238,8 +243,11 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
     targets = [_resized_size(int(w), int(h), short_side, backbone.stride)
                for w, h in sizes]
+    if crops is not None and len(crops) != len(paths):
+        raise DataError(f"crops must have one entry per image: got {len(crops)} for "
+                        f"{len(paths)} paths")
     dataset = _Images(list(paths), sizes, targets, load_image, boxes, flips,
-                      crop_size if mode == "crop" else 0)
+                      crop_size if mode == "crop" else 0, crops)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_batches(targets, batch_size), num_workers=workers,
         collate_fn=_collate, pin_memory=device.type == "cuda")

@@ -122,15 +122,43 @@ def _localization_md(loc: dict) -> list[str]:
 def _retrieval_md(retrieval: dict) -> list[str]:
     if not retrieval:
         return []
-    ks = retrieval["ks"]
+    ks, instance = retrieval["ks"], retrieval["protocol"] == "instance level"
     lines = [f"## Retrieval ({retrieval['protocol']}, {retrieval['n_queries']} queries)", "",
-             retrieval["about"], "",
-             "| descriptor | re-ranking | dim | mAP | " + " | ".join(f"R@{k}" for k in ks)
-             + " |", "|---|---|---|---|" + "---|" * len(ks)]
-    for r in retrieval["rows"]:
-        lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | {_pct(r['map'])} | "
-                     + " | ".join(_pct(r["recall"][str(k)]) for k in ks) + " |")
+             retrieval["about"], ""]
+    if instance:
+        lines += ["| descriptor | re-ranking | dim | mAP Medium | mAP Hard | "
+                  + " | ".join(f"mP@{k} M" for k in ks) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(ks)]
+        for r in retrieval["rows"]:
+            lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | "
+                         f"{_pct(r['map']['medium'])} | {_pct(r['map']['hard'])} | "
+                         + " | ".join(_pct(r["mp"]["medium"][str(k)]) for k in ks) + " |")
+        lines += _per_query_md(retrieval)
+    else:
+        lines += ["| descriptor | re-ranking | dim | mAP | " + " | ".join(f"R@{k}" for k in ks)
+                  + " |", "|---|---|---|---|" + "---|" * len(ks)]
+        for r in retrieval["rows"]:
+            lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | "
+                         f"{_pct(r['map'])} | "
+                         + " | ".join(_pct(r["recall"][str(k)]) for k in ks) + " |")
+    if retrieval.get("examples"):
+        e = retrieval["examples"]
+        lines += ["", f"Example queries ranked by `{e['descriptor']}` (the best mAP): "
+                  f"[{e['figure']}]({e['figure']})."]
     return lines + [""]
+
+
+def _per_query_md(retrieval: dict) -> list[str]:
+    """Medium / Hard AP of every query, one column per descriptor (not re-ranked)."""
+    rows = [r for r in retrieval["rows"] if r["rerank"] == "none"] or retrieval["rows"][:1]
+    lines = ["", "AP per query, Medium / Hard (— where the query has no right image under "
+             "the protocol):", "",
+             "| query | " + " | ".join(r["descriptor"] for r in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for q, name in enumerate(retrieval["queries"]):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_pct(r['ap']['medium'][q])} / {_pct(r['ap']['hard'][q])}" for r in rows) + " |")
+    return lines
 
 
 def _not_shown_md(evaluations: dict) -> list[str]:

@@ -6,6 +6,8 @@ version, config fields, derived values, libraries) and its inputs' keys.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -145,12 +147,13 @@ class Pipeline:
         for stage in self.stages:
             key = self.key(stage)
             partial = self.cache.root / stage / (key + ".partial")
-            if self.cache.has(stage, key):
-                state = "cached"
-            elif partial.is_dir():
+            state, reason = self.cache.check(stage, key)  # cached, damaged or missing
+            if state == "damaged":
+                state = f"damaged ({reason}; a run recomputes it)"
+            elif state == "missing" and partial.is_dir():
                 done = len([p for p in partial.glob("shard_*") if p.suffix != ".tmp"])
                 state = f"partial ({done} shards done; a run resumes it)"
-            else:
+            elif state == "missing":
                 state = "stale (a run computes it)"
             rows.append({"stage": stage, "key": key, "state": state})
         return rows
@@ -206,25 +209,39 @@ class Pipeline:
             forced.update(NAMES[NAMES.index(s):])
         return list(self.stages[: self.stages.index(until) + 1]), forced
 
+    def recorded_config(self) -> Config:
+        """The config a run directory records: absolute ``data.root`` and the store this
+        pipeline used as ``cache_dir``, so that ``partlearn explain RUN_DIR`` finds both
+        from anywhere."""
+        d = self.cfg.data
+        return dataclasses.replace(
+            self.cfg, cache_dir=str(self.cache.root.resolve()),
+            data=dataclasses.replace(d, root=os.path.abspath(d.root)) if d.root else d)
+
     def run(self, until: str | None = None, force=(), out: str | Path | None = None,
             report: bool = True) -> dict:
         """Run the stages up to ``until`` (default: all) into the cache, then (when the
-        classifier ran and ``report``) the evaluators and the report; write the run
+        classifier ran, or in a retrieval-only run every stage, and ``report``) the
+        evaluators and the report; write the run
         directory ``out`` (default ``runs/NAME-TIMESTAMP``). Returns the summary that
         is also ``results.json``."""
         from .evaluation import evaluate
 
         todo, forced = self._todo(until, force)
+        evaluated = report and ("classifier" in todo if "classifier" in self.stages
+                                else len(todo) == len(self.stages))
         self.key("dataset")  # reads the annotations: a wrong data.root fails before the run dir
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(dump_toml(self.cfg))
+        (out / "config.toml").write_text(dump_toml(self.recorded_config()))
         logger.info("run directory: %s", out)
         summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
                    "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
                    "stages": {}}
+        pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
         try:
             for stage in todo:
+                pins.enter_context(self.cache.pin(stage, self.key(stage)))
                 t0 = time.perf_counter()
                 entry, cached = self._compute(stage, stage in forced)
                 s = BY_NAME[stage]
@@ -235,14 +252,19 @@ class Pipeline:
                         s.write_run_files(Context(self, s), entry, self._values.get(stage), out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
-            if report and "classifier" in todo:
+                if stage == "dataset":  # what the later stages cannot use, before they run
+                    for later in todo:
+                        if BY_NAME[later].check is not None:
+                            BY_NAME[later].check(Context(self, BY_NAME[later]))
+            if evaluated:
                 found = evaluate(self, out)
                 summary["timings"].update(found.pop("timings"))
                 summary.update(found)
         finally:
+            pins.close()
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))
-        if report and "classifier" in todo:
+        if evaluated:
             from .report import write_results
 
             write_results(summary, out, memo=self.cache.root / "_memo")

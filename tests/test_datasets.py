@@ -238,7 +238,8 @@ def test_read_dataset_detection_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_dataset(tmp_path / "nope")
     with pytest.raises(DataError, match=r"looked for images.txt \+ image_class_labels.txt "
-                                        r"\(cub\), TrainImages.txt \(mit67\), labels.csv \(csv\)"
+                                        r"\(cub\), TrainImages.txt \(mit67\), jpg/ \+ gnd_\*.json "
+                                            r"\(revisitop\), labels.csv \(csv\)"
                                         r", train/ and test/ folders \(folders\)"):
         read_dataset(tmp_path)
     _cub(tmp_path / "CUB_200_2011")

@@ -200,3 +200,17 @@ def test_invalid_orientation_value_is_ignored(tmp_path):
     path = _with_orientation(tmp_path / "o.png", _noise(20, 40), 9, "PNG")
     assert load_image(path).size == (40, 20)
     assert probe_image(path).orientation == 1
+
+
+@pytest.mark.parametrize("factor", [1.5, 3])  # Pillow's warning band, and beyond its error
+def test_decompression_bomb_sized_images_are_bad_images(tmp_path, monkeypatch, factor):
+    from PIL import Image
+
+    from partlearn._images import BadImageError, load_image, probe_image
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (40, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", int(1600 / factor))
+    for fn in (probe_image, load_image):
+        with pytest.raises(BadImageError, match="too large, a decompression bomb"):
+            fn(path)

@@ -57,7 +57,11 @@ def test_run_status_cache_and_rerun(tiny, capsys):
         "dataset": False, "regions": False, "features": False}
     for name in ("config.toml", "audit.json", "audit.md", "results.json"):
         assert (out1 / name).is_file()
-    assert load_config(out1 / "config.toml").features.short_side == 64  # resolved config
+    recorded = load_config(out1 / "config.toml")
+    assert recorded.features.short_side == 64  # resolved config
+    # the store and the data it ran on, absolute: `explain RUN_DIR` finds them from anywhere
+    assert recorded.cache_dir == str((tiny / "cache").resolve())
+    assert recorded.data.root == str((tiny / "data").resolve())
 
     capsys.readouterr()
     assert main(["status", str(config), *args(tiny)]) == 0
@@ -157,6 +161,42 @@ def test_user_errors_are_one_line(tiny, capsys):
         assert len([l for l in err.splitlines() if l.startswith("partlearn: error")]) == 1
 
 
+_TRAIN4 = "".join(f"train/{c}/{i}.png,{c},train\n" for c in ("Cat", "dog") for i in (0, 1))
+
+
+@pytest.mark.parametrize("rows, text", [
+    ("", "lists no images"),  # a header-only CSV
+    ("test/Cat/0.png,Cat,test\ntrain/dog/0.png,dog,train\ntrain/dog/1.png,dog,train\n",
+     "1 class(es) have no training images: Cat (0)"),
+    ("train/Cat/0.png,Cat,train\ntrain/dog/0.png,dog,train\n",
+     "fewer training images than parts.min_images=2: Cat (1), dog (1)"),
+    ("train/Cat/0.png,Cat,train\ntrain/Cat/1.png,Cat,train\n", "has 1 class"),
+    (_TRAIN4, "has no test images"),
+    (_TRAIN4 + "test/Cat/0.png,Cat,test\n", "1 class(es) have no test images: dog"),
+    ("train/Cat/0.png,Cat,train\n../outside.png,Cat,test\n", "leads outside data.root"),
+    ("train/Cat/0.png,Cat,train\nlink.png,Cat,test\n", "leads outside data.root"),
+])
+def test_bad_manifests_stop_before_the_features(tiny, tmp_path, capsys, rows, text):
+    """Each is one line naming the problem, exit 1, and no features stage ran."""
+    import shutil
+
+    data = tmp_path / "d"
+    shutil.copytree(tiny / "data", data)
+    shutil.copy(tiny / "data" / "test" / "Cat" / "0.png", tmp_path / "outside.png")
+    (data / "link.png").symlink_to(tmp_path / "outside.png")
+    (data / "labels.csv").write_text("path,label,split\n" + rows)
+    config = tmp_path / "p.toml"
+    config.write_text('name = "tiny"\n')
+    settings = [a for a in args(tiny)[1::2] if "=" in a and not a.startswith(
+        ("data.root=", "data.format="))] + [f"data.root={data}", "data.format=csv"]
+    base = [x for a in settings for x in ("--set", a)] + ["--cache-dir", str(tmp_path / "cache")]
+    capsys.readouterr()
+    assert main(["run", str(config), *base, "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert text in err and "Traceback" not in err, err
+    assert not (tmp_path / "cache" / "features").exists()
+
+
 def test_bad_image_policy_end_to_end(tiny, capsys):
     import shutil
 
@@ -243,8 +283,10 @@ def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
         until="parts", out=tiny / "p3")["stages"]["parts"]["cached"]
     too_few = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
                           + ["parts.n_parts=3", "parts.min_images=4"])
-    with pytest.raises(DataError, match="class 'Cat' has 3 training images.*min_images=4"):
+    with pytest.raises(DataError, match=r"fewer training images than parts.min_images=4: "
+                                        r"Cat \(3\), dog \(3\)"):
         Pipeline(too_few, cache_dir=str(tiny / "cache2")).run(until="parts", out=tiny / "p4")
+    assert list(results(tiny / "p4")["stages"]) == ["dataset"]  # said before the features
 
 
 def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
@@ -435,6 +477,17 @@ def test_explain_predicts_as_the_run(finished, tiny):
                              tiny / "explained", top=2)
         assert info["predicted"] == data.manifest.classes[pred[j]]
         assert len(info["parts"]) == 2 and Path(info["figure"]).is_file()
+
+
+def test_explain_finds_the_runs_store_from_anywhere(finished, tiny, monkeypatch, capsys):
+    """The run directory records its cache: `explain RUN_DIR IMAGE` without --cache-dir,
+    from another working directory, predicts as the run did."""
+    cfg, _, summary = finished
+    image = next((tiny / "data" / "test" / "Cat").glob("*.png"))
+    monkeypatch.chdir(tiny / "data")
+    assert main(["explain", str(tiny / "finished"), str(image), "--out",
+                 str(tiny / "explained2")]) == 0
+    assert "predicted" in capsys.readouterr().out
 
 
 def test_evaluators_skip_or_fail_alone(finished, tiny):

@@ -105,12 +105,18 @@ def digest(*arrays) -> str:
 
 
 def keep(files: list[Path], memo: Path) -> None:
-    """Copy ``files`` into the memo folder ``memo``, all at once (rename into place)."""
+    """Copy ``files`` into the memo folder ``memo``, all at once (rename into place).
+    When a concurrent run has written ``memo`` first, its copy is kept."""
     tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
     tmp.mkdir(parents=True, exist_ok=True)
     for f in files:
         shutil.copy(f, tmp)
-    os.replace(tmp, memo)
+    try:
+        os.replace(tmp, memo)
+    except OSError:
+        if not memo.is_dir():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another run won: the same figures
 
 
 def restore(memo: Path, out: Path) -> list[str]:

@@ -12,14 +12,16 @@ from ..encoding import part_names
 from ._base import EvalContext, Evaluator, digest, keep, restore
 
 
-def gallery_figure(rows, file: Path, size: int = 96) -> None:
-    """A grid of region crops: ``rows`` of ``(title, [(image path, box, caption), ...])``,
-    saved as a PNG at ``file`` (PIL, no plotting library: a gallery is pictures). An
-    unreadable image leaves a grey tile."""
+def gallery_figure(rows, file: Path, size: int = 96, load=None) -> None:
+    """A grid of region crops: ``rows`` of ``(title, [(image, box, caption), ...])``,
+    saved as a PNG at ``file`` (PIL, no plotting library: a gallery is pictures); an
+    image is what ``load`` (default: ``load_image`` of a path) takes. An unreadable
+    image leaves a grey tile."""
     from PIL import Image, ImageDraw
 
     from .._images import load_image
 
+    load = load or load_image
     k = max(len(items) for _, items in rows)
     left, top, pad, text = 70, 18, 4, 12
     canvas = Image.new("RGB", (left + k * (size + pad), top + len(rows) * (size + text + pad)),
@@ -29,9 +31,9 @@ def gallery_figure(rows, file: Path, size: int = 96) -> None:
     for r, (title, items) in enumerate(rows):
         y = top + r * (size + text + pad)
         draw.text((4, y + text + size // 2), title.split("/")[-1], fill="black")
-        for c, (path, box, caption) in enumerate(items):
+        for c, (image, box, caption) in enumerate(items):
             try:
-                crop = load_image(path).crop(tuple(int(round(v)) for v in box))
+                crop = load(image).crop(tuple(int(round(v)) for v in box))
                 crop = crop.resize((size, size))
             except Exception:  # noqa: BLE001 (a picture, not a result: grey, not a crash)
                 crop = Image.new("RGB", (size, size), (128, 128, 128))
@@ -60,11 +62,11 @@ def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_cla
         rows = []
         for q in parts:
             top = np.argsort(-scores[:, q], kind="stable")[:k]
-            rows.append((names[q], [(Path(m.root) / m.path[test[t]], boxes[t, q],
+            rows.append((names[q], [(int(test[t]), boxes[t, q],
                                      f"{m.classes[m.label[test[t]]].split('.')[-1][:9]} "
                                      f"{scores[t, q]:.1f}") for t in top]))
         name = f"figures/{prefix}_{c:03d}.png"
-        gallery_figure(rows, ctx.out / name)
+        gallery_figure(rows, ctx.out / name, load=ctx.data.image)
         files.append(name)
     keep([ctx.out / f for f in files], memo)
     return files

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .._images import load_image
 from ..explain import draw_explanation
 from ._base import EvalContext, Evaluator, digest, keep, restore
 
@@ -21,7 +20,7 @@ def heatmap(ctx: EvalContext, prefix: str, model, pred: int, class_coef) -> str:
     x, boxes = ctx.load(ctx.pipe.features_stage).own(i)
     name = f"figures/{prefix}_{Path(m.path[i]).stem}.png"
     (ctx.out / "figures").mkdir(exist_ok=True)
-    draw_explanation(load_image(Path(m.root) / m.path[i]), boxes, model.responses(x),
+    draw_explanation(ctx.data.image(i), boxes, model.responses(x),
                      class_coef, model.part_class, m.classes,
                      f"{Path(m.path[i]).name}: {m.classes[pred]}?", ctx.out / name)
     keep([ctx.out / name], memo)

@@ -43,6 +43,8 @@ NOT_KEYED = {
     "retrieval.diffusion_k": "read by the retrieval evaluator, which caches nothing",
     "retrieval.diffusion_alpha": "read by the retrieval evaluator, which caches nothing",
     "retrieval.diffusion_gamma": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.index": "read by the retrieval evaluator, which caches nothing",
+    "retrieval.nprobe": "read by the retrieval evaluator, which caches nothing",
 }
 
 __all__ = ["BY_NAME", "Context", "NAMES", "NOT_KEYED", "STAGES", "Stage"]

@@ -45,6 +45,9 @@ class Stage:
     it must read nothing that is not declared. ``write_run_files(ctx, entry,
     value, out)``: what the stage leaves in the run directory, also when its
     value failed to load (``value`` None: the audit of a run the bad images stop).
+    ``check(ctx)``: raises a ``DataError`` for data the stage cannot use; the runner
+    calls it for every stage of a run as soon as the dataset is loaded, before
+    anything expensive runs.
     """
 
     name: str
@@ -58,6 +61,7 @@ class Stage:
     derive: Callable[[Any], dict] | None = None
     replaces: str | None = None
     exact_inputs: bool = False  # read the named stages themselves, never a replacement
+    check: Callable[[Any], None] | None = None
     write_run_files: Callable[[Any, Any, Any, Any], None] | None = None
 
     def input_names(self, cfg: Config) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validation import DataError
 from ..classify import decision, fit_svm, method_features
 from ._base import Stage
 
@@ -81,8 +82,29 @@ def load(ctx, entry) -> Classifiers:
 
 
 # encoding.flip_average: the global descriptor is averaged with its mirror's too
+def check(ctx) -> None:
+    """The SVMs need training images of two classes or more; accuracy, test images of
+    every class."""
+    from .parts import check_classes
+
+    data = ctx.get("dataset")
+    m = data.manifest
+    check_classes(m, m.label[data.train], 1, "the classifier")
+    if not len(data.test):
+        raise DataError(f"the dataset at {m.root} has no test images: classification is "
+                        "measured on the test split (for retrieval only, set "
+                        "classifier.methods = [])")
+    missing = [m.classes[c] for c in np.setdiff1d(np.arange(len(m.classes)),
+                                                   m.label[data.test])]
+    if missing:
+        raise DataError(f"the dataset at {m.root}: {len(missing)} class(es) have no test "
+                        f"images: {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}"
+                        "; add test images or leave the class out with data.classes")
+
+
 STAGE = Stage(
     name="classifier", version=1, inputs=inputs,
     fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
             "classifier.max_iter", "encoding.flip_average", "seed"),
-    libs=("numpy", "scikit-learn"), compute=compute, load=load)
+    libs=("numpy", "scikit-learn"), compute=compute, load=load,
+    applies=lambda cfg: bool(cfg.classifier.methods), check=check)

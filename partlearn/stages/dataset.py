@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +18,23 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
+from .._validation import DataError
 from ._base import Stage
 
 
 @dataclass(frozen=True)
 class Dataset:
     """The kept images: ``manifest`` (those images only), their ``width``/``height``,
-    ``kept`` (their indices in the manifest as read) and the ``audit`` report."""
+    ``kept`` (their indices in the manifest as read) and the ``audit`` report. Where the
+    manifest crops an image (a retrieval query), ``crops[i]`` is its integer box and
+    ``width``/``height`` are the crop's: every stage sees the crop only."""
 
     manifest: datasets.Manifest
     width: np.ndarray
     height: np.ndarray
     kept: np.ndarray
     audit: dict
+    crops: tuple | None = None
 
     @property
     def train(self) -> np.ndarray:
@@ -38,6 +43,11 @@ class Dataset:
     @property
     def test(self) -> np.ndarray:
         return np.flatnonzero(self.manifest.split == "test")
+
+    def image(self, i: int):
+        """Image ``i`` as the pipeline sees it (cropped where the manifest crops it)."""
+        img = datasets.load_image(self.manifest.filepath(i))
+        return img if self.crops is None or self.crops[i] is None else img.crop(self.crops[i])
 
 
 def fingerprint(manifest) -> str:
@@ -59,8 +69,23 @@ def derive(ctx) -> dict:
     return {"files": fingerprint(ctx.manifest)}
 
 
+def check_manifest(manifest) -> None:
+    """A dataset with no images, or an image path that leaves ``data.root`` once ``..`` and
+    symlinks are resolved, is a ``DataError`` (before any image is opened)."""
+    if len(manifest) == 0:
+        raise DataError(f"the dataset at {manifest.root} lists no images; expected at least "
+                        "one training image per class and test images")
+    root = os.path.realpath(manifest.root)
+    for rel in manifest.path:
+        real = os.path.realpath(os.path.join(root, rel))
+        if os.path.commonpath([root, real]) != root:
+            raise DataError(f"{manifest.root}: image path {rel!r} leads outside data.root (to "
+                            f"{real}); every image must be under the dataset root")
+
+
 def compute(ctx, w) -> None:
     d = ctx.cfg.data
+    check_manifest(ctx.manifest)
     audit = datasets.audit_dataset(ctx.manifest, min_side=d.min_side,
                                    min_train_per_class=d.min_train_per_class,
                                    n_jobs=max(1, os.cpu_count() or 1))
@@ -85,13 +110,45 @@ def write_run_files(ctx, entry, value: Dataset | None, out: Path) -> None:
     (out / "audit.md").write_text(datasets.audit_markdown(report))
 
 
+_CROP_TOLERANCE = 0.5  # pixels a crop box may stick out of its image (clipped)
+
+
+def crop_boxes(manifest, width, height) -> tuple | None:
+    """Integer ``(left, top, right, bottom)`` of every cropped image, None for the others
+    (floor/ceil of the box, clipped to the image); a box outside its image is a
+    ``DataError`` naming the image, the box and the image's size."""
+    if manifest.crop is None:
+        return None
+    out = []
+    for i, box in enumerate(manifest.crop):
+        if np.isnan(box).all():
+            out.append(None)
+            continue
+        x1, y1, x2, y2 = (float(v) for v in box)
+        w, h = int(width[i]), int(height[i])
+        if not (x1 >= -_CROP_TOLERANCE and y1 >= -_CROP_TOLERANCE and x2 <= w + _CROP_TOLERANCE
+                and y2 <= h + _CROP_TOLERANCE and x2 - x1 >= 1 and y2 - y1 >= 1):
+            raise DataError(f"{manifest.filepath(i)}: crop box {[x1, y1, x2, y2]} of "
+                            f"{manifest.image_id[i]} is not inside its {w}x{h} px image")
+        out.append((max(0, math.floor(x1)), max(0, math.floor(y1)),
+                    min(w, math.ceil(x2)), min(h, math.ceil(y2))))
+    return tuple(out)
+
+
 def load(ctx, entry) -> Dataset:
     """Apply ``data.on_bad_image`` (``error``: a ``DataError`` naming every bad image)."""
     audit = _audit(entry)
     manifest, kept = datasets.apply_bad_image_policy(
         datasets.Manifest.from_dict(entry.json("manifest")), audit, ctx.cfg.data.on_bad_image)
     kept = np.asarray(kept)
-    return Dataset(manifest, audit.width[kept], audit.height[kept], kept, audit.report)
+    width, height = audit.width[kept], audit.height[kept]
+    crops = crop_boxes(manifest, width, height)
+    if crops is not None:
+        width, height = width.copy(), height.copy()
+        for i, c in enumerate(crops):
+            if c is not None:
+                width[i], height[i] = c[2] - c[0], c[3] - c[1]
+    return Dataset(manifest, width, height, kept, audit.report, crops)
 
 
 STAGE = Stage(

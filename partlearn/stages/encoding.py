@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._encoder import PartEncoder
-from ..classify import method_blocks
+from ..classify import uses
 from ..encoding import ImageRegions, feature_names
 from ._base import Stage
 
@@ -69,4 +69,4 @@ STAGE = Stage(
     fields=("encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out"),
     libs=("numpy",), compute=compute, load=load,
-    applies=lambda cfg: any("parts" in method_blocks(m) for m in cfg.classifier.methods))
+    applies=lambda cfg: uses(cfg, "parts"))

@@ -186,7 +186,7 @@ def compute(ctx, w) -> None:
         short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
         crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
         workers=f.workers, with_global_flip=ctx.cfg.regions.flips, descriptors=f.pools,
-        gem_p=f.gem_p)
+        gem_p=f.gem_p, crops=None if data.crops is None else [data.crops[i] for i in images])
     done: dict[int, dict] = {}
     shard_iter = iter(todo)
     shard = next(shard_iter, None)

@@ -15,7 +15,7 @@ import numpy as np
 from .. import _faiss
 from .._arrays import l2_normalize
 from .._validation import DataError
-from ..classify import method_blocks
+from ..classify import uses
 from ._base import Stage
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ def load(ctx, entry) -> np.ndarray:
 
 
 def uses_groups(cfg) -> bool:
-    return any("parts[unsup]" in method_blocks(m) for m in cfg.classifier.methods)
+    return uses(cfg, "parts[unsup]")
 
 
 STAGE = Stage(name="groups", version=1, inputs=("dataset", "features"),

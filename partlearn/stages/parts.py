@@ -14,7 +14,7 @@ import logging
 import numpy as np
 
 from ..cache import human_size
-from ..classify import method_blocks
+from ..classify import uses
 from .._validation import DataError
 from .._learner import PartLearner
 from ._base import Stage
@@ -97,9 +97,30 @@ def load(ctx, entry) -> PartLearner:
     return rebuild(ctx, entry, data.manifest.label[data.train])
 
 
+def check_classes(m, labels, min_images: int, what: str) -> None:
+    """Every class has training images (at least ``min_images``), and there are two."""
+    counts = np.bincount(labels, minlength=len(m.classes))
+    for low, need in ((counts < 1, "no training images"),
+                      (counts < min_images, f"fewer training images than "
+                                            f"parts.min_images={min_images}")):
+        if low.any():
+            names = [f"{m.classes[c]} ({counts[c]})" for c in np.flatnonzero(low)]
+            raise DataError(f"the dataset at {m.root}: {len(names)} class(es) have {need}: "
+                            f"{', '.join(names[:10])}{', ...' if len(names) > 10 else ''}; "
+                            f"{what} needs them (leave such classes out with data.classes)")
+    if len(m.classes) < 2:
+        raise DataError(f"the dataset at {m.root} has {len(m.classes)} class: {what} needs at "
+                        "least 2 (each class's parts are told from the others' images)")
+
+
+def check(ctx) -> None:
+    data = ctx.get("dataset")
+    check_classes(data.manifest, data.manifest.label[data.train], ctx.cfg.parts.min_images,
+                  "supervised part learning")
+
+
 def uses_parts(cfg) -> bool:
-    return (any("parts" in method_blocks(m) for m in cfg.classifier.methods)
-            or cfg.dpnet.init_from_parts)
+    return uses(cfg, "parts") or cfg.dpnet.init_from_parts
 
 
 # n_jobs: threads over classes, each class seeded on its own: not in the key
@@ -107,4 +128,4 @@ STAGE = Stage(
     name="parts", version=4, inputs=("dataset", "features"),
     fields=("parts.*", "seed"),
     libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
-    compute=compute, load=load, applies=uses_parts)
+    compute=compute, load=load, applies=uses_parts, check=check)
