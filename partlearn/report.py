@@ -80,21 +80,31 @@ def _comparisons_md(comparisons: list) -> list[str]:
         return []
     lines = ["## Paired differences (same test images)", "",
              "Top-1 of the first method minus the second; 95% paired bootstrap "
-             "interval; exact McNemar p on the images only one of them gets right.", "",
-             "| a − b | difference | 95% interval | McNemar p | right by a only | "
-             "by b only |", "|---|---|---|---|---|---|"]
+             "interval; p: exact McNemar on the images only one of them gets right, or, "
+             "where a method has several seeds (DP-Net), a sign-flip test over images with "
+             "every seed counted (an image counts by the fraction of seeds right). Holm: the "
+             f"p-values corrected for the {len(comparisons)} comparisons of this table.", "",
+             "| a − b | difference | 95% interval | p | p (Holm) | right by a only | "
+             "by b only |", "|---|---|---|---|---|---|---|"]
     for c in comparisons:
         lo, hi = c["ci95"]
+        p = c.get("p", c.get("mcnemar_p"))
+        holm = c.get("p_holm")
         lines.append(f"| {c['a']} − {c['b']} | {100 * c['diff']:+.1f} | "
-                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {c['mcnemar_p']:.3g} | "
-                     f"{c['a_only']} | {c['b_only']} |")
+                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p:.3g} | "
+                     f"{'—' if holm is None else f'{holm:.3g}'} | "
+                     f"{c.get('a_only', '—')} | {c.get('b_only', '—')} |")
     return lines + [""]
 
 
 def _per_class_md(methods: dict, classes: list) -> list[str]:
     names = list(methods)
-    lines = ["## Per-class accuracy", "", "| class | " + " | ".join(names) + " |",
-             "|---|" + "---|" * len(names)]
+    seeds = [f"{n}: seed {m['per_class_seed']} of {len(m['seeds'])}" for n, m in methods.items()
+             if "per_class_seed" in m and len(m.get("seeds", ())) > 1]
+    lines = ["## Per-class accuracy", ""] + (
+        [f"Methods trained with several seeds show one here ({'; '.join(seeds)}).", ""]
+        if seeds else []) + ["| class | " + " | ".join(names) + " |",
+                             "|---|" + "---|" * len(names)]
     for k, cls in enumerate(classes):
         lines.append(f"| {cls} | " + " | ".join(
             _pct(methods[n]["per_class_accuracy"][k]) for n in names) + " |")

@@ -113,6 +113,35 @@ def test_paired_comparison():
     assert same["diff"] == 0 and same["mcnemar_p"] == 1 and same["ci95"] == [0, 0]
 
 
+def test_paired_comparison_over_seeds_counts_every_seed():
+    from partlearn.evaluation._stats import paired_comparison_seeds
+
+    rng = np.random.default_rng(1)
+    b = rng.random(400) < 0.8
+    a = np.stack([b.copy() for _ in range(3)])  # 3 seeds: each seed right on 12 more
+    for s in range(3):
+        a[s, np.flatnonzero(~b)[12 * s: 12 * s + 12]] = True
+    c = paired_comparison_seeds(a, b[None], n_bootstrap=4000, seed=0)
+    assert c["diff"] == pytest.approx(12 / 400)  # the mean over seeds, not seed 0 alone
+    assert (c["seeds_a"], c["seeds_b"]) == (3, 1) and c["ci95"][0] > 0 and c["p"] < 0.01
+    # with one seed each it tests what McNemar tests
+    one = paired_comparison_seeds(a[:1], b[None], n_bootstrap=20_000, seed=0)
+    mc = paired_comparison(a[0], b, n_bootstrap=20_000, seed=0)
+    assert one["diff"] == mc["diff"] and one["p"] == pytest.approx(mc["mcnemar_p"], abs=0.002)
+    same = paired_comparison_seeds(a, a)
+    assert same["diff"] == 0 and same["p"] == 1
+
+
+def test_holm_against_hand_computed_values():
+    from partlearn.evaluation._stats import holm
+
+    # sorted 0.01, 0.02, 0.04 (m = 3): 0.03, 0.04, 0.04 (monotone), back in order
+    assert holm([0.04, 0.01, 0.02]) == pytest.approx([0.04, 0.03, 0.04])
+    assert holm([0.5, 0.9]) == [1.0, 1.0]
+    out = holm([0.01, float("nan")])
+    assert out[0] == pytest.approx(0.01) and np.isnan(out[1])
+
+
 def test_fewer_folds_than_asked_is_a_warning_saying_so(caplog):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((13, 4)).astype(np.float32)

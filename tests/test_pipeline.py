@@ -373,7 +373,15 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
     pairs = {(c["a"], c["b"]) for c in summary["comparisons"]}
     assert ("dpnet", "global") in pairs and ("dpnet[cs+orth+assign]", "dpnet") in pairs
     assert ("dpnet[cs+orth+assign]", "parts") in pairs
-    assert "| dpnet[cs+orth+assign] |" in (tiny / "dp1" / "results.md").read_text()
+    by = {(c["a"], c["b"]): c for c in summary["comparisons"]}
+    # every seed enters DP-Net's comparisons: the difference of the means over seeds
+    dp, glob = summary["methods"]["dpnet"], summary["methods"]["global"]
+    assert by[("dpnet", "global")]["seeds_a"] == 2
+    assert by[("dpnet", "global")]["diff"] == pytest.approx(dp["top1"] - glob["top1"])
+    assert all(c["p"] <= c["p_holm"] <= 1 for c in summary["comparisons"])
+    text = (tiny / "dp1" / "results.md").read_text()
+    assert "| dpnet[cs+orth+assign] |" in text and "p (Holm)" in text
+    assert "dpnet: seed 0 of 2" in text
     image = tiny / "data" / "test" / "Cat" / "1.png"
     assert main(["explain", str(tiny / "dp1"), str(image), "--model", "dpnet", "--cache-dir",
                  cache, "--out", str(tiny / "dp-explain")]) == 0
