@@ -30,9 +30,15 @@ _K = ClassifierConfig
 
 
 def method_blocks(method: str) -> list[str]:
-    """The descriptors a method concatenates: ``"parts[unsup]+global"`` →
-    ``["parts[unsup]", "global"]``."""
-    return method.split("+")
+    """The descriptors a method uses: ``"parts[unsup]+global"`` (concatenated) and
+    ``"parts[unsup]|global"`` (late fusion) → ``["parts[unsup]", "global"]``."""
+    return method.replace("|", "+").split("+")
+
+
+def fused(method: str) -> tuple[str, str] | None:
+    """``"parts|global"`` → ``("parts", "global")``: a late fusion's two methods."""
+    a, sep, b = method.partition("|")
+    return (a, b) if sep else None
 
 
 def descriptor_blocks(name: str) -> list[str]:
@@ -57,7 +63,12 @@ def uses(cfg, block: str) -> bool:
 def method_features(method: str, global_=None, parts=None, parts_unsup=None) -> np.ndarray:
     """The input of ``method``: ``global`` (L2-normalised global descriptor), ``parts``
     or ``parts[unsup]`` (a part code, already normalised by the encoder), or several
-    joined by ``+`` (each block L2-normalised, concatenated)."""
+    joined by ``+`` (each block L2-normalised, concatenated); a late fusion ``a|b``
+    takes the inputs of ``a`` and of ``b`` side by side (its model is the weighted
+    concatenation of their SVMs')."""
+    if fused(method):
+        return np.concatenate([method_features(m, global_, parts, parts_unsup)
+                               for m in fused(method)], axis=1)
     inputs = {"global": global_, "parts": parts, "parts[unsup]": parts_unsup}
     names = method_blocks(method)
     if any(n not in inputs for n in names):
@@ -167,6 +178,55 @@ def _search_C(x, y, splits, Cs, extend: int, max_iter: int, random_state: int,
             else:
                 break
     return cv, best, late
+
+
+FUSION_WEIGHTS = tuple(np.round(np.linspace(0, 1, 11), 2))  # weight on the first method
+
+
+def _fold_scores(C, x, y, train, test, max_iter, seed) -> np.ndarray:
+    svm, _ = _fit_quiet(_svm(C, max_iter, seed), x[train], y[train])
+    scores = svm.decision_function(x[test])
+    return np.stack([-scores, scores], axis=1) if scores.ndim == 1 else scores
+
+
+def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.cv_folds,
+                    max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
+                    weights=FUSION_WEIGHTS, name: str = "") -> dict:
+    """Late fusion of two fitted SVMs (``fit_svm``'s, on inputs ``xa`` and ``xb`` of the
+    same images): scores ``w * a + (1 - w) * b``, ``w`` chosen by the accuracy of the
+    fused out-of-fold scores (each SVM refitted at its own C on the folds ``fit_svm``
+    used: same ``folds`` and ``random_state``). Ties go to the smaller ``w``, so where
+    ``a`` adds nothing the fusion is ``b`` alone (``w = 0``). Returns a model on the
+    concatenated input ``[xa, xb]`` (``coef``, ``intercept``, ``classes``: exactly the
+    weighted sum of the two decisions), ``weight``, ``cv`` (``{w: accuracy}``) and
+    ``cv_accuracy``."""
+    xa, xb, y = np.asarray(xa, np.float32), np.asarray(xb, np.float32), np.asarray(y)
+    classes = model_a["classes"]
+    if not np.array_equal(classes, model_b["classes"]):
+        raise DataError(f"{name}: the two SVMs have different classes")
+    k = int(model_a["cv_folds"])
+    splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(xa, y))
+    with Parallel(n_jobs=n_jobs, backend="loky") as parallel:
+        oof = []
+        for x, model in ((xa, model_a), (xb, model_b)):
+            parts = parallel(delayed(_fold_scores)(model["C"], x, y, tr, te, max_iter,
+                                                   random_state) for tr, te in splits)
+            scores = np.empty((len(y), len(classes)), np.float64)
+            for (_, te), sc in zip(splits, parts):
+                scores[te] = sc
+            oof.append(scores)
+    cv = {float(w): float((classes[(w * oof[0] + (1 - w) * oof[1]).argmax(axis=1)] == y).mean())
+          for w in weights}
+    best = max(cv, key=lambda w: (cv[w], -w))
+    logger.info("%s: late-fusion weight %.2f on the first SVM (CV accuracy %.4f; %s)", name,
+                best, cv[best], ", ".join(f"{w:g}: {a:.4f}" for w, a in cv.items()))
+    coef = np.concatenate([best * model_a["coef"], (1 - best) * model_b["coef"]], axis=1)
+    return {"coef": coef.astype(np.float32), "classes": classes,
+            "intercept": (best * model_a["intercept"]
+                          + (1 - best) * model_b["intercept"]).astype(np.float32),
+            "weight": best, "cv": cv, "cv_accuracy": cv[best], "cv_folds": k,
+            "C": model_a["C"], "C_b": model_b["C"], "C_at_edge": False,
+            "converged": model_a["converged"] and model_b["converged"]}
 
 
 def decision(model: dict, x) -> np.ndarray:

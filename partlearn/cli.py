@@ -44,7 +44,9 @@ def cmd_run(args) -> int:
         print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
               f"{summary['timings'][stage]:9.2f} s")
     for name, m in summary.get("methods", {}).items():
-        if "C" in m:
+        if "weight" in m:
+            extra = f"late fusion, weight {m['weight']:g} on the first"
+        elif "C" in m:
             extra = f"C={m['C']:g}{'  (at the edge of the grid)' if m['C_at_edge'] else ''}"
         else:
             extra = f"± {100 * m['top1_std']:.1f} over {len(m['seeds'])} seed(s)"

@@ -23,7 +23,8 @@ RETRIEVAL_POOLS = ("mac", "gem", "spoc", "rmac")
 SEARCH_INDEXES = ("flat", "ivfpq")
 RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
-METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global")
+METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global",
+           "parts|global", "parts[unsup]|global")  # a|b: late fusion, weight chosen by CV
 
 
 @dataclass(frozen=True)

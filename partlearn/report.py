@@ -64,7 +64,9 @@ def _methods_md(methods: dict) -> list[str]:
              "| method | top-1 | mean class accuracy | C | CV / held-out accuracy | dim | "
              "train s |", "|---|---|---|---|---|---|---|"]
     for name, m in methods.items():
-        if "C" in m:
+        if "weight" in m:  # a late fusion: its weight on the first SVM, both SVMs' C
+            c, check = f"w = {m['weight']:g} (C {m['C']:g}, {m['C_b']:g})", m["cv_accuracy"]
+        elif "C" in m:
             edge = " ⚠ at the grid's edge" if m.get("C_at_edge") else ""
             c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
         else:

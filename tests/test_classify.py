@@ -7,7 +7,7 @@ from sklearn.svm import LinearSVC
 
 from partlearn import classify
 from partlearn._validation import DataError
-from partlearn.classify import decision, fit_svm, method_features, predict
+from partlearn.classify import FUSION_WEIGHTS, decision, fit_svm, method_features, predict
 from partlearn.evaluation import metrics, paired_comparison
 
 
@@ -150,3 +150,40 @@ def test_fewer_folds_than_asked_is_a_warning_saying_so(caplog):
         model = fit_svm(x, y, Cs=(1.0,), extend=0, folds=5, n_jobs=1)
     assert model["cv_folds"] == 3
     assert "5-fold cross-validation lowered to 3 folds: class '1' has only 3" in caplog.text
+
+
+def _four_classes(rng, n=240):
+    """Block ``a`` tells classes {0, 1} from {2, 3}, block ``b`` tells 0/2 from 1/3:
+    only both together tell the four apart."""
+    y = np.repeat(np.arange(4), n // 4)
+    a = rng.standard_normal((n, 6)) * 0.6
+    b = rng.standard_normal((n, 6)) * 0.6
+    a[:, 0] += np.where(y < 2, 1.5, -1.5)
+    b[:, 0] += np.where(y % 2 == 0, 1.5, -1.5)
+    return a.astype(np.float32), b.astype(np.float32), y
+
+
+def test_late_fusion_weights_two_svms_by_cv():
+    from partlearn.classify import decision, fit_late_fusion
+
+    a, b, y = _four_classes(np.random.default_rng(0))
+    ma, mb = fit_svm(a, y, Cs=(0.1, 1)), fit_svm(b, y, Cs=(0.1, 1))
+    f = fit_late_fusion(a, b, y, ma, mb)
+    assert 0 < f["weight"] < 1 and f["cv_accuracy"] > max(ma["cv_accuracy"], mb["cv_accuracy"])
+    assert f["cv_accuracy"] == max(f["cv"].values()) and set(f["cv"]) == set(FUSION_WEIGHTS)
+    w = f["weight"]  # the model on [a, b] is exactly the weighted sum of the two decisions
+    np.testing.assert_allclose(decision(f, np.concatenate([a, b], axis=1)),
+                               w * decision(ma, a) + (1 - w) * decision(mb, b), atol=1e-5)
+
+
+def test_late_fusion_falls_back_to_the_second_svm():
+    from partlearn.classify import fit_late_fusion
+
+    _, b, y = _four_classes(np.random.default_rng(1))
+    mb = fit_svm(b, y, Cs=(0.1, 1))
+    # a copy of b adds nothing: every weight scores the same, the tie goes to b alone
+    f = fit_late_fusion(b, b, y, mb, mb)
+    assert f["weight"] == 0 and len(set(f["cv"].values())) == 1
+    noise = np.random.default_rng(2).standard_normal(b.shape).astype(np.float32)
+    g = fit_late_fusion(noise, b, y, fit_svm(noise, y, Cs=(0.1, 1)), mb)
+    assert g["cv_accuracy"] >= g["cv"][0.0] and g["weight"] <= 0.3

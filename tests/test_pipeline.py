@@ -584,3 +584,22 @@ def test_unsupervised_parts_read_no_label(tiny):
             np.testing.assert_array_equal(a[key], b[key])
     np.testing.assert_array_equal(np.asarray(other.load("encoding_unsup").codes),
                                   np.asarray(pipe.load("encoding_unsup").codes))
+
+
+def test_late_fusion_method_is_the_weighted_sum_of_its_two_svms(tiny):
+    base = [a for a in args(tiny)[1::2] if "=" in a] + [
+        "parts.n_parts=3", "parts.min_images=2", "classifier.n_bootstrap=100",
+        'classifier.methods=["parts|global", "global"]']
+    pipe = Pipeline(load_config(None, base), cache_dir=tiny / "cache-fusion")
+    summary = pipe.run(out=tiny / "fusion")
+    models = pipe.load("classifier").models
+    assert set(models) == {"parts|global", "global"}
+    info = models["parts|global"]["info"]
+    w = info["weight"]
+    assert summary["methods"]["parts|global"]["weight"] == w and 0 <= w <= 1
+    # its global half is the global method's SVM, scaled by 1 - w
+    d = models["global"]["coef"].shape[1]
+    np.testing.assert_allclose(models["parts|global"]["coef"][:, -d:],
+                               (1 - w) * models["global"]["coef"], atol=1e-6)
+    assert info["C_b"] == models["global"]["info"]["C"]
+    assert "w = " in (tiny / "fusion" / "results.md").read_text()

@@ -40,7 +40,7 @@ def run(ctx: EvalContext) -> dict:
         preds[method] = model["test_pred"]
         correct[method] = (model["test_pred"] == y)[None]
         methods[method] = metrics(y, model["test_pred"], len(m.classes)) | {
-            k: model["info"][k] for k in _SVM_INFO}
+            k: model["info"][k] for k in _SVM_INFO + ("weight", "C_b") if k in model["info"]}
     for variant, runs in ctx.dpnet_runs().items():
         name = method_name(variant)
         methods[name], preds[name] = _dpnet_row(y, runs, len(m.classes))

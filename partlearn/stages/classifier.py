@@ -1,5 +1,6 @@
 """``classifier``: one linear SVM per method (``global``, ``parts``, ``parts+global``),
-C chosen by cross-validation on the training split (``partlearn.classify``); the
+C chosen by cross-validation on the training split (``partlearn.classify``), and late
+fusions ``a|b`` of two methods' SVMs with their weight chosen by the same folds; the
 models as arrays and their test predictions."""
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import DataError
-from ..classify import decision, fit_svm, method_features
+from ..classify import decision, fit_late_fusion, fit_svm, fused, method_features
 from ._base import Stage
 
 
 def file_name(method: str) -> str:
-    """``parts+global`` → ``parts_global``, ``parts[unsup]+global`` → ``parts_unsup_global``."""
-    return re.sub(r"[^a-z0-9]+", "_", method).strip("_")
+    """``parts+global`` → ``parts_global``, ``parts[unsup]+global`` → ``parts_unsup_global``,
+    ``parts|global`` → ``parts_late_global``."""
+    return re.sub(r"[^a-z0-9]+", "_", method.replace("|", "_late_")).strip("_")
 
 
 @dataclass(frozen=True)
@@ -49,12 +51,29 @@ def compute(ctx, w) -> None:
     codes = {name: np.asarray(ctx.get(name).codes) if name in inputs(ctx.cfg) else None
              for name in ("encoding", "encoding_unsup")}
     m, train, test = data.manifest, data.train, data.test
-    for method, x in method_inputs(ctx.cfg, feats, codes["encoding"],
-                                   codes["encoding_unsup"]).items():
+    glob = feats.global_features(ctx.cfg.encoding.flip_average)
+    y = m.label[train]
+    fitted: dict[str, dict] = {}
+
+    def feature(method):
+        return method_features(method, glob, codes["encoding"], codes["encoding_unsup"])
+
+    def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
+        if method not in fitted:
+            common = dict(folds=k.cv_folds, max_iter=k.max_iter, random_state=ctx.cfg.seed,
+                          n_jobs=ctx.cfg.n_jobs, name=method)
+            if fused(method):
+                a, b = fused(method)
+                fitted[method] = fit_late_fusion(feature(a)[train], feature(b)[train], y,
+                                                 fit(a), fit(b), **common)
+            else:
+                fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
+                                         **common)
+        return fitted[method]
+
+    for method in k.methods:
         t0 = time.perf_counter()
-        model = fit_svm(x[train], m.label[train], Cs=k.C, extend=k.extend, folds=k.cv_folds,
-                        max_iter=k.max_iter, random_state=ctx.cfg.seed, n_jobs=ctx.cfg.n_jobs,
-                        name=method)
+        model, x = fit(method), feature(method)
         seconds = time.perf_counter() - t0
         name = file_name(method)
         for a in ("coef", "intercept", "classes"):
@@ -67,7 +86,8 @@ def compute(ctx, w) -> None:
                           "cv_folds": model["cv_folds"], "C_at_edge": model["C_at_edge"],
                           "converged": model["converged"], "dim": int(x.shape[1]),
                           "cv": {f"{c:g}": a for c, a in model["cv"].items()},
-                          "train_seconds": round(seconds, 3)}
+                          "train_seconds": round(seconds, 3)} | (
+            {"weight": model["weight"], "C_b": model["C_b"]} if fused(method) else {})
     w.meta["test_images"] = test.tolist()
 
 
