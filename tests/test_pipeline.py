@@ -150,6 +150,8 @@ def test_user_errors_are_one_line(tiny, capsys):
     cases = [
         (["run", str(config), *args(tiny, "--set", "features.mdoe=roi")], 2, "did you mean 'mode'"),
         (["run", str(config), *args(tiny, "--set", "backbone.name=resnet5O")], 2, "resnet50"),
+        (["run", str(config), *args(tiny, "--set", "features.pca_dim=100000")], 2,
+         "features.pca_dim=100000 exceeds the 512 channels"),
         (["run", str(config), "--set", "data.root=/nonexistent/x", "--cache-dir",
           str(tiny / "c")], 1, "/nonexistent/x"),
     ]

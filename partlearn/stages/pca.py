@@ -47,8 +47,18 @@ def load(ctx, entry) -> RegionFeatures:
     return RegionFeatures.from_entry(entry, ctx.get("regions"))
 
 
+def check(ctx) -> None:
+    """``features.pca_dim`` above the backbone's channels is an error before the features
+    pass (the number of training regions is checked when they exist)."""
+    dim = ctx.backbone.channels
+    if ctx.cfg.features.pca_dim > dim:
+        raise ConfigError(f"features.pca_dim={ctx.cfg.features.pca_dim} exceeds the "
+                          f"{dim} channels of the region features ({ctx.backbone.name}); "
+                          f"choose at most {dim}, or 0 for no PCA")
+
+
 STAGE = Stage(
     name="pca", version=1, inputs=("dataset", "regions", "features"),
     fields=("features.pca_dim", "features.whiten", "features.pca_max_regions", "seed"),
     libs=("numpy", "scikit-learn"), compute=compute, load=load,
-    applies=lambda cfg: cfg.features.pca_dim > 0, replaces="features")
+    applies=lambda cfg: cfg.features.pca_dim > 0, replaces="features", check=check)
