@@ -71,6 +71,9 @@ def check(cfg) -> None:
     for name in ("hard_negatives", "negative_cache", "keep", "negative_weight", "tol"):
         if getattr(p, name) < 0:
             raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 0")
+    if p.slack < 0:
+        raise ConfigError(f"parts.slack={p.slack} must be >= 0: a z-score under the background "
+                          "model, how far above the background a region must score to match")
     if p.keep > p.n_parts:
         raise ConfigError(f"parts.keep={p.keep} must be <= parts.n_parts={p.n_parts} "
                           "(0 keeps all)")
@@ -107,6 +110,7 @@ def check(cfg) -> None:
         raise ConfigError(f"classifier.C={list(k.C)} must be a non-empty list of numbers > 0")
     if k.cv_folds < 2:
         raise ConfigError(f"classifier.cv_folds={k.cv_folds} must be >= 2")
+    check_choice("classifier.solver", k.solver, ("liblinear", "torch"))
     dp = cfg.dpnet
     for v in dp.variants:
         check_choice("dpnet.variants", v, DPNET_VARIANTS)

@@ -14,7 +14,7 @@ import numbers
 import time
 
 import numpy as np
-from joblib import Parallel, cpu_count, delayed, effective_n_jobs
+from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
@@ -284,26 +284,23 @@ def learn_classes(calls, n_jobs):
     On ``n_jobs`` threads (joblib, shared memory): the region arrays, memmaps
     too, are shared as they are and nothing is pickled; BLAS, faiss and numpy's
     loops release the GIL. Measured on 2 cores, 8 classes: 1.76x over one
-    thread, against 1.58x for 2 loky processes (BENCHMARKS.md). While the
-    threads run, BLAS gets ``cores // n_jobs`` threads (its count is
-    process-wide), as does faiss's OpenMP in each class thread.
+    thread, against 1.58x for 2 loky processes (BENCHMARKS.md). Every class is
+    learnt with one BLAS and one OpenMP thread, whatever ``n_jobs`` is: the
+    thread count changes the sums' rounding (parts differed by ~4e-5 between 1
+    and 2 BLAS threads), and ``n_jobs`` must not change a result (it keys nothing).
     """
     n = effective_n_jobs(n_jobs)
-    if n == 1 or len(calls) < 2:
-        for k, (args, kwargs) in enumerate(calls):
-            yield _learn_timed(k, args, kwargs, 0)
-        return
-    inner = max(1, cpu_count() // n)
-    with threadpool_limits(inner, user_api="blas"):
+    with threadpool_limits(1, user_api="blas"):
+        if n == 1 or len(calls) < 2:
+            for k, (args, kwargs) in enumerate(calls):
+                yield _learn_timed(k, args, kwargs)
+            return
         yield from Parallel(n_jobs=n, require="sharedmem", return_as="generator_unordered")(
-            delayed(_learn_timed)(k, args, kwargs, inner) for k, (args, kwargs) in enumerate(calls))
+            delayed(_learn_timed)(k, args, kwargs) for k, (args, kwargs) in enumerate(calls))
 
 
-def _learn_timed(k, args, kwargs, threads: int):
+def _learn_timed(k, args, kwargs):
     t0 = time.perf_counter()
-    if threads:
-        with threadpool_limits(threads, user_api="openmp"):  # OpenMP's count is per thread
-            result = _parts.learn_class_parts(*args, **kwargs)
-    else:
+    with threadpool_limits(1, user_api="openmp"):  # OpenMP's count is per thread
         result = _parts.learn_class_parts(*args, **kwargs)
     return k, result, time.perf_counter() - t0

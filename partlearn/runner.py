@@ -191,10 +191,14 @@ class Pipeline:
             self._values.pop(stage, None)
         else:
             logger.info("%s: not cached, computing %s", stage, key)
+        computed = False
         with self.cache.writer(stage, key, self._desc[stage]) as w:
             if w is not None:
                 s.compute(Context(self, s), w)
-        return self.cache.get(stage, key), False
+                computed = True
+        if not computed:
+            logger.info("%s: another run computed %s meanwhile; reusing it", stage, key)
+        return self.cache.get(stage, key), not computed
 
     def _todo(self, until: str | None, force) -> tuple[list[str], set[str]]:
         until = until or self.stages[-1]

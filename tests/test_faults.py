@@ -1,0 +1,487 @@
+"""End-to-end faults: the real CLI in subprocesses on a tiny dataset, killed, raced, garbage
+collected under, damaged, or given a bad config. Each run ends with the results of a
+clean run, or with a defined one-line error and exit code.
+
+"The same results": ``results.json`` equal once timings, memory, paths and the ``cached``
+flags are dropped (``normalise``), and ``predictions.csv`` byte-identical.
+
+To keep the file fast, a test whose fault lies in a later stage starts from a cache
+holding copies of the reference run's earlier entries (``seed_cache``: the stages it
+names, plus the ``_memo`` folder of backbone identity and figures); a copied entry is
+verified by the store like any other. Synchronisation is by marker files only.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from PIL import Image
+
+from partlearn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("dataset", "regions", "features", "parts", "encoding", "classifier", "dpnet")
+TIMEOUT = 300  # seconds, per subprocess: only a hung run gets near it
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """As in test_pipeline: 2 classes x (3 train + 2 test) tinted images, a random resnet18."""
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("Cat", "dog"):
+            (root / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (64, 48) if i % 2 else (48, 64)
+                pixels = rng.integers(0, 160, (*size[::-1], 3), dtype=np.uint8)
+                pixels[..., 0 if cls == "Cat" else 2] += 95  # a tint: the right answer is known
+                Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
+    (root / "p.toml").write_text('name = "tiny"\n')
+    return root
+
+
+def settings(tiny, *extra):
+    """--set pairs: every stage of the full pipeline, one DP-Net variant and seed, 5 shards."""
+    pairs = [f"data.root={tiny / 'data'}", "data.format=folders", "data.min_train_per_class=1",
+             "backbone.name=resnet18", f"backbone.weights={tiny / 'r18.pth'}",
+             "features.short_side=64", "features.workers=0", "features.shard_size=2",
+             "features.device=cpu", "regions.scales=[0.5, 0.8]", "parts.n_parts=2",
+             "parts.min_images=2", "encoding.device=cpu", "classifier.n_bootstrap=100",
+             'classifier.methods=["global", "parts", "parts+global"]', 'dpnet.variants=["wo"]',
+             "dpnet.seeds=[0]", "dpnet.epochs=2", "dpnet.parts_per_class=2",
+             "dpnet.batch_size=2", "dpnet.device=cpu", "n_jobs=1", *extra]
+    return [x for p in pairs for x in ("--set", p)]
+
+
+def run_argv(tiny, cache, out, *extra):
+    return ["run", str(tiny / "p.toml"), *settings(tiny, *extra), "--cache-dir", str(cache),
+            "--out", str(out)]
+
+
+# Idle OpenMP threads sleep instead of spinning: on a busy machine a spinning torch is
+# many times slower. It changes no thread count, so no result.
+ENV = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+
+
+def cli(*argv, timeout=TIMEOUT):
+    """``python -m partlearn ARGV`` from the repository root (the package is importable
+    from there whatever PYTHONPATH says)."""
+    return subprocess.run([sys.executable, "-m", "partlearn", *map(str, argv)], cwd=ROOT,
+                          env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+# A run with one library function patched: killed with SIGKILL, or held until a marker.
+HOOK = r"""
+import os, signal, sys, time
+from pathlib import Path
+
+mode, marks, argv = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
+
+
+def kill():
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def hold():
+    (marks / "held").touch()
+    for _ in range(6000):  # 300 s: the test lost track of us, give up
+        if (marks / "go").exists():
+            return
+        time.sleep(0.05)
+    os._exit(3)
+
+
+if mode in ("kill-features", "hold-features"):
+    import partlearn.features as features
+    real_extract = features.extract_features
+
+    def extract(*a, **k):
+        if mode == "hold-features":
+            hold()
+        for n, item in enumerate(real_extract(*a, **k)):
+            if n == 3 and mode == "kill-features":  # 3 images done: shard 0 is on disk
+                kill()
+            yield item
+
+    features.extract_features = extract
+elif mode in ("kill-parts", "hold-parts"):
+    import partlearn.parts as parts
+    real_learn, calls = parts.learn_class_parts, []
+
+    def learn(*a, **k):
+        calls.append(k.get("name"))
+        if mode == "kill-parts" and len(calls) == 2:  # the first class's shard is on disk
+            kill()
+        if mode == "hold-parts" and len(calls) == 1:
+            hold()
+        return real_learn(*a, **k)
+
+    parts.learn_class_parts = learn
+elif mode == "kill-dpnet":
+    import partlearn.dpnet as dpnet
+
+    def train(*a, **k):
+        kill()
+
+    dpnet.train_dpnet = train
+else:
+    raise SystemExit(f"unknown mode {mode}")
+
+import partlearn.cli
+sys.exit(partlearn.cli.main(argv))
+"""
+
+
+def hooked(mode, marks, argv):
+    """The command of a ``HOOK`` run: ``partlearn ARGV`` with ``mode``'s patch; its
+    markers (``held``, which it makes; ``go``, which the test makes) in ``marks``."""
+    marks.mkdir(parents=True, exist_ok=True)
+    return [sys.executable, "-c", HOOK, mode, str(marks), *map(str, argv)]
+
+
+def wait_for(path: Path, proc=None, what="the run"):
+    """Poll until ``path`` exists; fail at once if ``proc`` ends first."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if path.exists():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what} ended (rc {proc.returncode}) before {path} appeared")
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never made {path}")
+
+
+def wait_for_text(path: Path, text: str, proc, what="the run"):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} ended (rc {proc.returncode}) before it logged {text!r}")
+        time.sleep(0.05)
+    raise AssertionError(f"{what} never logged {text!r}")
+
+
+# ---- the reference and the comparison
+
+VOLATILE = {"timings", "peak_memory_mb", "cached", "created"}
+
+
+def _pathlike(v) -> bool:
+    return isinstance(v, str) and (os.path.isabs(v) or v.startswith(("./", "../")))
+
+
+def normalise(obj):
+    """``results.json`` without what differs between equal runs: timings (any
+    ``*seconds`` too), peak memory, dates, the ``cached`` flags, absolute paths."""
+    if isinstance(obj, dict):
+        return {k: normalise(v) for k, v in obj.items()
+                if k not in VOLATILE and not k.endswith("seconds") and not _pathlike(v)}
+    if isinstance(obj, list):
+        return [normalise(v) for v in obj if not _pathlike(v)]
+    return obj
+
+
+def results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def assert_same_as_reference(out: Path, ref):
+    assert normalise(results(out)) == ref["normalised"]
+    assert (out / "predictions.csv").read_bytes() == ref["predictions"]
+
+
+def leftovers(cache: Path) -> list[str]:
+    return sorted(str(p.relative_to(cache)) for p in cache.rglob("*")
+                  if p.name.endswith((".tmp", ".partial")) or ".damaged-" in p.name)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny, tmp_path_factory):
+    """One clean run (n_jobs=1) on a fresh cache, in this process (which has imported
+    torch already: a subprocess would only cost its start)."""
+    top = tmp_path_factory.mktemp("reference")
+    cache, out = top / "cache", top / "run"
+    assert main(run_argv(tiny, cache, out)) == 0
+    summary = results(out)
+    assert list(summary["stages"]) == list(STAGES)
+    assert not any(s["cached"] for s in summary["stages"].values())
+    assert set(summary["methods"]) == {"global", "parts", "parts+global", "dpnet"}
+    assert (out / "predictions.csv").read_text().splitlines()[0] == \
+        "path,label,global,parts,parts+global,dpnet"
+    return {"cache": cache, "out": out, "normalised": normalise(summary),
+            "predictions": (out / "predictions.csv").read_bytes(),
+            "keys": {s: v["key"] for s, v in summary["stages"].items()}}
+
+
+def seed_cache(reference, dest: Path, stages=()) -> Path:
+    """A cache holding copies of the reference's ``_memo`` and of these stages' entries."""
+    src = reference["cache"]
+    shutil.copytree(src / "_memo", dest / "_memo")
+    for s in stages:
+        key = reference["keys"][s]
+        shutil.copytree(src / s / key, dest / s / key)
+    return dest
+
+
+# ---- 1. kill -9 inside a stage, then a plain re-run
+
+KILLS = {  # stage: the stages already cached when it starts, the resume log line
+    "features": ((), "shards already done, resuming"),
+    "parts": (("dataset", "regions", "features"), "classes already learnt, resuming"),
+    "dpnet": (("dataset", "regions", "features", "parts", "encoding", "classifier"), None),
+}
+
+
+@pytest.mark.parametrize("stage", list(KILLS))
+def test_kill_9_inside_a_stage_then_rerun(tiny, reference, tmp_path, stage):
+    before, resumed = KILLS[stage]
+    cache = seed_cache(reference, tmp_path / "cache", before)
+    key = reference["keys"][stage]
+    p = subprocess.run(hooked(f"kill-{stage}", tmp_path / "marks",
+                              run_argv(tiny, cache, tmp_path / "killed")),
+                       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    assert not (cache / stage / key).exists()  # nothing half-done was committed
+    partial = cache / stage / f"{key}.partial"
+    if stage != "dpnet":  # its single (variant, seed) shard had not begun
+        assert (partial / "shard_00000").is_dir()  # the finished shard survived the kill
+
+    p = cli(*run_argv(tiny, cache, tmp_path / "rerun"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert_same_as_reference(tmp_path / "rerun", reference)
+    if resumed:
+        assert any(line for line in p.stderr.splitlines()
+                   if f" {stage}: " in line and resumed in line), p.stderr[-3000:]
+    assert leftovers(cache) == []
+
+
+# ---- 2. n_jobs changes no result
+
+
+def close(a, b, where="results"):
+    """Equal structure, strings and flags; numbers equal to 1e-3 (float rounding)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert set(a) == set(b), where
+        for k in a:
+            close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            close(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert b == pytest.approx(a, rel=1e-3, abs=1e-4), where
+    else:
+        assert a == b, where
+
+
+@pytest.fixture(scope="module")
+def n_jobs_2(tiny, reference, tmp_path_factory):
+    """A run with n_jobs=2. n_jobs parallelises the parts (threads over classes) and the
+    classifier's CV: those stages and the later ones are computed afresh."""
+    top = tmp_path_factory.mktemp("n_jobs_2")
+    cache = seed_cache(reference, top / "cache", ("dataset", "regions", "features"))
+    p = cli(*run_argv(tiny, cache, top / "run", "n_jobs=2"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    stages = results(top / "run")["stages"]
+    assert [s for s, v in stages.items() if not v["cached"]] == [
+        "parts", "encoding", "classifier", "dpnet"]
+    return top / "run"
+
+
+def test_n_jobs_2_gives_the_predictions_of_n_jobs_1(n_jobs_2, reference):
+    assert (n_jobs_2 / "predictions.csv").read_bytes() == reference["predictions"]
+    close(reference["normalised"], normalise(results(n_jobs_2)))
+
+
+def test_n_jobs_2_gives_the_results_of_n_jobs_1_exactly(n_jobs_2, reference):
+    assert_same_as_reference(n_jobs_2, reference)
+
+
+# ---- 3. two runs on one fresh cache
+
+
+@pytest.fixture(scope="module")
+def concurrent(tiny, reference, tmp_path_factory):
+    """Run A holds inside its feature extraction (the entry's lock held) until run B, a
+    plain CLI run on the same fresh cache, has said it computes the features too, so B
+    waits for A there; from then on both race freely."""
+    top = tmp_path_factory.mktemp("concurrent")
+    cache = seed_cache(reference, top / "cache")
+    marks = top / "marks"
+    logs = {name: (top / f"{name}.out", top / f"{name}.err") for name in "AB"}
+    procs = {}
+    files = []
+    try:
+        for name, argv in (("A", hooked("hold-features", marks,
+                                        run_argv(tiny, cache, top / "A"))),
+                           ("B", [sys.executable, "-m", "partlearn",
+                                  *run_argv(tiny, cache, top / "B")])):
+            out, err = (open(f, "w") for f in logs[name])
+            files += [out, err]
+            procs[name] = subprocess.Popen(argv, cwd=ROOT, env=ENV, stdout=out, stderr=err,
+                                           text=True)
+            if name == "A":
+                wait_for(marks / "held", procs["A"], "run A")
+        wait_for_text(logs["B"][1], "features: not cached, computing", procs["B"], "run B")
+        (marks / "go").touch()
+        rcs = {name: p.wait(TIMEOUT) for name, p in procs.items()}
+    finally:
+        (marks / "go").touch()
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in files:
+            f.close()
+    return {"cache": cache, "top": top, "rcs": rcs,
+            "stderr": {name: logs[name][1].read_text() for name in "AB"}}
+
+
+def test_two_concurrent_runs_on_one_fresh_cache(concurrent, reference, capsys):
+    assert concurrent["rcs"] == {"A": 0, "B": 0}, concurrent["stderr"]["B"][-3000:]
+    for name in "AB":
+        assert_same_as_reference(concurrent["top"] / name, reference)
+        assert "Traceback" not in concurrent["stderr"][name]
+    cache = concurrent["cache"]
+    assert leftovers(cache) == []
+    capsys.readouterr()
+    assert main(["cache", "--cache-dir", str(cache), "ls"]) == 0
+    listing = capsys.readouterr().out
+    assert f"{len(STAGES)} entries" in listing and "(partial)" not in listing
+    assert "damaged" not in listing
+
+
+def test_each_stage_computed_once_and_the_waiting_run_says_cached(concurrent, reference):
+    """Exactly one of the two runs computed each stage (it logged the commit); the other
+    reports that stage cached, also where it waited for the first to finish it."""
+    assert concurrent["rcs"] == {"A": 0, "B": 0}
+    for stage in STAGES:
+        committed = {name: f" {stage}: cached {reference['keys'][stage]} as " in err
+                     for name, err in concurrent["stderr"].items()}
+        assert sum(committed.values()) == 1, (stage, committed)
+        for name in "AB":
+            flag = results(concurrent["top"] / name)["stages"][stage]["cached"]
+            assert flag == (not committed[name]), (stage, name, flag)
+
+
+# ---- 4. gc and rm while a run is live
+
+
+def test_gc_and_rm_during_a_run_keep_its_entries(tiny, reference, tmp_path, capsys):
+    """``cache gc`` and ``cache rm`` (run here: another process than the live run) skip
+    what a run holds: its partial write and the entries it has pinned."""
+    cache = seed_cache(reference, tmp_path / "cache", ("dataset", "regions", "features"))
+    marks, err = tmp_path / "marks", tmp_path / "run.err"
+    with open(err, "w") as f:
+        run = subprocess.Popen(hooked("hold-parts", marks,
+                                      run_argv(tiny, cache, tmp_path / "run")),
+                               cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=f, text=True)
+    try:
+        wait_for(marks / "held", run)  # inside the parts stage: its partial write is open
+        parts = reference["keys"]["parts"]
+        assert (cache / "parts" / f"{parts}.partial").is_dir()
+        capsys.readouterr()
+        assert main(["cache", "--cache-dir", str(cache), "gc"]) == 0
+        gc = capsys.readouterr().out
+        assert f"kept    parts {parts} " in gc and "in use by a live run" in gc, gc
+        assert "0 entries removed" in gc
+        assert main(["cache", "--cache-dir", str(cache), "rm", "dataset", "regions",
+                     "features"]) == 0
+        rm = capsys.readouterr().out
+        for stage in ("dataset", "regions", "features"):  # pinned by the live run
+            assert f"kept    {stage} {reference['keys'][stage]} " in rm, rm
+            assert "in use by a live run" in rm
+            assert (cache / stage / reference["keys"][stage] / "meta.json").is_file()
+        assert "0 entries removed" in rm
+    finally:
+        (marks / "go").touch()
+        rc = run.wait(TIMEOUT)
+    assert rc == 0, err.read_text()[-3000:]
+    assert_same_as_reference(tmp_path / "run", reference)
+    assert leftovers(cache) == []
+
+
+# ---- 5. files damaged inside complete entries
+
+
+def test_damaged_files_inside_entries_are_reported_and_recomputed(tiny, reference, tmp_path,
+                                                                  capsys):
+    cache = seed_cache(reference, tmp_path / "cache", STAGES)
+    keys = reference["keys"]
+    npy = sorted((cache / "features" / keys["features"]).rglob("*.npy"))[-1]
+    with open(npy, "r+b") as f:
+        f.truncate(npy.stat().st_size // 2)
+    (cache / "parts" / keys["parts"] / "meta.json").unlink()
+    (cache / "classifier" / keys["classifier"] / "meta.json").write_text("{not json")
+    damaged = ("features", "parts", "classifier")
+
+    capsys.readouterr()
+    assert main(["status", str(tiny / "p.toml"), *settings(tiny), "--cache-dir", str(cache)]) == 0
+    status = capsys.readouterr()
+    assert "Traceback" not in status.err
+    states = {line.split()[0]: line for line in status.out.splitlines() if line.strip()}
+    assert set(states) == set(STAGES)
+    for stage in STAGES:
+        assert ("damaged" in states[stage]) == (stage in damaged), states[stage]
+    assert "meta.json is missing" in states["parts"]
+    assert "does not parse" in states["classifier"]
+    assert npy.name in states["features"]
+
+    p = cli(*run_argv(tiny, cache, tmp_path / "rerun"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    stages = results(tmp_path / "rerun")["stages"]
+    assert {s for s, v in stages.items() if not v["cached"]} == set(damaged)
+    assert_same_as_reference(tmp_path / "rerun", reference)
+    assert leftovers(cache) == []
+
+
+# ---- 6. bad configs: exit 2, one line naming the field, before any stage
+
+BAD = [
+    ("n_jobs=0", "n_jobs"),
+    ("classifier.C=[inf]", "classifier.C"),
+    ("classifier.C=[nan]", "classifier.C"),
+    ("parts.tol=nan", "parts.tol"),
+    ("parts.slack=-100", "parts.slack"),
+    ("dpnet.lr=-1", "dpnet.lr"),
+    ("dpnet.epochs=0", "dpnet.epochs"),
+    ("dpnet.batch_size=0", "dpnet.batch_size"),
+    ("dpnet.val_fraction=1.5", "dpnet.val_fraction"),
+    ("dpnet.patience=-1", "dpnet.patience"),
+    ("dpnet.lambda_orth=-1", "dpnet.lambda_orth"),
+    ("dpnet.seeds=[0, 0]", "dpnet.seeds"),
+    ('dpnet.variants=["wo", "wo"]', "dpnet.variants"),
+    ("regions.strid=0.3", "regions.strid"),
+    ('features.pools=["max"]', "features.pools"),
+    ('retrieval.rerank=["bogus"]', "retrieval.rerank"),
+]
+
+
+@pytest.mark.parametrize("setting, field", BAD)
+def test_bad_config_is_one_line_exit_2_before_any_stage(tiny, tmp_path, capsys, setting, field):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    # --until dataset: a setting that slips through costs one cheap stage, not a run
+    rc = main(["-q", *run_argv(tiny, cache, out, setting), "--until", "dataset"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("partlearn: error: "), err
+    assert field in lines[0] and "Traceback" not in err
+    if field == "regions.strid":
+        assert "--set" in lines[0] and "'stride'" in lines[0]
+    assert not cache.exists() and not out.exists()
