@@ -7,6 +7,14 @@ times per side), and a C still at an edge is reported (``C_at_edge``) and
 logged. Ties go to the smaller C. The model comes back as arrays (``coef``,
 ``intercept``, ``classes``), never pickled; ``decision`` and ``predict`` use
 them. ``method_features`` builds the three methods' inputs.
+
+Two solvers of the same objective (``0.5 (||w||^2 + b^2) + C sum_i max(0, 1 - t_i (w . x_i
++ b))^2`` per class, one-vs-rest): ``solver="liblinear"`` (``LinearSVC``, folds x C on
+loky processes) and ``solver="torch"`` (``partlearn._svm_torch``: every class and fold
+at once as columns of one Newton problem, each C warm-started from the nearest C
+already solved, on a GPU when ``device`` finds one). The torch solver stops where its
+coefficients are provably within 1e-6 relative of the exact minimiser; liblinear at
+its default tolerance is the less exact of the two (tests/test_svm_torch.py).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from .config import ClassifierConfig
 logger = logging.getLogger(__name__)
 
 _K = ClassifierConfig
+SOLVERS = ("liblinear", "torch")
 
 
 def method_blocks(method: str) -> list[str]:
@@ -98,14 +107,18 @@ def _fold_accuracy(C, x, y, train, test, max_iter, seed) -> tuple[float, bool]:
 
 def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
             max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
-            name: str = "") -> dict:
+            name: str = "", solver: str = _K.solver, device="auto") -> dict:
     """One-vs-rest linear SVM on ``x`` ``(n, D)``, labels ``y`` ``(n,)``, C by CV.
 
     Returns ``coef`` (C, D), ``intercept`` (C,), ``classes`` (C,), ``C``,
     ``cv`` (``{C: mean fold accuracy}``, every C tried), ``cv_accuracy`` (at
     the chosen C), ``C_at_edge`` (bool), ``converged`` (bool: no fit hit
-    ``max_iter``). ``name`` is used in messages.
+    ``max_iter``, liblinear's iteration limit, or the torch solver's own).
+    ``solver``: ``"liblinear"`` or ``"torch"`` (on ``device``; the same folds, grid
+    and result). ``name`` is used in messages.
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
     x = np.asarray(x, np.float32)
     y = np.asarray(y)
     who = f"{name}: " if name else ""
@@ -125,21 +138,29 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
         raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
                         f"image(s); {folds}-fold cross-validation needs at least 2 per class")
     splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(x, y))
-    cv, best, late = _search_C(x, y, splits, Cs, extend, max_iter, random_state, n_jobs)
+    if solver == "torch":
+        path = _TorchPath(x, y, classes, splits, device)
+        cv, best, late = _search_C(path.accuracies, Cs, extend)
+        coef, intercept, late_final = path.final(best)
+    else:
+        cv, best, late = _search_C(_liblinear_accuracies(x, y, splits, max_iter, random_state,
+                                                         n_jobs), Cs, extend)
+        svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
+        coef, intercept = svm.coef_, svm.intercept_
+        if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
+            coef = np.concatenate([-coef, coef])
+            intercept = np.concatenate([-intercept, intercept])
     grid = sorted(cv)
     at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
     if at_edge:
         logger.warning("%sC=%g, the chosen C, is at the edge of the grid %s even after "
                        "extending it %d decade(s): cross-validation may still improve beyond "
                        "it", who, best, [f"{c:g}" for c in grid], extend)
-    svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
     if late or late_final:
-        logger.warning("%sliblinear hit max_iter=%d in some fits; accuracies may be slightly "
-                       "off (raise classifier.max_iter)", who, max_iter)
-    coef, intercept = svm.coef_, svm.intercept_
-    if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
-        coef = np.concatenate([-coef, coef])
-        intercept = np.concatenate([-intercept, intercept])
+        logger.warning("%s%s; accuracies may be slightly off", who,
+                       f"liblinear hit max_iter={max_iter} in some fits (raise "
+                       "classifier.max_iter)" if solver == "liblinear" else
+                       "the torch solver stopped short of its tolerance in some fits")
     logger.info("%sC=%g (CV accuracy %.4f over %d folds; grid %s)", who, best, cv[best], k,
                 ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))
     return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32),
@@ -147,36 +168,91 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
             "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
 
 
-def _search_C(x, y, splits, Cs, extend: int, max_iter: int, random_state: int,
-              n_jobs) -> tuple[dict[float, float], float, bool]:
+def _liblinear_accuracies(x, y, splits, max_iter: int, random_state: int, n_jobs):
+    """``Cs`` → ``{C: (mean fold accuracy, hit max_iter)}``, folds x C on processes, not
+    threads: liblinear draws its coordinate order from one global random generator, so
+    fits on several threads of one process interleave their draws and the fold
+    accuracies change from run to run (measured: demo parts+global, C=0.01)."""
+    def accuracies(Cs) -> dict:
+        runs = Parallel(n_jobs=n_jobs, backend="loky")(
+            delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
+            for c in Cs for tr, te in splits)
+        out = {}
+        for i, c in enumerate(Cs):
+            fold = runs[i * len(splits):(i + 1) * len(splits)]
+            out[c] = (float(np.mean([a for a, _ in fold])), any(f for _, f in fold))
+        return out
+    return accuracies
+
+
+class _TorchPath:
+    """The torch solver's CV: one problem whose columns are every (fold, class), the held-out
+    rows of a fold masked out of its columns, so one product with ``Q`` serves all folds;
+    each C starts from the nearest C (in decades) already solved. Its fold decisions are
+    ``Q beta`` on the held-out rows."""
+
+    def __init__(self, x, y, classes, splits, device):
+        from . import _svm_torch as st
+
+        self.st, self.classes, self.y, self.splits = st, classes, y, splits
+        self.p = st.Problem(x, device)
+        self.t1 = self.p.targets(y, classes)
+        train = np.zeros((len(y), len(splits)))
+        for j, (tr, _) in enumerate(splits):
+            train[tr, j] = 1
+        k1 = self.t1.shape[1]
+        self.t = self.t1.repeat(1, len(splits))
+        self.mask = self.st.torch.as_tensor(train, device=self.p.device).repeat_interleave(k1, 1)
+        self.solved: dict = {}
+
+    def accuracies(self, Cs) -> dict:
+        out = {}
+        for c in sorted(Cs):
+            near = min(self.solved, key=lambda s: abs(np.log(s / c)), default=None)
+            beta, _, ok = self.st.solve(self.p, self.t, self.mask, c, self.solved.get(near))
+            self.solved[c] = beta
+            scores = self.p.qmul(beta).cpu().numpy()
+            k1 = self.t1.shape[1]
+            acc = []
+            for j, (_, te) in enumerate(self.splits):
+                s = scores[te, j * k1:(j + 1) * k1]
+                pred = self.classes[(s[:, 0] > 0).astype(int) if k1 == 1 else s.argmax(1)]
+                acc.append((pred == self.y[te]).mean())
+            out[c] = (float(np.mean(acc)), not bool(ok.all()))
+        return out
+
+    def final(self, C):
+        """The fit on every training image at ``C``, from the mean of its folds' ``beta``."""
+        k1 = self.t1.shape[1]
+        start = self.solved[C].reshape(len(self.y), len(self.splits), k1).mean(1)
+        beta, _, ok = self.st.solve(self.p, self.t1, self.st.torch.ones_like(self.t1), C, start)
+        coef, intercept = self.st.split(self.p.weights(beta), len(self.classes))
+        return coef, intercept, not bool(ok.all())
+
+
+def _search_C(accuracies, Cs, extend: int) -> tuple[dict[float, float], float, bool]:
     """Mean fold accuracy of every C in ``Cs``, the grid extended by a decade at an edge
-    whose C is best (up to ``extend`` times per side). Returns ``(cv, best C, late)``:
+    whose C is best (up to ``extend`` times per side); ``accuracies(Cs)`` gives
+    ``{C: (mean fold accuracy, hit an iteration limit)}``. Returns ``(cv, best C, late)``:
     ``{C: mean fold accuracy}``, ties going to the smaller C, and whether a fit hit
-    ``max_iter``."""
+    its iteration limit."""
     cv: dict[float, float] = {}
     late = False
     todo = sorted({float(c) for c in Cs})
-    # processes, not threads: liblinear draws its coordinate order from one global random
-    # generator, so fits on several threads of one process interleave their draws and the
-    # fold accuracies change from run to run (measured: demo parts+global, C=0.01)
-    with Parallel(n_jobs=n_jobs, backend="loky") as parallel:
-        for _ in range(2 * extend + 1):
-            runs = parallel(delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
-                            for c in todo for tr, te in splits)
-            for i, c in enumerate(todo):
-                fold = runs[i * len(splits):(i + 1) * len(splits)]
-                cv[c] = float(np.mean([a for a, _ in fold]))
-                late |= any(f for _, f in fold)
-            grid = sorted(cv)
-            best = max(grid, key=lambda c: (cv[c], -c))  # ties: the smaller C
-            tried_low = sum(c < min(Cs) for c in grid)
-            tried_high = sum(c > max(Cs) for c in grid)
-            if best == grid[-1] and tried_high < extend:
-                todo = [grid[-1] * 10]
-            elif best == grid[0] and tried_low < extend:
-                todo = [grid[0] / 10]
-            else:
-                break
+    for _ in range(2 * extend + 1):
+        for c, (a, hit) in accuracies(todo).items():
+            cv[c] = a
+            late |= hit
+        grid = sorted(cv)
+        best = max(grid, key=lambda c: (cv[c], -c))  # ties: the smaller C
+        tried_low = sum(c < min(Cs) for c in grid)
+        tried_high = sum(c > max(Cs) for c in grid)
+        if best == grid[-1] and tried_high < extend:
+            todo = [grid[-1] * 10]
+        elif best == grid[0] and tried_low < extend:
+            todo = [grid[0] / 10]
+        else:
+            break
     return cv, best, late
 
 

@@ -124,6 +124,7 @@ class ClassifierConfig:
     extend: int = 3  # decades added at an edge whose C is best, at most, per side
     cv_folds: int = 5  # stratified, training split only
     max_iter: int = 20_000
+    solver: str = "liblinear"  # or "torch": the same objective, batched (partlearn._svm_torch)
     n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
 
 

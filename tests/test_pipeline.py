@@ -152,6 +152,8 @@ def test_user_errors_are_one_line(tiny, capsys):
         (["run", str(config), *args(tiny, "--set", "backbone.name=resnet5O")], 2, "resnet50"),
         (["run", str(config), *args(tiny, "--set", "features.pca_dim=100000")], 2,
          "features.pca_dim=100000 exceeds the 512 channels"),
+        (["run", str(config), *args(tiny, "--set", "regions.min_size=100000")], 2,
+         "regions.min_size=100000 px exceeds every window"),
         (["run", str(config), "--set", "data.root=/nonexistent/x", "--cache-dir",
           str(tiny / "c")], 1, "/nonexistent/x"),
     ]
@@ -498,6 +500,22 @@ def test_explain_finds_the_runs_store_from_anywhere(finished, tiny, monkeypatch,
     assert main(["explain", str(tiny / "finished"), str(image), "--out",
                  str(tiny / "explained2")]) == 0
     assert "predicted" in capsys.readouterr().out
+
+
+def test_a_crafted_test_images_index_is_a_clear_error(finished, tmp_path):
+    """meta.json edited by hand (valid JSON, a test index out of range): one DataError
+    naming the entry, not an IndexError."""
+    import shutil
+
+    cfg, cache, _ = finished
+    copy = tmp_path / "cache"
+    shutil.copytree(cache, copy)
+    entry = next(p for p in (copy / "classifier").iterdir() if p.is_dir())
+    meta = json.loads((entry / "meta.json").read_text())
+    meta["test_images"] = [10_000] + meta["test_images"][1:]
+    (entry / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"test_images are not this dataset's 4 test images"):
+        Pipeline(cfg, cache_dir=copy).load("classifier")
 
 
 def test_evaluators_skip_or_fail_alone(finished, tiny):

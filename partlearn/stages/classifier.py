@@ -68,7 +68,7 @@ def compute(ctx, w) -> None:
                                                  fit(a), fit(b), **common)
             else:
                 fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
-                                         **common)
+                                         solver=k.solver, **common)
         return fitted[method]
 
     for method in k.methods:
@@ -92,6 +92,11 @@ def compute(ctx, w) -> None:
 
 
 def load(ctx, entry) -> Classifiers:
+    test = ctx.get("dataset").test
+    if entry.meta.get("test_images") != test.tolist():  # meta.json edited by hand
+        raise DataError(f"{entry.path}/meta.json: its test_images are not this dataset's "
+                        f"{len(test)} test images; remove the entry (`partlearn cache rm "
+                        f"{entry.key}`) and run again")
     models = {}
     for method in ctx.cfg.classifier.methods:
         name = file_name(method)
@@ -125,6 +130,6 @@ def check(ctx) -> None:
 STAGE = Stage(
     name="classifier", version=1, inputs=inputs,
     fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
-            "classifier.max_iter", "encoding.flip_average", "seed"),
+            "classifier.max_iter", "classifier.solver", "encoding.flip_average", "seed"),
     libs=("numpy", "scikit-learn"), compute=compute, load=load,
     applies=lambda cfg: bool(cfg.classifier.methods), check=check)

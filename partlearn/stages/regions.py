@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._validation import ConfigError
 from ..regions import regions_for_images
 from ._base import Stage
 
@@ -44,6 +45,28 @@ def compute(ctx, w) -> None:
                 w.meta["regions_per_image"]["mean"])
 
 
+def check(ctx) -> None:
+    """``regions.min_size`` above every window of every image leaves only full images: an
+    error; above the windows of some images: a warning saying how many lose which."""
+    r = ctx.cfg.regions
+    data = ctx.get("dataset")
+    if not r.scales or not len(data.width):
+        return
+    short = np.minimum(data.width, data.height)
+    largest = max(r.scales) * short  # each image's largest window side
+    none = largest < r.min_size
+    if none.all():
+        raise ConfigError(f"regions.min_size={r.min_size} px exceeds every window: the largest "
+                          f"is {largest.max():.0f} px (scale {max(r.scales)} of a "
+                          f"{short.max()} px short side), so only whole images would remain; "
+                          "lower regions.min_size")
+    smallest = min(r.scales) * short < r.min_size
+    if smallest.any():
+        logger.warning("regions.min_size=%d px leaves out the windows of some scales in %d of "
+                       "%d images (%d keep no window but the whole image)", r.min_size,
+                       int(smallest.sum()), len(short), int(none.sum()))
+
+
 def load(ctx, entry) -> Regions:
     return Regions(entry.array("boxes"), entry.array("flips"),
                    entry.array("offsets", mmap=False))
@@ -51,4 +74,4 @@ def load(ctx, entry) -> Regions:
 
 STAGE = Stage(name="regions", version=1, inputs=("dataset",), fields=("regions.*",),
               libs=("numpy",),
-              compute=compute, load=load)
+              compute=compute, load=load, check=check)
