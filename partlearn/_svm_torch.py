@@ -9,15 +9,17 @@ liblinear does)::
 exactly ``LinearSVC(loss="squared_hinge", penalty="l2")``'s objective (two classes: one
 problem, for ``classes[1]``, returned as the rows ``[-w, w]``). Solver: Newton's method
 with the generalised Hessian ``I + 2C X~_A' X~_A`` (``A``: the points inside the margin),
-each step by conjugate gradients to a forcing tolerance, then an Armijo backtracking
-line search; the classes (and, for cross-validation, the folds: held-out rows masked
-out) are columns of one problem and leave it as they converge.
+each step by conjugate gradients to a forcing tolerance, then an exact line search
+(the objective is piecewise quadratic along a line); the classes (and, for
+cross-validation, the folds: held-out rows masked out) are columns of one problem and
+leave it, and each conjugate-gradient solve, as they converge.
 
 Every iterate is ``w = X~' beta`` (the optimum is, by its optimality condition
 ``w = 2C sum_i t_i max(0, 1 - t_i w . x~_i) x~_i``), so the solver works on ``beta``
 with ``Q = X~ X~'``: the Gram matrix once when ``n <= 2 D``, costing ``n^2`` per column
-and product instead of ``2 n D``, else ``X~ (X~' v)``. Float64 on every device (the
-Gram matrix in float32 would move the objective by ~1e-5 relative, more than promised).
+and product instead of ``2 n D``, else ``X~ (X~' v)``. Float64 on every device, CUDA
+included: the certificate below needs gradients to ~1e-7 of ``||w||``, sums of
+thousands of products that float32 does not resolve.
 
 Tolerance promised: the objective is 1-strongly convex, so ``||w - w*|| <= ||grad f(w)||``;
 a class stops when ``||grad|| <= tol * ||w||`` (liblinear stops on ``||grad|| <= eps *
@@ -34,7 +36,7 @@ import torch
 from ._device import resolve_device
 
 TOL = 1e-6
-MAX_ITER = 200  # Newton steps per class; the method needs ~5-30
+MAX_ITER = 200  # Newton steps per class: ~3-25 on part codes, ~100 on hard n ~ D problems
 CG_MAX = 2000  # conjugate-gradient steps per Newton step
 
 
@@ -78,19 +80,20 @@ class Problem:
 def solve(p: Problem, t: torch.Tensor, mask: torch.Tensor, C, beta=None, *, tol=TOL,
           max_iter=MAX_ITER) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Columns ``j`` of ``t`` ``(n, J)`` are independent problems over the rows where
-    ``mask[:, j]`` (0/1) is 1, each with its own ``C[j]``. Returns ``beta`` ``(n, J)``
-    (``w_j = X~' beta_j``), Newton steps per column and whether each converged."""
-    n, J = t.shape
+    ``mask[:, j]`` (0/1; None: every row) is 1, each with its own ``C[j]``. Returns
+    ``beta`` ``(n, J)`` (``w_j = X~' beta_j``), Newton steps per column and whether each
+    converged."""
+    J = t.shape[1]
+    mask = torch.ones_like(t) if mask is None else mask
     c_all = torch.as_tensor(C, dtype=torch.float64, device=t.device).expand(J)
     beta = torch.zeros_like(t) if beta is None else beta.clone()
-    qbeta = p.qmul(beta)
+    qbeta = torch.zeros_like(t) if beta is None else p.qmul(beta)
     steps = torch.zeros(J, dtype=torch.long, device=t.device)
     converged = torch.zeros(J, dtype=torch.bool, device=t.device)
     todo = torch.arange(J, device=t.device)
     for it in range(max_iter + 1):
         b, qb, tt, m, c = beta[:, todo], qbeta[:, todo], t[:, todo], mask[:, todo], c_all[todo]
         h = m * (1 - tt * qb).clamp(min=0)
-        f = 0.5 * (b * qb).sum(0) + c * (h * h).sum(0)
         g = b - 2 * c * tt * h  # grad f = X~' g
         qg = qb - 2 * c * p.qmul(tt * h)
         gn = (g * qg).sum(0).clamp(min=0).sqrt()
@@ -101,24 +104,11 @@ def solve(p: Problem, t: torch.Tensor, mask: torch.Tensor, C, beta=None, *, tol=
         if done.all() or it == max_iter:
             break
         keep = ~done
-        todo, b, qb, tt, m, c, h, f, g, qg, gn = (
-            a[..., keep] for a in (todo, b, qb, tt, m, c, h, f, g, qg, gn))
+        todo, b, qb, tt, m, c, h, g, qg, gn = (
+            a[..., keep] for a in (todo, b, qb, tt, m, c, h, g, qg, gn))
         eta = torch.sqrt(gn / gn0[todo]).clamp(max=0.1)  # forcing -> 0: superlinear
         d, qd = _newton_step(p, h > 0, c, g, qg, gn, eta)
-        # Armijo backtracking on f(w + s d), every term from qb and qd
-        bqb, dqb, dqd = (b * qb).sum(0), (d * qb).sum(0), (d * qd).sum(0)
-        slope = (d * qg).sum(0)  # grad f . d, < 0 for a descent direction
-        u = tt * qd
-        s = torch.ones_like(f)
-        for _ in range(50):
-            hs = m * (1 - tt * qb - s * u).clamp(min=0)
-            fs = 0.5 * (bqb + 2 * s * dqb + s * s * dqd) + c * (hs * hs).sum(0)
-            worse = fs > f + 0.01 * s * slope
-            if not worse.any():
-                break
-            s = torch.where(worse, s / 2, s)
-        moved = ~worse & (slope < 0)  # a column that cannot descend any more stops
-        s = torch.where(moved, s, 0.0)
+        s, moved = _line_search(qb, qd, d, tt, m, c, (d * qg).sum(0))
         beta[:, todo] = b + s * d
         qbeta[:, todo] = qb + s * qd
         steps[todo] += 1
@@ -128,32 +118,57 @@ def solve(p: Problem, t: torch.Tensor, mask: torch.Tensor, C, beta=None, *, tol=
     return beta, steps, converged
 
 
+def _line_search(qb, qd, d, t, m, c, slope):
+    """The exact minimiser ``s > 0`` of the convex piecewise quadratic ``f(w + s d)`` along a
+    descent direction (``slope``, the derivative at 0, < 0): its derivative, piecewise
+    linear and increasing, zeroed by Newton steps kept inside a bracket. Found from
+    derivatives only, so it still moves where the decrease of ``f`` is below its
+    rounding. Returns ``s`` (0 where ``d`` does not descend) and where it moved."""
+    z, u = t * qb, t * qd
+    dqb, dqd = (d * qb).sum(0), (d * qd).sum(0)
+    lo, hi, s = torch.zeros_like(slope), torch.full_like(slope, float("inf")), torch.ones_like(slope)
+    for _ in range(60):
+        h = m * (1 - z - s * u).clamp(min=0)
+        d1 = dqb + s * dqd - 2 * c * (h * u).sum(0)
+        d2 = dqd + 2 * c * ((h > 0) * u * u).sum(0)
+        lo, hi = torch.where(d1 < 0, s, lo), torch.where(d1 < 0, hi, s)
+        step = s - d1 / d2
+        s_new = torch.where((step > lo) & (step < hi), step,
+                            torch.where(torch.isinf(hi), 2 * s, (lo + hi) / 2))
+        if bool(((s_new - s).abs() <= 1e-12 * s).all()):
+            break
+        s = s_new
+    moved = (slope < 0) & (s > 0)  # a column that cannot descend any more stops
+    return torch.where(moved, s, 0.0), moved
+
+
 def _newton_step(p: Problem, active, c, g, qg, gn, eta):
     """Conjugate gradients on ``(I + 2C X~_A' X~_A) d = -grad`` in the coefficients
     (``d = X~' delta``; ``Q`` times the search direction carried along: one product
-    with ``Q`` a step) until ``||residual|| <= eta ||grad||``. Returns ``delta`` and
-    ``Q delta``."""
-    a = active.to(g.dtype)
-    delta, qdelta = torch.zeros_like(g), torch.zeros_like(g)
-    r, qr = -g, -qg
-    pp, qp = r.clone(), qr.clone()
-    rr = gn * gn
-    stop = eta * gn
-    live = torch.ones_like(gn, dtype=torch.bool)
+    with ``Q`` a step, over the columns still short of ``||residual|| <= eta ||grad||``).
+    Returns ``delta`` and ``Q delta``."""
+    delta = torch.zeros_like(g)
+    cols = torch.arange(g.shape[1], device=g.device)
+    a, d, r, qr = active.to(g.dtype), torch.zeros_like(g), -g, -qg
+    pp, qp, rr, stop = r, qr, gn * gn, eta * gn
     for _ in range(CG_MAX):
         aqp = a * qp
-        php = (pp * qp).sum(0) + 2 * c * (aqp * qp).sum(0)
-        alpha = torch.where(live, rr / php.clamp(min=1e-300), 0.0)
-        delta += alpha * pp
-        qdelta += alpha * qp
+        alpha = rr / ((pp * qp).sum(0) + 2 * c * (aqp * qp).sum(0)).clamp(min=1e-300)
+        d = d + alpha * pp
         r = r - alpha * (pp + 2 * c * aqp)
         qr = qr - alpha * (qp + 2 * c * p.qmul(aqp))
         rr_new = (r * qr).sum(0).clamp(min=0)
-        live &= rr_new.sqrt() > stop
-        if not live.any():
-            break
+        live = rr_new.sqrt() > stop
+        if not live.all():  # finished columns leave
+            delta[:, cols[~live]] = d[:, ~live]
+            if not live.any():
+                break
+            cols, a, c, d, r, qr, pp, qp, rr, rr_new, stop = (
+                v[..., live] for v in (cols, a, c, d, r, qr, pp, qp, rr, rr_new, stop))
         ratio = rr_new / rr.clamp(min=1e-300)
         pp, qp, rr = r + ratio * pp, qr + ratio * qp, rr_new
+    else:
+        delta[:, cols] = d
     return delta, p.qmul(delta)
 
 
@@ -169,7 +184,7 @@ def fit_ovr_squared_hinge(x, y, classes, C: float, *, device="cpu", tol: float =
         coef, intercept = (np.asarray(a, np.float64) for a in w0)
         w = np.concatenate([coef, intercept[:, None]], axis=1)
         beta0 = p.beta_from(w[1:] if len(classes) == 2 else w, t)
-    beta, steps, ok = solve(p, t, torch.ones_like(t), C, beta0, tol=tol, max_iter=max_iter)
+    beta, steps, ok = solve(p, t, None, C, beta0, tol=tol, max_iter=max_iter)
     coef, intercept = split(p.weights(beta), len(classes))
     return coef, intercept, int(steps.max()), bool(ok.all())
 

@@ -192,17 +192,19 @@ class _TorchPath:
     ``Q beta`` on the held-out rows."""
 
     def __init__(self, x, y, classes, splits, device):
+        import torch
+
         from . import _svm_torch as st
 
         self.st, self.classes, self.y, self.splits = st, classes, y, splits
         self.p = st.Problem(x, device)
-        self.t1 = self.p.targets(y, classes)
+        self.t1 = self.p.targets(y, classes)  # (n, K'): column j * K' + k is fold j, class k
         train = np.zeros((len(y), len(splits)))
         for j, (tr, _) in enumerate(splits):
             train[tr, j] = 1
-        k1 = self.t1.shape[1]
         self.t = self.t1.repeat(1, len(splits))
-        self.mask = self.st.torch.as_tensor(train, device=self.p.device).repeat_interleave(k1, 1)
+        self.mask = torch.as_tensor(np.repeat(train, self.t1.shape[1], axis=1),
+                                    device=self.p.device)
         self.solved: dict = {}
 
     def accuracies(self, Cs) -> dict:
@@ -225,7 +227,7 @@ class _TorchPath:
         """The fit on every training image at ``C``, from the mean of its folds' ``beta``."""
         k1 = self.t1.shape[1]
         start = self.solved[C].reshape(len(self.y), len(self.splits), k1).mean(1)
-        beta, _, ok = self.st.solve(self.p, self.t1, self.st.torch.ones_like(self.t1), C, start)
+        beta, _, ok = self.st.solve(self.p, self.t1, None, C, start)
         coef, intercept = self.st.split(self.p.weights(beta), len(self.classes))
         return coef, intercept, not bool(ok.all())
 
