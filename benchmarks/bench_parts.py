@@ -43,6 +43,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from partlearn import parts as P
+from partlearn.backend import LocalBackend
 from partlearn.config import PartsConfig
 
 
@@ -220,14 +221,15 @@ def bench_workers(args) -> dict:
     bg = est.background_
     pool, negatives = P.negative_pool(y, args.negatives, np.random.default_rng(0))
     stack = P.stack_regions([X[i] for i in pool])
-    calls = [(([X[i] for i in np.flatnonzero(y == c)], stack, bg), {"negative_images": neg})
+    items = [([X[i] for i in np.flatnonzero(y == c)], {"negative_images": neg})
              for c, neg in zip(est.classes_, negatives)]
+    shared = {"negatives": stack, "background": bg, "dim": X.shape[-1], "token": "bench"}
 
     def classes(n_jobs):  # what fit runs after the background
         if n_jobs == 1:
             with threadpool_limits(1):
-                return [r for _, r, _ in P.learn_classes(calls, 1)]
-        return [r for _, r, _ in P.learn_classes(calls, n_jobs)]
+                return [r for _, r, _ in P.learn_classes(items, shared, LocalBackend(1))]
+        return [r for _, r, _ in P.learn_classes(items, shared, LocalBackend(n_jobs))]
 
     def fit(n_jobs):
         return P.PartLearner(n_jobs=n_jobs, **params).fit(X, y)

@@ -20,6 +20,11 @@ def check(cfg) -> None:
     if cfg.n_jobs == 0:
         raise ConfigError("n_jobs=0 must be -1 (every core) or a number of workers >= 1")
     _check_dpnet(cfg.dpnet)
+    check_choice("backend", cfg.backend, ("local", "dask"))
+    if cfg.dask.n_workers < 0:
+        raise ConfigError(f"dask.n_workers={cfg.dask.n_workers} must be >= 0 (0: one per core)")
+    if not cfg.dask.timeout > 0:
+        raise ConfigError(f"dask.timeout={cfg.dask.timeout} must be > 0 seconds")
     check_choice("data.format", cfg.data.format, DATASET_FORMATS)
     check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
     check_choice("features.mode", cfg.features.mode, FEATURE_MODES)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 import numbers
+import threading
 import time
+import uuid
 
 import numpy as np
-from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, check_random_state
 from threadpoolctl import threadpool_limits
 
 from . import parts as _parts
+from .backend import LocalBackend
 from ._arrays import sample_regions, stack_regions
 from ._region_input import _check_background, _check_fit_inputs, _validate_regions
 from ._validation import DataError
@@ -138,7 +140,7 @@ class PartLearner(TransformerMixin, BaseEstimator):
 
     # long: 30 lines of docstring (the procedure and the resume hooks), 45 of code
     def fit(self, X, y, boxes=None, *, class_names=None, background=None, class_results=None,
-            on_background=None, on_class=None):
+            on_background=None, on_class=None, backend=None):
         """Learn every class's parts. Returns ``self``.
 
         The procedure of the pipeline's parts stage: with ``seed`` the
@@ -162,7 +164,9 @@ class PartLearner(TransformerMixin, BaseEstimator):
         - ``on_background(background)``: called once the background is fitted
           (not when it was given);
         - ``on_class(k, result, seconds)``: called as each class is learnt, in
-          the order they finish.
+          the order they finish;
+        - ``backend``: where the classes are learnt (``partlearn.backend``; default
+          ``LocalBackend(n_jobs)``, threads); the results do not depend on it.
         """
         cfg = self._config()
         X, y, form = _validate_regions(self, X, y, boxes=boxes, reset=True, min_samples=2)
@@ -194,14 +198,21 @@ class PartLearner(TransformerMixin, BaseEstimator):
         pool, negatives = negative_pool(codes, cfg.n_negative_images,
                                         np.random.default_rng(seed))
         if todo:
-            stack = stack_regions([X[i] for i in pool], dim, "negative pool")
+            backend = LocalBackend(self.n_jobs) if backend is None else backend
+            pool_images = [X[i] for i in pool]
+            # threads share one stack of the pool; remote workers stack it themselves,
+            # once each, from the memory-mapped images (``_negative_stack``)
+            pool_regions = (stack_regions(pool_images, dim, "negative pool")
+                            if backend.shares_memory else pool_images)
             params = {f: getattr(cfg, f) for f in CLASS_PARAMS}
-            calls = [(([X[i] for i in positives[k]], stack, background),
+            items = [([X[i] for i in positives[k]],
                       dict(boxes=None if boxes is None else [boxes[i] for i in positives[k]],
                            negative_images=negatives[k], random_state=seed + k, name=names[k],
                            **params))
                      for k in todo]
-            for j, result, seconds in learn_classes(calls, self.n_jobs):
+            shared = {"negatives": pool_regions, "background": background, "dim": dim,
+                      "token": uuid.uuid4().hex}
+            for j, result, seconds in learn_classes(items, shared, backend):
                 k = todo[j]
                 results[k] = result
                 logger.debug("parts: %s: %d parts, mean AP %.3f, mean |cos| %.3f, %d updates, "
@@ -277,30 +288,46 @@ def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.n
     return pool, per_class
 
 
-def learn_classes(calls, n_jobs):
-    """Yield ``(k, learn_class_parts(*args, **kwargs), seconds)`` for each ``(args,
-    kwargs)`` ``calls[k]``, in the order the classes finish.
+def learn_classes(items, shared, backend):
+    """Yield ``(k, learn_class_parts(...), seconds)`` for class ``items[k] = (positive
+    images, keyword arguments)``, in the order the classes finish.
 
-    On ``n_jobs`` threads (joblib, shared memory): the region arrays, memmaps
-    too, are shared as they are and nothing is pickled; BLAS, faiss and numpy's
-    loops release the GIL. Measured on 2 cores, 8 classes: 1.76x over one
-    thread, against 1.58x for 2 loky processes (BENCHMARKS.md). Every class is
-    learnt with one BLAS and one OpenMP thread, whatever ``n_jobs`` is: the
-    thread count changes the sums' rounding (parts differed by ~4e-5 between 1
-    and 2 BLAS threads), and ``n_jobs`` must not change a result (it keys nothing).
+    ``shared``: ``negatives`` (the negative pool: a ``RegionStack``, or its images'
+    arrays, stacked by each worker once), ``background``, ``dim``, and ``token``
+    naming this pool. On ``backend`` (``partlearn.backend``): ``LocalBackend``'s
+    threads share the region arrays, memmaps too, as they are and pickle nothing;
+    BLAS, faiss and numpy's loops release the GIL (measured on 2 cores, 8 classes:
+    1.76x over one thread, against 1.58x for 2 loky processes, BENCHMARKS.md).
+    Every class is learnt with one BLAS and one OpenMP thread, whatever the
+    backend and ``n_jobs``: the thread count changes the sums' rounding (parts
+    differed by ~4e-5 between 1 and 2 BLAS threads), and where a class is learnt
+    must not change it (``n_jobs`` and ``backend`` key nothing).
     """
-    n = effective_n_jobs(n_jobs)
+    # BLAS's count is process-wide: set once here for the threads (and again in each
+    # task, for worker processes: a no-op under this one); OpenMP's is per thread
     with threadpool_limits(1, user_api="blas"):
-        if n == 1 or len(calls) < 2:
-            for k, (args, kwargs) in enumerate(calls):
-                yield _learn_timed(k, args, kwargs)
-            return
-        yield from Parallel(n_jobs=n, require="sharedmem", return_as="generator_unordered")(
-            delayed(_learn_timed)(k, args, kwargs) for k, (args, kwargs) in enumerate(calls))
+        for j, (result, seconds) in backend.map(_learn_timed, items, shared=shared):
+            yield j, result, seconds
 
 
-def _learn_timed(k, args, kwargs):
+_STACK: dict = {}  # token -> the negative pool stacked, one per process (remote workers)
+_STACK_LOCK = threading.Lock()
+
+
+def _negative_stack(negatives, dim: int, token: str):
+    if not isinstance(negatives, list):
+        return negatives  # stacked already (threads of the process that fitted)
+    with _STACK_LOCK:
+        if token not in _STACK:
+            _STACK.clear()
+            _STACK[token] = stack_regions(negatives, dim, "negative pool")
+        return _STACK[token]
+
+
+def _learn_timed(item, negatives, background, dim, token):
     t0 = time.perf_counter()
-    with threadpool_limits(1, user_api="openmp"):  # OpenMP's count is per thread
-        result = _parts.learn_class_parts(*args, **kwargs)
-    return k, result, time.perf_counter() - t0
+    positives, kwargs = item
+    stack = _negative_stack(negatives, dim, token)
+    with threadpool_limits(1, user_api="blas"), threadpool_limits(1, user_api="openmp"):
+        result = _parts.learn_class_parts(positives, stack, background, **kwargs)
+    return result, time.perf_counter() - t0

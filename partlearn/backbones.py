@@ -61,6 +61,23 @@ def available_backbones() -> list[str]:
     return list(_LITE) + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+_SHARED: dict = {}  # the last backbone built by shared_backbone, by its arguments
+
+
+def shared_backbone(name: str, weights: str, tap: str, mean: tuple, std: tuple) -> Backbone:
+    """``create_backbone(...)``, built once per process for the same arguments (and the same
+    weights file, by size and mtime): the pipeline and every feature task of a backend
+    worker share it."""
+    key = (name, weights, tap, tuple(mean), tuple(std))
+    if Path(weights).is_file():
+        st = Path(weights).stat()
+        key += (st.st_size, st.st_mtime_ns)
+    if key not in _SHARED:
+        _SHARED.clear()
+        _SHARED[key] = create_backbone(name, weights=weights, tap=tap, mean=mean, std=std)
+    return _SHARED[key]
+
+
 def create_backbone(name: str = BackboneConfig.name, weights: str = BackboneConfig.weights,
                     tap: str = BackboneConfig.tap, mean=BackboneConfig.mean,
                     std=BackboneConfig.std) -> Backbone:

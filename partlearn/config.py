@@ -190,11 +190,27 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class DaskConfig:
+    """Where ``backend = "dask"`` runs the independent tasks (``partlearn.backend``)."""
+
+    # a running scheduler, "tcp://host:8786"; "": the run starts a LocalCluster and stops it
+    scheduler: str = ""
+    n_workers: int = 0  # the LocalCluster's worker processes; 0: one per core
+    timeout: float = 30.0  # seconds to reach the scheduler before giving up
+    # a resource that GPU workers declare (`dask worker --resources GPU=1`); when set, the
+    # feature-extraction tasks each ask for one unit of it
+    gpu_resource: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "experiment"
     cache_dir: str = "cache"
     seed: int = 0
     n_jobs: int = -1  # processes for independent work (classes); -1: every core
+    # where independent tasks run (feature shards, classes, CV folds, DP-Net runs):
+    # "local" (this process, n_jobs) or "dask" ([dask])
+    backend: str = "local"
     data: DataConfig = field(default_factory=DataConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -205,6 +221,7 @@ class Config:
     dpnet: DPNetConfig = field(default_factory=DPNetConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
+    dask: DaskConfig = field(default_factory=DaskConfig)
 
     def __post_init__(self):
         from ._config_checks import check  # the checks import this module's constants

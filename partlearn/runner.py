@@ -68,6 +68,7 @@ class Pipeline:
         self._values: dict[str, object] = {}
         self._manifest = None
         self._backbone = None
+        self._backend = None
 
     # ---- what the stages see
 
@@ -83,12 +84,27 @@ class Pipeline:
     @property
     def backbone(self):
         if self._backbone is None:
-            from .backbones import create_backbone
+            from .backbones import shared_backbone
 
             b = self.cfg.backbone
-            self._backbone = create_backbone(b.name, weights=b.weights, tap=b.tap,
-                                             mean=b.mean, std=b.std)
+            self._backbone = shared_backbone(b.name, b.weights, b.tap, b.mean, b.std)
         return self._backbone
+
+    @property
+    def backend(self):
+        """Where the stages' independent tasks run (``partlearn.backend``), started on first
+        use and stopped when ``run`` ends (``close``)."""
+        if self._backend is None:
+            from .backend import from_config
+
+            self._backend = from_config(self.cfg)
+        return self._backend
+
+    def close(self) -> None:
+        """Stop the backend's cluster, if this pipeline started one."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
 
     def device(self, setting: str | None = None):
         from ._device import resolve_device
@@ -235,6 +251,8 @@ class Pipeline:
         evaluated = report and ("classifier" in todo if "classifier" in self.stages
                                 else len(todo) == len(self.stages))
         self.key("dataset")  # reads the annotations: a wrong data.root fails before the run dir
+        if self.cfg.backend == "dask" and self.cfg.dask.scheduler:
+            self.backend  # an unreachable scheduler, too (a LocalCluster starts when needed)
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(dump_toml(self.recorded_config()))
@@ -266,6 +284,7 @@ class Pipeline:
                 summary.update(found)
         finally:
             pins.close()
+            self.close()
             summary["peak_memory_mb"] = peak_memory_mb()
             (out / "results.json").write_text(json.dumps(summary, indent=1))
         if evaluated:

@@ -106,14 +106,15 @@ def hold():
 
 if mode in ("kill-features", "hold-features"):
     import partlearn.features as features
-    real_extract = features.extract_features
+    real_extract, done = features.extract_features, []
 
-    def extract(*a, **k):
+    def extract(*a, **k):  # called once per shard
         if mode == "hold-features":
             hold()
-        for n, item in enumerate(real_extract(*a, **k)):
-            if n == 3 and mode == "kill-features":  # 3 images done: shard 0 is on disk
+        for item in real_extract(*a, **k):
+            if len(done) == 3 and mode == "kill-features":  # 3 images: shard 0 is on disk
                 kill()
+            done.append(1)
             yield item
 
     features.extract_features = extract
@@ -309,6 +310,69 @@ def test_n_jobs_2_gives_the_predictions_of_n_jobs_1(n_jobs_2, reference):
 
 def test_n_jobs_2_gives_the_results_of_n_jobs_1_exactly(n_jobs_2, reference):
     assert_same_as_reference(n_jobs_2, reference)
+
+
+# ---- 2b. the dask backend changes no result, also when a worker dies mid-task
+
+DASK_RUN = ("backend=dask", "dask.n_workers=2")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A LocalCluster of 2 single-threaded worker processes (the CI's own)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as c:
+        yield c
+
+
+def test_dask_local_cluster_gives_the_results_of_local_exactly(tiny, reference, tmp_path):
+    """Every stage computed afresh on a LocalCluster the run starts and stops itself."""
+    out = tmp_path / "run"
+    assert main(run_argv(tiny, tmp_path / "cache", out, *DASK_RUN)) == 0
+    assert not any(v["cached"] for v in results(out)["stages"].values())
+    assert_same_as_reference(out, reference)
+
+
+KILL_ONCE = """
+import os, partlearn.parts as parts
+real = parts.learn_class_parts
+def learn(*a, **k):
+    try:  # the first class learnt anywhere kills its worker, mid-task
+        os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return real(*a, **k)
+    os._exit(1)
+parts.learn_class_parts = learn
+"""
+
+
+def test_a_worker_killed_mid_task_is_replaced_and_the_results_are_unchanged(
+        tiny, reference, tmp_path, cluster):
+    import runpy
+
+    from distributed import Client
+
+    marker, hook = tmp_path / "killed", tmp_path / "kill_once.py"
+    hook.write_text(KILL_ONCE.format(marker=str(marker)))
+    with Client(cluster) as client:
+        client.run(runpy.run_path, str(hook))  # every worker's parts learner, patched
+        cache = seed_cache(reference, tmp_path / "cache", ("dataset", "regions", "features"))
+        out = tmp_path / "run"
+        assert main(run_argv(tiny, cache, out, "backend=dask",
+                             f"dask.scheduler={cluster.scheduler_address}")) == 0
+    assert marker.exists()  # a worker did die inside a class's task
+    assert_same_as_reference(out, reference)
+
+
+def test_an_unreachable_scheduler_is_one_line_naming_it(tiny, tmp_path, capsys):
+    pytest.importorskip("distributed")
+    out = tmp_path / "run"
+    assert main(run_argv(tiny, tmp_path / "cache", out, "backend=dask",
+                         "dask.scheduler=tcp://127.0.0.1:9", "dask.timeout=2")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tcp://127.0.0.1:9" in err and "scheduler" in err, err
+    assert not out.exists()  # before the run directory and any stage
 
 
 # ---- 3. two runs on one fresh cache

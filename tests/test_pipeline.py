@@ -113,11 +113,13 @@ def test_interrupted_extraction_resumes(tiny, monkeypatch, resume_shard_size):
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])  # shard_size=3
     cache = str(tiny / f"cache-int{resume_shard_size}")
     real = features.extract_features
+    seen = []
 
-    def crash_after_four(*a, **k):
-        for n, item in enumerate(real(*a, **k)):
-            if n == 4:
+    def crash_after_four(*a, **k):  # on the fifth image, in the second shard's task
+        for item in real(*a, **k):
+            if len(seen) == 4:
                 raise KeyboardInterrupt
+            seen.append(item)
             yield item
 
     monkeypatch.setattr(features, "extract_features", crash_after_four)
@@ -134,7 +136,7 @@ def test_interrupted_extraction_resumes(tiny, monkeypatch, resume_shard_size):
                           + [f"features.shard_size={resume_shard_size}"])
     pipe = Pipeline(resumed, cache_dir=cache)
     pipe.run(until="features", out=tiny / "r-res")
-    assert calls == [10 - 3]  # shard 0 (3 images) survived the interruption
+    assert calls == [3, 3, 1]  # shard 0 (3 images) survived; each other shard is one task
     monkeypatch.setattr(features, "extract_features", real)
     ref = Pipeline(cfg, cache_dir=str(tiny / f"cache-ref{resume_shard_size}"))  # uninterrupted
     ref.run(until="features", out=tiny / "r-ref")

@@ -27,7 +27,7 @@ OTHER = {
     "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
     "retrieval.descriptors": ["mac"], "retrieval.rerank": ["none"], "retrieval.ks": [1],
     "retrieval.diffusion_alpha": 0.9, "retrieval.index": "ivfpq", "n_jobs": 1,
-    "classifier.solver": "torch",
+    "classifier.solver": "torch", "backend": "dask",
 }
 BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
         'features.pools=["mac"]', 'classifier.methods=["global", "parts", "parts[unsup]"]']

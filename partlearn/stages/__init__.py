@@ -20,6 +20,12 @@ NOT_KEYED = {
     "name": "the run directory's prefix",
     "cache_dir": "where the entries are stored",
     "n_jobs": "how many workers; every class and fold is seeded on its own",
+    "backend": "where the independent tasks run: the same functions on the same inputs "
+               "give the same results (tested, local against dask)",
+    "dask.scheduler": "where the dask backend's tasks run",
+    "dask.n_workers": "how many workers the dask backend starts",
+    "dask.timeout": "how long the dask backend waits for its scheduler",
+    "dask.gpu_resource": "which dask workers get the feature-extraction tasks",
     "data.root": "the dataset stage hashes the files themselves (relative paths, sizes, "
                  "mtimes): the same files elsewhere are the same data",
     "features.device": "its effect, the precision, is keyed by the features stage "

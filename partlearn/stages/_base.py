@@ -121,7 +121,7 @@ class _Declared:
 
 class Context:
     """What a stage's functions see of a run: its config, its inputs' values
-    (``get``), the device a setting resolves to, the backbone, the raw manifest
+    (``get``), the device a setting resolves to, the backbone, the backend, the raw manifest
     and a folder for small memos. Built by the runner."""
 
     def __init__(self, pipeline, stage: Stage):
@@ -148,6 +148,11 @@ class Context:
     @property
     def backbone(self):
         return self._pipe.backbone
+
+    @property
+    def backend(self):
+        """Where the stage's independent tasks run (``partlearn.backend``)."""
+        return self._pipe.backend
 
     def device(self, setting: str):
         return self._pipe.device(setting)

@@ -73,7 +73,9 @@ def compute(ctx, w) -> None:
 
     for method in k.methods:
         t0 = time.perf_counter()
-        model, x = fit(method), feature(method)
+        with ctx.backend.joblib():  # the CV grid's folds on the run's backend
+            model = fit(method)
+        x = feature(method)
         seconds = time.perf_counter() - t0
         name = file_name(method)
         for a in ("coef", "intercept", "classes"):

@@ -44,7 +44,7 @@ def inputs(cfg) -> tuple[str, ...]:
 
 
 def compute(ctx, w) -> None:
-    from ..dpnet import predict_scores, settings, train_dpnet
+    from ..dpnet import settings
 
     d = ctx.cfg.dpnet
     data, feats = ctx.get("dataset"), ctx.get("features")
@@ -60,26 +60,40 @@ def compute(ctx, w) -> None:
                               f"{d.parts_per_class}")
         init = learner.parts_  # LDA directions in the feature space, class by class
     runs = [(v, seed) for v in d.variants for seed in d.seeds]
-    device = ctx.device_name(d.device)
-    train_x, test_x = feats.images(train), feats.images(test)
     for k, (variant, seed) in enumerate(runs):
         if w.shard_done(k):
             logger.info("dpnet: %s, seed %d: cached in this entry", variant, seed)
-            continue
-        model = train_dpnet(train_x, m.label[train], **settings(d, variant), seed=seed,
-                            device=device, init_parts=init)
-        scores = predict_scores(model, test_x, device=device)
-        w.save_shard(k, {
-            "U": model["U"], "V": model["V"], "bias": model["bias"],
-            "part_class": model["part_class"], "test_scores": scores,
-            "test_pred": np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64),
-            "val_accuracy": np.asarray(model["val_accuracy"]),
-            "val_loss": np.asarray(model["val_loss"]),
-            "train_seconds": np.asarray(model["train_seconds"]),
-            "best_epoch": np.asarray(model["best_epoch"])})
+    items = [{"shard": k, "settings": settings(d, variant), "seed": seed}
+             for k, (variant, seed) in enumerate(runs) if not w.shard_done(k)]
+    shared = {"train_x": feats.images(train), "labels": m.label[train],
+              "test_x": feats.images(test), "init": init, "device": d.device, "writer": w}
+    for k, (accuracy, seconds) in ctx.backend.map(train_run, items, shared=shared,
+                                                  threads=False):
+        variant, seed = runs[items[k]["shard"]]
         logger.info("dpnet: %s, seed %d: held-out accuracy %.4f, %.1f s", variant, seed,
-                    model["val_accuracy"], model["train_seconds"])
+                    accuracy, seconds)
     w.meta.update(n_shards=len(runs), runs=[list(r) for r in runs], test_images=test.tolist())
+
+
+def train_run(item: dict, train_x, labels, test_x, init, device: str, writer):
+    """Train one (variant, seed) run (``item``: its ``shard``, ``settings``, ``seed``) and
+    save it into ``writer``'s entry: a backend's task. Returns (held-out accuracy, s)."""
+    from .._device import resolve_device
+    from ..dpnet import predict_scores, train_dpnet
+
+    device = str(resolve_device(device))
+    model = train_dpnet(train_x, labels, **item["settings"], seed=item["seed"], device=device,
+                        init_parts=init)
+    scores = predict_scores(model, test_x, device=device)
+    writer.save_shard(item["shard"], {
+        "U": model["U"], "V": model["V"], "bias": model["bias"],
+        "part_class": model["part_class"], "test_scores": scores,
+        "test_pred": np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64),
+        "val_accuracy": np.asarray(model["val_accuracy"]),
+        "val_loss": np.asarray(model["val_loss"]),
+        "train_seconds": np.asarray(model["train_seconds"]),
+        "best_epoch": np.asarray(model["best_epoch"])})
+    return float(model["val_accuracy"]), float(model["train_seconds"])
 
 
 def load(ctx, entry) -> DPNetRuns:

@@ -158,8 +158,8 @@ def _layout(w, shard_size: int) -> int:
 
 
 def compute(ctx, w) -> None:
-    from ..features import extract_features
-
+    """Every shard not yet on disk, each a task of the run's backend that writes its shard
+    into the entry (``extract_shard``)."""
     f = ctx.cfg.features
     data, regions = ctx.get("dataset"), ctx.get("regions")
     m = data.manifest
@@ -171,41 +171,70 @@ def compute(ctx, w) -> None:
         logger.info("features: %d of %d shards already done, resuming",
                     len(starts) - len(todo), len(starts))
     sizes = np.stack([data.width, data.height], axis=1)
-    # within a shard, same-size images go together so that batches fill up
-    order = {s: sorted(range(starts[s], min(starts[s] + size, n)),
-                       key=lambda i: (sizes[i, 0], sizes[i, 1])) for s in todo}
-    images = [i for s in todo for i in order[s]]
-    device = ctx.device(f.device)
-    logger.info("features: %s mode, %s, short side %d, on %s, %d images to extract",
-                f.mode, ctx.backbone.name, f.short_side, device, len(images))
-    stream = extract_features(
-        [str(Path(m.root) / m.path[i]) for i in images],
-        [regions.boxes[regions.of(i)] for i in images],
-        [regions.flips[regions.of(i)] for i in images],
-        sizes[images], ctx.backbone, load_image=datasets.load_image, mode=f.mode,
-        short_side=f.short_side, roi_size=f.roi_size, roi_pooling=f.roi_pooling,
-        crop_size=f.crop_size, batch_size=f.batch_size, device=device, amp=f.amp,
-        workers=f.workers, with_global_flip=ctx.cfg.regions.flips, descriptors=f.pools,
-        gem_p=f.gem_p, crops=None if data.crops is None else [data.crops[i] for i in images])
-    done: dict[int, dict] = {}
-    shard_iter = iter(todo)
-    shard = next(shard_iter, None)
-    for k, reg, glob, glob_flip, *pooled in progress(stream, total=len(images),
-                                                      desc="features", unit="img"):
-        row = {"regions": reg, "global": glob} | (
-            {} if glob_flip is None else {"global_flip": glob_flip}) | {
-            f"pool_{p}": v for p, v in (pooled[0] if pooled else {}).items()}
-        done[images[k]] = {name: v.astype(np.float16) for name, v in row.items()}
-        if len(done) == len(order[shard]):
-            rows = [done[i] for i in sorted(done)]  # back to manifest order
-            w.save_shard(shard, {name: (np.concatenate if rows[0][name].ndim == 2 else np.stack)(
-                [r[name] for r in rows]) for name in rows[0]})
-            done = {}
-            shard = next(shard_iter, None)
+    items = []
+    for s in todo:
+        # within a shard, same-size images go together so that batches fill up
+        order = sorted(range(starts[s], min(starts[s] + size, n)),
+                       key=lambda i: (sizes[i, 0], sizes[i, 1]))
+        items.append({"shard": s, "images": order,
+                      "paths": [str(Path(m.root) / m.path[i]) for i in order],
+                      "boxes": [regions.boxes[regions.of(i)] for i in order],
+                      "flips": [regions.flips[regions.of(i)] for i in order],
+                      "sizes": sizes[order],
+                      "crops": None if data.crops is None else [data.crops[i] for i in order]})
+    precision = derive(ctx)["precision"]
+    backend = ctx.backend
+    logger.info("features: %s mode, %s, short side %d, %s on %s, %d images to extract "
+                "in %d shards", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
+                ctx.device_name(f.device) if backend.shares_memory else f"{backend.name} workers",
+                sum(len(it["images"]) for it in items), len(items))
+    spec = {"backbone": dataclasses.asdict(ctx.cfg.backbone), "device": f.device,
+            "params": dict(mode=f.mode, short_side=f.short_side, roi_size=f.roi_size,
+                           roi_pooling=f.roi_pooling, crop_size=f.crop_size,
+                           batch_size=f.batch_size, amp=precision != "fp32",
+                           workers=f.workers, with_global_flip=ctx.cfg.regions.flips,
+                           descriptors=f.pools, gem_p=f.gem_p)}
+    gpu = ctx.cfg.dask.gpu_resource
+    with progress(total=sum(len(it["images"]) for it in items), desc="features",
+                  unit="img") as bar:
+        for k, _ in backend.map(extract_shard, items, shared={"spec": spec, "writer": w},
+                                resources={gpu: 1} if gpu else None, threads=False):
+            bar.update(len(items[k]["images"]))
     dim = w.shard_array(0, "global").shape[1] if starts else 0
     w.meta.update(n_images=n, n_shards=len(starts), shard_size=size, dim=dim,
                   dtype="float16", pools=list(f.pools),
                   with_global_flip=bool(ctx.cfg.regions.flips))
+
+
+def extract_shard(item: dict, spec: dict, writer) -> int:
+    """Extract one shard's images (``item``: its ``shard``, manifest ``images`` in the
+    order to extract, their ``paths``, ``boxes``, ``flips``, ``sizes``, ``crops``) with
+    the backbone and settings of ``spec``, and save it into ``writer``'s entry in
+    manifest order, all or nothing. A backend's task: the backbone is built once per
+    process. Returns the number of images."""
+    from .._device import resolve_device
+    from ..backbones import shared_backbone
+    from ..features import extract_features
+
+    b = spec["backbone"]
+    backbone = shared_backbone(b["name"], b["weights"], b["tap"], tuple(b["mean"]),
+                               tuple(b["std"]))
+    images = item["images"]
+    stream = extract_features(item["paths"], item["boxes"], item["flips"], item["sizes"],
+                              backbone, load_image=datasets.load_image,
+                              device=resolve_device(spec["device"]), crops=item["crops"],
+                              **spec["params"])
+    done = {}
+    for k, reg, glob, glob_flip, *pooled in stream:
+        row = {"regions": reg, "global": glob} | (
+            {} if glob_flip is None else {"global_flip": glob_flip}) | {
+            f"pool_{p}": v for p, v in (pooled[0] if pooled else {}).items()}
+        done[images[k]] = {name: v.astype(np.float16) for name, v in row.items()}
+    rows = [done[i] for i in sorted(done)]  # back to manifest order
+    writer.save_shard(item["shard"], {
+        name: (np.concatenate if rows[0][name].ndim == 2 else np.stack)([r[name] for r in rows])
+        for name in rows[0]})
+    return len(rows)
 
 
 def load(ctx, entry) -> RegionFeatures:

@@ -71,7 +71,7 @@ def learn(ctx, w, labels: np.ndarray, names: list[str]) -> None:
                 human_size(sum(x.nbytes for x in X)))
     learner(ctx.cfg).fit(X, labels, boxes=feats.image_boxes(train), class_names=names,
                          background=background, class_results=done,
-                         on_background=on_background, on_class=on_class)
+                         on_background=on_background, on_class=on_class, backend=ctx.backend)
     w.meta.update(n_shards=len(names), classes=list(names))
 
 
