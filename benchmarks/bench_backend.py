@@ -12,8 +12,9 @@ parts stage does, once per backend per round, alternating (local, dask, local, d
 - ``dask``: ``DaskBackend`` on a ``LocalCluster`` of ``--workers`` single-threaded
   worker processes, started once before the rounds (its start time is printed apart).
 
-Prints the wall time of each fit, the dask / local ratio of the medians, and whether
-every part (weights, bias, matches) is bit-identical between the backends.
+Prints the wall time of each fit, the dask / local ratio of the medians, whether
+every part (weights, bias, matches) is bit-identical between the backends, and the
+mean time of one class's task (an input of ``project_scale.py``).
 """
 
 from __future__ import annotations
@@ -53,12 +54,13 @@ def main() -> None:
     print(f"dask: LocalCluster of {args.workers} single-threaded workers started in "
           f"{time.perf_counter() - t0:.1f} s")
     backends = {"local": LocalBackend(-1), "dask": dask}
-    times, fitted = {"local": [], "dask": []}, {}
+    times, fitted, per_class = {"local": [], "dask": []}, {}, {"local": [], "dask": []}
     try:
         for r in range(args.rounds):
             for name, backend in backends.items():
                 t0 = time.perf_counter()
-                est = learner(cfg).fit(X, y, boxes=boxes, class_names=names, backend=backend)
+                est = learner(cfg).fit(X, y, boxes=boxes, class_names=names, backend=backend,
+                                       on_class=lambda k, res, s, n=name: per_class[n].append(s))
                 times[name].append(time.perf_counter() - t0)
                 fitted[name] = est
                 print(f"round {r}: {name}: {times[name][-1]:.1f} s", flush=True)
@@ -72,6 +74,9 @@ def main() -> None:
     for k, v in times.items():
         print(f"| {k} | {', '.join(f'{t:.1f}' for t in v)} | {med[k]:.1f} |")
     print(f"\ndask / local: {med['dask'] / med['local']:.3f}; parts bit-identical: {same}")
+    for k, v in per_class.items():  # a class's own time (on a thread, or on a worker)
+        print(f"{k}: a class takes {statistics.mean(v):.2f} s on average "
+              f"({len(train) / len(names):.0f} positive images per class)")
 
 
 if __name__ == "__main__":

@@ -64,8 +64,27 @@ def stack_regions(arrays, dim: int | None = None, who: str = "regions",
     return RegionStack(out, offsets)
 
 
+class LazyImages:
+    """``fn(i)`` for every ``i`` of ``index``, made only as it is iterated or indexed:
+    a sequence of per-image arrays (for ``sample_regions``) of which one at a time is
+    in memory, where a list would hold them all."""
+
+    def __init__(self, fn, index):
+        self.fn, self.index = fn, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return self.fn(self.index[k])
+
+    def __iter__(self):
+        return (self.fn(i) for i in self.index)
+
+
 def sample_regions(images, n_max: int, rng) -> np.ndarray:
-    """About ``n_max`` regions of a list of ``(R_i, D)`` arrays (float16 memmaps too),
+    """About ``n_max`` regions of a sequence of ``(R_i, D)`` arrays (float16 memmaps,
+    ``LazyImages`` too),
     float32 ``(n, D)``: the same number from every image, ``n_max // len(images)``
     (at least 1; all of an image's regions when it has fewer), drawn without
     replacement by the numpy ``Generator`` ``rng``, in the image's row order.

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import l2_normalize, stack_regions
+from ._arrays import l2_normalize
 from ._validation import DataError
 
 
@@ -109,22 +109,41 @@ def class_specificity(V: torch.Tensor, part_class) -> torch.Tensor:
 
 
 class _Regions:
-    """All images' region rows, L2-normalised, in one float16 (sum R_i, D) array plus
-    offsets, checked. On CUDA a copy lives on the GPU when it takes at most half of the
-    free memory, and batches are gathered there (on the host, building them costs
-    more than the model's step); on the CPU numpy builds them (its float16
-    conversion is an order of magnitude faster than torch's)."""
+    """All images' region rows, L2-normalised, read one image at a time from the arrays
+    given (float16 memmaps: nothing is stacked on the host, so memory does not grow
+    with the data), checked once here. On CUDA a stacked float16 copy lives on the GPU
+    when it takes at most half of the free memory, and batches are gathered there (on
+    the host, building them costs more than the model's step); on the CPU numpy builds
+    them (its float16 conversion is an order of magnitude faster than torch's)."""
 
     def __init__(self, images, dim: int | None, who: str, device=torch.device("cpu")):
-        self.x, self.offsets = stack_regions(images, dim, who, dtype=np.float16)
-        self.dim = self.x.shape[1]
-        for s in range(0, len(self.x), 65536):  # once here rather than in every batch
-            self.x[s:s + 65536] = l2_normalize(self.x[s:s + 65536])
+        self.images = list(images)
+        counts = []
+        for i, a in enumerate(self.images):
+            shape = np.shape(a)
+            if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+                want = f"(R, {dim})" if dim is not None else "(R, D)"
+                raise DataError(f"{who} image {i}: regions should be a {want} array with "
+                                f"R >= 1, got shape {shape}")
+            dim = shape[1]
+            finite = np.isfinite(np.asarray(a, np.float16)).all(axis=1)
+            if not finite.all():
+                raise DataError(f"{who} image {i}: region {int(np.flatnonzero(~finite)[0])} "
+                                f"holds NaN or inf (or a value beyond float16)")
+            counts.append(shape[0])
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.dim = int(dim or 0)
         self.device = torch.device(device)
         self.resident = None
         if self.device.type == "cuda" and \
-                self.x.nbytes <= torch.cuda.mem_get_info(self.device)[0] // 2:
-            self.resident = torch.from_numpy(self.x).to(self.device)
+                int(self.offsets[-1]) * self.dim * 2 <= torch.cuda.mem_get_info(self.device)[0] // 2:
+            self.resident = torch.cat([torch.from_numpy(self.image(i)).to(self.device)
+                                       for i in range(len(self))])
+
+    def image(self, i: int) -> np.ndarray:
+        """Image ``i``'s rows as float16, L2-normalised in float32 and rounded to float16
+        again (row by row: the same values whichever rows are read together)."""
+        return l2_normalize(np.asarray(self.images[i], np.float16)).astype(np.float16)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -136,10 +155,12 @@ class _Regions:
         counts = self.offsets[idx + 1] - self.offsets[idx]
         R = int(counts.max())
         if self.resident is None:
-            src, x = self.x, np.zeros((len(idx), R, self.dim), np.float32)
+            x = np.zeros((len(idx), R, self.dim), np.float32)
+            for k, i in enumerate(idx):
+                x[k, :counts[k]] = self.image(i)
         else:
             src, x = self.resident, torch.zeros((len(idx), R, self.dim), device=self.device)
-        for k, i in enumerate(idx):
-            x[k, :counts[k]] = src[self.offsets[i]:self.offsets[i + 1]]
+            for k, i in enumerate(idx):
+                x[k, :counts[k]] = src[self.offsets[i]:self.offsets[i + 1]]
         mask = torch.from_numpy(np.arange(R)[None, :] < counts[:, None]).to(self.device)
         return torch.as_tensor(x).to(self.device, non_blocking=True), mask

@@ -97,7 +97,7 @@ def _init_model(model: DPNet, regions: _Regions, y: np.ndarray, train: np.ndarra
             i = int(pool[torch.randint(len(pool), (1,), generator=gen)])
             lo, hi = regions.offsets[i], regions.offsets[i + 1]
             r = int(lo + torch.randint(int(hi - lo), (1,), generator=gen))
-            U[p] = torch.from_numpy(regions.x[r].astype(np.float32))
+            U[p] = torch.from_numpy(regions.image(i)[r - lo].astype(np.float32))
     with torch.no_grad():
         model.U.copy_(nn.functional.normalize(U, dim=1))
         model.V.copy_(torch.from_numpy(

@@ -174,9 +174,14 @@ class DaskBackend:
                         len(self.client.scheduler_info()["workers"]))
         else:
             n = n_workers or os.cpu_count() or 1
-            self._cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                resources={gpu_resource: 1} if gpu_resource else None)
+            try:
+                self._cluster = LocalCluster(
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    resources={gpu_resource: 1} if gpu_resource else None)
+            except RuntimeError as e:  # e.g. a script without `if __name__ == "__main__":`
+                raise BackendError(f"could not start a LocalCluster of {n} workers ({e}); a "
+                                   "script that runs a pipeline with backend = 'dask' must "
+                                   "do so under `if __name__ == \"__main__\":`") from e
             self.client = Client(self._cluster, set_as_default=False)
             logger.info("dask: started a LocalCluster of %d single-threaded workers", n)
 

@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from .._arrays import l2_normalize, sample_regions
+from .._arrays import LazyImages, l2_normalize, sample_regions
 from .._pca import fit_pca
 from ._base import Stage
 
@@ -55,7 +55,8 @@ def compute(ctx, w) -> None:
         logger.info("descriptors: %s, whitened to %d dimensions on %d training images", name,
                     len(pca["components"]), len(train))
     if feats.rmac_shards:
-        sample = sample_regions([feats.regional_macs(i) for i in train], _RMAC_SAMPLE,
+        # one image's regional MACs converted at a time, not every training region's
+        sample = sample_regions(LazyImages(feats.regional_macs, train), _RMAC_SAMPLE,
                                 np.random.default_rng(seed))
         pca = whitening(sample, shrink, seed)
         w.save_array("rmac", rmac(feats, range(len(feats)), pca).astype(np.float16))
