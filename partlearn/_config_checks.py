@@ -116,6 +116,8 @@ def check(cfg) -> None:
     if k.cv_folds < 2:
         raise ConfigError(f"classifier.cv_folds={k.cv_folds} must be >= 2")
     check_choice("classifier.solver", k.solver, ("liblinear", "torch"))
+    if k.memory_mb < 0:
+        raise ConfigError(f"classifier.memory_mb={k.memory_mb:g} must be >= 0 (0: no limit)")
     dp = cfg.dpnet
     for v in dp.variants:
         check_choice("dpnet.variants", v, DPNET_VARIANTS)

@@ -43,18 +43,70 @@ CG_MAX = 2000  # conjugate-gradient steps per Newton step
 class Problem:
     """``x`` ``(n, D)`` on ``device`` in float64, with ``Q = X~ X~'`` (explicit when
     ``n <= 2 D``). ``targets(y, classes)``: the ``(n, K')`` ±1 columns (``K' = 1`` for
-    two classes). ``weights(beta)``: ``(K', D + 1)``, ``[w, b]`` per column."""
+    two classes). ``weights(beta)``: ``(K', D + 1)``, ``[w, b]`` per column.
 
-    def __init__(self, x, device="cpu"):
+    Out of core (``block_rows``, an int): ``x`` is kept as given (float16 or float32, an
+    ``np.memmap`` included) and read ``block_rows`` rows at a time, each block converted
+    to float64 on ``device`` and dropped after use; every product with ``X~`` or ``X~'``
+    is a sum, or a stack, over the blocks, so the solve is the in-memory one to float
+    rounding. ``gram``: keep ``Q`` (built block pair by block pair; default: when
+    ``n <= 2 D``), else each product with ``Q`` reads ``x`` twice."""
+
+    def __init__(self, x, device="cpu", *, block_rows: int | None = None,
+                 gram: bool | None = None):
         self.device = resolve_device(device)
-        self.x = torch.as_tensor(np.asarray(x), device=self.device).to(torch.float64)
-        n, d = self.x.shape
-        self.gram = self.x @ self.x.T + 1.0 if n <= 2 * d else None
+        if block_rows is None:
+            self.x = torch.as_tensor(np.asarray(x), device=self.device).to(torch.float64)
+        else:
+            self.src, self.x = x, None
+        n, d = self.shape = tuple(x.shape if self.x is None else self.x.shape)
+        self.block_rows = block_rows
+        self.gram = None
+        if n <= 2 * d if gram is None else gram:
+            self.gram = self.x @ self.x.T + 1.0 if self.x is not None else self._blocked_gram()
+
+    def _blocks(self, start: int = 0):
+        """``(rows, x[rows] in float64 on the device)``, block by block from row ``start``
+        (in memory: one block, every row)."""
+        if self.x is not None:
+            yield slice(None), self.x
+            return
+        for i in range(start, self.shape[0], self.block_rows):
+            rows = slice(i, i + self.block_rows)
+            yield rows, torch.from_numpy(np.array(self.src[rows], np.float64)).to(self.device)
+
+    def _blocked_gram(self) -> torch.Tensor:
+        """``Q``, block pair by block pair (upper blocks, mirrored)."""
+        n = self.shape[0]
+        g = torch.empty((n, n), dtype=torch.float64, device=self.device)
+        for i in range(0, n, self.block_rows):
+            blocks = self._blocks(i)
+            ri, xi = next(blocks)
+            g[ri, ri] = xi @ xi.T + 1.0
+            for rj, xj in blocks:
+                g[ri, rj] = xi @ xj.T + 1.0
+                g[rj, ri] = g[ri, rj].T
+        return g
+
+    def xt_mul(self, v: torch.Tensor) -> torch.Tensor:
+        """``X' v`` ``(D, J)`` (without the bias row)."""
+        if self.x is not None:
+            return self.x.T @ v
+        out = torch.zeros((self.shape[1], v.shape[1]), dtype=v.dtype, device=v.device)
+        for rows, xb in self._blocks():
+            out += xb.T @ v[rows]
+        return out
+
+    def x_mul(self, u: torch.Tensor) -> torch.Tensor:
+        """``X u`` ``(n, J)``."""
+        if self.x is not None:
+            return self.x @ u
+        return torch.cat([xb @ u for _, xb in self._blocks()])
 
     def qmul(self, v: torch.Tensor) -> torch.Tensor:
         if self.gram is not None:
             return self.gram @ v
-        return self.x @ (self.x.T @ v) + v.sum(0)
+        return self.x_mul(self.xt_mul(v)) + v.sum(0)
 
     def targets(self, y, classes) -> torch.Tensor:
         y, classes = np.asarray(y), np.asarray(classes)
@@ -63,14 +115,14 @@ class Problem:
                                device=self.device)
 
     def weights(self, beta: torch.Tensor) -> np.ndarray:
-        return torch.cat([self.x.T @ beta, beta.sum(0, keepdim=True)]).T.cpu().numpy()
+        return torch.cat([self.xt_mul(beta), beta.sum(0, keepdim=True)]).T.cpu().numpy()
 
     def beta_from(self, w0: np.ndarray, t: torch.Tensor) -> torch.Tensor:
         """Coefficients ``beta`` for a warm start ``w0`` ``(K', D + 1)``: the optimality
         condition's ``s * t * max(0, 1 - t * x~ . w0)``, ``s`` the least-squares fit of
         ``w0`` along it (exactly ``w0`` when ``w0`` is a minimiser for some C)."""
         w0 = torch.as_tensor(np.asarray(w0), device=self.device).to(torch.float64).T
-        xw = self.x @ w0[:-1] + w0[-1]
+        xw = self.x_mul(w0[:-1]) + w0[-1]
         v = t * (1 - t * xw).clamp(min=0)
         vqv = (v * self.qmul(v)).sum(0)
         s = torch.where(vqv > 0, (xw * v).sum(0) / vqv.clamp(min=1e-300), 0.0)
@@ -173,11 +225,13 @@ def _newton_step(p: Problem, active, c, g, qg, gn, eta):
 
 
 def fit_ovr_squared_hinge(x, y, classes, C: float, *, device="cpu", tol: float = TOL,
-                          max_iter: int = MAX_ITER, w0=None):
+                          max_iter: int = MAX_ITER, w0=None, block_rows: int | None = None,
+                          gram: bool | None = None):
     """One-vs-rest squared-hinge linear SVMs on ``x`` ``(n, D)``: ``(coef (K, D),
     intercept (K,), n_iter, converged)``, ``n_iter`` the most Newton steps a class took.
-    ``w0``: a warm start ``(coef, intercept)`` (e.g. the solution at a smaller C)."""
-    p = Problem(x, device)
+    ``w0``: a warm start ``(coef, intercept)`` (e.g. the solution at a smaller C).
+    ``block_rows``, ``gram``: out of core, as ``Problem``."""
+    p = Problem(x, device, block_rows=block_rows, gram=gram)
     t = p.targets(y, classes)
     beta0 = None
     if w0 is not None:

@@ -15,6 +15,14 @@ at once as columns of one Newton problem, each C warm-started from the nearest C
 already solved, on a GPU when ``device`` finds one). The torch solver stops where its
 coefficients are provably within 1e-6 relative of the exact minimiser; liblinear at
 its default tolerance is the less exact of the two (tests/test_svm_torch.py).
+
+``memory_mb`` (``classifier.memory_mb``; 0: no limit) bounds what an input may take as a
+whole ``(n, D)`` float32 matrix: past it the torch solver reads the array it is given
+(float16 or float32, an ``np.memmap`` included) in blocks of rows, the same fit to float
+rounding, and liblinear, which needs the whole matrix, stops with an error.
+
+Folds and Cs run through joblib (``prefer="processes"``: loky processes unless the caller
+chose another backend with ``joblib.parallel_config``, e.g. dask).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 
 from ._arrays import l2_normalize
-from ._validation import DataError
+from ._validation import ConfigError, DataError
 from .config import ClassifierConfig
 
 logger = logging.getLogger(__name__)
@@ -105,9 +113,49 @@ def _fold_accuracy(C, x, y, train, test, max_iter, seed) -> tuple[float, bool]:
     return float((svm.predict(x[test]) == y[test]).mean()), late
 
 
+def _budget(n: int, d: int, memory_mb: float):
+    """None when an ``(n, d)`` input fits ``memory_mb`` MiB as float32 (0: no limit), else
+    the torch solver's out-of-core plan ``(rows per block, keep the Gram matrix)``: blocks
+    whose float64 copy takes a quarter of the budget (two are held while the Gram matrix
+    is built), the ``n x n`` float64 Gram matrix only where it takes at most half (and
+    ``n <= 2 d``, as in memory)."""
+    budget = memory_mb * 2**20
+    if not budget or 4 * n * d <= budget:
+        return None
+    return max(1, int(budget // (32 * d))), n <= 2 * d and 8 * n * n <= budget / 2
+
+
+def _svm_input(x, y, who: str, solver: str, memory_mb: float):
+    """``(x, y, plan)``: ``x`` as float32 when it fits the budget (``plan`` None), else
+    the array as given, checked block by block (``plan``: ``_budget``'s)."""
+    if solver not in SOLVERS:
+        raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
+    x = x if isinstance(x, np.ndarray) else np.asarray(x, np.float32)  # memmaps stay
+    y = np.asarray(y)
+    if x.ndim != 2 or len(x) != len(y):
+        raise DataError(f"{who}x {x.shape} and y {y.shape} should be (n, D) and (n,)")
+    plan = _budget(*x.shape, memory_mb)
+    if plan is None:
+        x = np.asarray(x, np.float32)
+        blocks = [x]
+    elif solver == "liblinear":
+        raise ConfigError(
+            f"{who}the SVM input, {x.shape[0]:,} x {x.shape[1]:,} float32 = "
+            f"{4 * x.size / 2**20:,.0f} MiB, exceeds classifier.memory_mb={memory_mb:g} MiB; "
+            "liblinear needs the whole matrix in memory: set classifier.solver = \"torch\" "
+            "(it reads the input in blocks of rows within the budget), or raise "
+            "classifier.memory_mb (0: no limit)")
+    else:
+        blocks = (x[i:i + plan[0]] for i in range(0, len(x), plan[0]))
+    if not all(np.isfinite(b).all() for b in blocks):
+        raise DataError(f"{who}the features hold NaN or inf")
+    return x, y, plan
+
+
 def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
             max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
-            name: str = "", solver: str = _K.solver, device="auto") -> dict:
+            name: str = "", solver: str = _K.solver, device="auto",
+            memory_mb: float = _K.memory_mb) -> dict:
     """One-vs-rest linear SVM on ``x`` ``(n, D)``, labels ``y`` ``(n,)``, C by CV.
 
     Returns ``coef`` (C, D), ``intercept`` (C,), ``classes`` (C,), ``C``,
@@ -115,17 +163,11 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     the chosen C), ``C_at_edge`` (bool), ``converged`` (bool: no fit hit
     ``max_iter``, liblinear's iteration limit, or the torch solver's own).
     ``solver``: ``"liblinear"`` or ``"torch"`` (on ``device``; the same folds, grid
-    and result). ``name`` is used in messages.
+    and result). ``memory_mb``: past it (``x`` as ``(n, D)`` float32), torch reads ``x``
+    in blocks of rows and liblinear raises ``ConfigError``. ``name`` is used in messages.
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y)
     who = f"{name}: " if name else ""
-    if x.ndim != 2 or len(x) != len(y):
-        raise DataError(f"{who}x {x.shape} and y {y.shape} should be (n, D) and (n,)")
-    if not np.isfinite(x).all():
-        raise DataError(f"{who}the features hold NaN or inf")
+    x, y, plan = _svm_input(x, y, who, solver, memory_mb)
     classes, counts = np.unique(y, return_counts=True)
     if len(classes) < 2:
         raise DataError(f"{who}a classifier needs at least 2 classes, got {len(classes)}")
@@ -137,9 +179,9 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     if k < 2:
         raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
                         f"image(s); {folds}-fold cross-validation needs at least 2 per class")
-    splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(x, y))
+    splits = _splits(k, random_state, y)
     if solver == "torch":
-        path = _TorchPath(x, y, classes, splits, device)
+        path = _TorchPath(x, y, classes, splits, device, plan)
         cv, best, late = _search_C(path.accuracies, Cs, extend)
         coef, intercept, late_final = path.final(best)
     else:
@@ -168,13 +210,19 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
             "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
 
 
+def _splits(k: int, random_state: int, y) -> list:
+    """The stratified folds: they depend on ``y`` and ``random_state`` only."""
+    return list(StratifiedKFold(k, shuffle=True, random_state=random_state)
+                .split(np.zeros((len(y), 1)), y))
+
+
 def _liblinear_accuracies(x, y, splits, max_iter: int, random_state: int, n_jobs):
     """``Cs`` → ``{C: (mean fold accuracy, hit max_iter)}``, folds x C on processes, not
     threads: liblinear draws its coordinate order from one global random generator, so
     fits on several threads of one process interleave their draws and the fold
     accuracies change from run to run (measured: demo parts+global, C=0.01)."""
     def accuracies(Cs) -> dict:
-        runs = Parallel(n_jobs=n_jobs, backend="loky")(
+        runs = Parallel(n_jobs=n_jobs, prefer="processes")(
             delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
             for c in Cs for tr, te in splits)
         out = {}
@@ -189,15 +237,16 @@ class _TorchPath:
     """The torch solver's CV: one problem whose columns are every (fold, class), the held-out
     rows of a fold masked out of its columns, so one product with ``Q`` serves all folds;
     each C starts from the nearest C (in decades) already solved. Its fold decisions are
-    ``Q beta`` on the held-out rows."""
+    ``Q beta`` on the held-out rows. ``plan``: ``_budget``'s (None: ``x`` in memory)."""
 
-    def __init__(self, x, y, classes, splits, device):
+    def __init__(self, x, y, classes, splits, device, plan=None):
         import torch
 
         from . import _svm_torch as st
 
         self.st, self.classes, self.y, self.splits = st, classes, y, splits
-        self.p = st.Problem(x, device)
+        rows, gram = plan or (None, None)
+        self.p = st.Problem(x, device, block_rows=rows, gram=gram)
         self.t1 = self.p.targets(y, classes)  # (n, K'): column j * K' + k is fold j, class k
         train = np.zeros((len(y), len(splits)))
         for j, (tr, _) in enumerate(splits):
@@ -213,15 +262,26 @@ class _TorchPath:
             near = min(self.solved, key=lambda s: abs(np.log(s / c)), default=None)
             beta, _, ok = self.st.solve(self.p, self.t, self.mask, c, self.solved.get(near))
             self.solved[c] = beta
-            scores = self.p.qmul(beta).cpu().numpy()
-            k1 = self.t1.shape[1]
-            acc = []
-            for j, (_, te) in enumerate(self.splits):
-                s = scores[te, j * k1:(j + 1) * k1]
-                pred = self.classes[(s[:, 0] > 0).astype(int) if k1 == 1 else s.argmax(1)]
-                acc.append((pred == self.y[te]).mean())
+            scores = self._out_of_fold(beta)
+            acc = [(self.classes[scores[te].argmax(1)] == self.y[te]).mean()
+                   for _, te in self.splits]
             out[c] = (float(np.mean(acc)), not bool(ok.all()))
         return out
+
+    def _out_of_fold(self, beta) -> np.ndarray:
+        """``(n, classes)`` decisions, each row by its fold's SVMs (two classes: ``[-s, s]``)."""
+        scores = self.p.qmul(beta).cpu().numpy()
+        k1 = self.t1.shape[1]
+        out = np.empty((len(self.y), k1), scores.dtype)
+        for j, (_, te) in enumerate(self.splits):
+            out[te] = scores[te, j * k1:(j + 1) * k1]
+        return np.concatenate([-out, out], axis=1) if k1 == 1 else out
+
+    def out_of_fold(self, C) -> np.ndarray:
+        """``_out_of_fold`` at ``C`` (solved first if it was not)."""
+        if C not in self.solved:
+            self.accuracies([C])
+        return self._out_of_fold(self.solved[C])
 
     def final(self, C):
         """The fit on every training image at ``C``, from the mean of its folds' ``beta``."""
@@ -269,7 +329,8 @@ def _fold_scores(C, x, y, train, test, max_iter, seed) -> np.ndarray:
 
 def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.cv_folds,
                     max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
-                    weights=FUSION_WEIGHTS, name: str = "") -> dict:
+                    weights=FUSION_WEIGHTS, name: str = "", solver: str = _K.solver,
+                    device="auto", memory_mb: float = _K.memory_mb) -> dict:
     """Late fusion of two fitted SVMs (``fit_svm``'s, on inputs ``xa`` and ``xb`` of the
     same images): scores ``w * a + (1 - w) * b``, ``w`` chosen by the accuracy of the
     fused out-of-fold scores (each SVM refitted at its own C on the folds ``fit_svm``
@@ -277,22 +338,30 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
     ``a`` adds nothing the fusion is ``b`` alone (``w = 0``). Returns a model on the
     concatenated input ``[xa, xb]`` (``coef``, ``intercept``, ``classes``: exactly the
     weighted sum of the two decisions), ``weight``, ``cv`` (``{w: accuracy}``) and
-    ``cv_accuracy``."""
-    xa, xb, y = np.asarray(xa, np.float32), np.asarray(xb, np.float32), np.asarray(y)
+    ``cv_accuracy``. ``solver``, ``device``, ``memory_mb``: the folds' refits, as
+    ``fit_svm`` (pass the ones the two SVMs were fitted with)."""
+    who = f"{name}: " if name else ""
+    xa, y, plan_a = _svm_input(xa, y, who, solver, memory_mb)
+    xb, _, plan_b = _svm_input(xb, y, who, solver, memory_mb)
     classes = model_a["classes"]
     if not np.array_equal(classes, model_b["classes"]):
         raise DataError(f"{name}: the two SVMs have different classes")
     k = int(model_a["cv_folds"])
-    splits = list(StratifiedKFold(k, shuffle=True, random_state=random_state).split(xa, y))
-    with Parallel(n_jobs=n_jobs, backend="loky") as parallel:
-        oof = []
-        for x, model in ((xa, model_a), (xb, model_b)):
-            parts = parallel(delayed(_fold_scores)(model["C"], x, y, tr, te, max_iter,
-                                                   random_state) for tr, te in splits)
-            scores = np.empty((len(y), len(classes)), np.float64)
-            for (_, te), sc in zip(splits, parts):
-                scores[te] = sc
-            oof.append(scores)
+    splits = _splits(k, random_state, y)
+    if solver == "torch":
+        oof = [_TorchPath(x, y, classes, splits, device, plan).out_of_fold(model["C"])
+               .astype(np.float64)
+               for x, model, plan in ((xa, model_a, plan_a), (xb, model_b, plan_b))]
+    else:
+        with Parallel(n_jobs=n_jobs, prefer="processes") as parallel:
+            oof = []
+            for x, model in ((xa, model_a), (xb, model_b)):
+                parts = parallel(delayed(_fold_scores)(model["C"], x, y, tr, te, max_iter,
+                                                       random_state) for tr, te in splits)
+                scores = np.empty((len(y), len(classes)), np.float64)
+                for (_, te), sc in zip(splits, parts):
+                    scores[te] = sc
+                oof.append(scores)
     cv = {float(w): float((classes[(w * oof[0] + (1 - w) * oof[1]).argmax(axis=1)] == y).mean())
           for w in weights}
     best = max(cv, key=lambda w: (cv[w], -w))

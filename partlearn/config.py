@@ -125,6 +125,9 @@ class ClassifierConfig:
     cv_folds: int = 5  # stratified, training split only
     max_iter: int = 20_000
     solver: str = "liblinear"  # or "torch": the same objective, batched (partlearn._svm_torch)
+    # MiB an SVM's input (n x D float32) may take (0: no limit); past it the torch solver
+    # reads it in row blocks (the same fit to float rounding), liblinear stops with an error
+    memory_mb: float = 4096.0
     n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
 
 

@@ -47,7 +47,7 @@ def fake_cv(monkeypatch, accuracy):
 def test_grid_extends_until_cv_stops_improving(monkeypatch):
     fake_cv(monkeypatch, lambda C: min(C, 1000.0) / 1000.0)  # rises up to C=1000, then flat
     x, y = blobs()
-    model = fit_svm(x, y, Cs=(0.1, 1.0, 10.0), extend=3, folds=3)
+    model = fit_svm(x, y, Cs=(0.1, 1.0, 10.0), extend=3, folds=3, solver="liblinear")
     assert sorted(model["cv"]) == pytest.approx([0.1, 1, 10, 100, 1000, 10000])
     assert model["C"] == pytest.approx(1000.0)  # tie with 10,000: the smaller C
     assert not model["C_at_edge"]
@@ -57,7 +57,8 @@ def test_c_at_the_edge_is_reported(monkeypatch, caplog):
     fake_cv(monkeypatch, lambda C: 1.0 / C)  # always better with smaller C
     x, y = blobs()
     with caplog.at_level(logging.WARNING, logger="partlearn.classify"):
-        model = fit_svm(x, y, Cs=(1.0, 10.0), extend=2, folds=3, name="parts")
+        model = fit_svm(x, y, Cs=(1.0, 10.0), extend=2, folds=3, name="parts",
+                        solver="liblinear")
     assert model["C"] == pytest.approx(0.01) and model["C_at_edge"]
     assert "parts: C=0.01, the chosen C, is at the edge of the grid" in caplog.text
 
@@ -187,3 +188,75 @@ def test_late_fusion_falls_back_to_the_second_svm():
     noise = np.random.default_rng(2).standard_normal(b.shape).astype(np.float32)
     g = fit_late_fusion(noise, b, y, fit_svm(noise, y, Cs=(0.1, 1)), mb)
     assert g["cv_accuracy"] >= g["cv"][0.0] and g["weight"] <= 0.3
+
+
+def test_late_fusion_refits_its_folds_with_the_configured_solver(monkeypatch):
+    """``solver="torch"``: the folds' refits are torch's (liblinear is never called), and
+    the fusion is liblinear's: the same weight, CV accuracies within one image."""
+    from partlearn.classify import fit_late_fusion
+
+    a, b, y = _four_classes(np.random.default_rng(0))
+    ma, mb = fit_svm(a, y, Cs=(0.1, 1)), fit_svm(b, y, Cs=(0.1, 1))
+    lib = fit_late_fusion(a, b, y, ma, mb)
+    ta = fit_svm(a, y, Cs=(0.1, 1), solver="torch", device="cpu")
+    tb = fit_svm(b, y, Cs=(0.1, 1), solver="torch", device="cpu")
+
+    def no_liblinear(*args):
+        raise AssertionError("liblinear refit a fold")
+
+    monkeypatch.setattr(classify, "_fold_scores", no_liblinear)
+    f = fit_late_fusion(a, b, y, ta, tb, solver="torch", device="cpu")
+    assert (ta["C"], tb["C"]) == (ma["C"], mb["C"]) and f["weight"] == lib["weight"]
+    assert set(f["cv"]) == set(lib["cv"])
+    assert max(abs(f["cv"][w] - lib["cv"][w]) for w in f["cv"]) <= 1 / len(y)
+    w = f["weight"]
+    np.testing.assert_allclose(decision(f, np.concatenate([a, b], axis=1)),
+                               w * decision(ta, a) + (1 - w) * decision(tb, b), atol=1e-5)
+
+
+def test_torch_out_of_fold_scores_are_the_fold_fits():
+    """The torch path's out-of-fold decisions are, row by row, those of the SVM fitted on
+    the other folds alone; two classes as ``[-s, s]``."""
+    from partlearn._svm_torch import fit_ovr_squared_hinge
+
+    for k in (2, 3):
+        x, y = blobs(n_classes=k, sep=1.0)
+        classes, splits = np.unique(y), classify._splits(3, 0, y)
+        oof = classify._TorchPath(x, y, classes, splits, "cpu").out_of_fold(1.0)
+        ref = np.empty_like(oof)
+        for tr, te in splits:
+            coef, b, _, _ = fit_ovr_squared_hinge(x[tr], y[tr], classes, 1.0)
+            ref[te] = x[te] @ coef.T + b
+        assert oof.shape == (len(y), k)
+        np.testing.assert_allclose(oof, ref, atol=1e-5)
+
+
+def test_folds_run_on_the_callers_joblib_backend():
+    """No backend is hard-coded: a ``joblib.parallel_config`` around ``fit_svm`` and
+    ``fit_late_fusion`` chooses where the folds run (here a recording threading backend),
+    with the results of the default loky processes."""
+    import joblib
+    from joblib._parallel_backends import ThreadingBackend
+
+    from partlearn.classify import fit_late_fusion
+
+    used = []
+
+    class Recording(ThreadingBackend):
+        def submit(self, func, callback=None):
+            used.append(func)
+            return super().submit(func, callback)
+
+    joblib.register_parallel_backend("partlearn-recording", Recording)
+    x, y = blobs(sep=4.0)  # separated: every fold is right whatever liblinear's order
+    lib = dict(solver="liblinear")  # the torch solver runs no joblib tasks
+    ref = fit_svm(x, y, Cs=(0.1, 1.0), folds=3, n_jobs=2, **lib)
+    ref_f = fit_late_fusion(x, x, y, ref, ref, n_jobs=2, **lib)
+    with joblib.parallel_config(backend="partlearn-recording", n_jobs=2):
+        out = fit_svm(x, y, Cs=(0.1, 1.0), folds=3, **lib)
+        n_fit = len(used)
+        out_f = fit_late_fusion(x, x, y, out, out, **lib)
+    assert n_fit >= 6 and len(used) >= n_fit + 6  # 2 Cs x 3 folds; 2 SVMs x 3 folds
+    assert out["C"] == ref["C"] and out["cv"] == ref["cv"]
+    np.testing.assert_array_equal(predict(out, x), predict(ref, x))
+    assert out_f["weight"] == ref_f["weight"] and out_f["cv"] == ref_f["cv"]

@@ -38,6 +38,8 @@ NOT_KEYED = {
                            "(layout.json); a resumed write keeps it",
     "encoding.device": "numpy or torch products: equal to float32 rounding (tested)",
     "encoding.batch_images": "images per block of the products: float rounding only",
+    "classifier.memory_mb": "the torch solver's row blocks: the same fit to float rounding "
+                            "(tested); liblinear past it stops with an error, caching nothing",
     "classifier.n_bootstrap": "read by the accuracy evaluator, which runs on every run "
                               "and caches nothing",
     "dpnet.device": "CPU or CUDA: float rounding only",

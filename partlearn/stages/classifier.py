@@ -61,14 +61,15 @@ def compute(ctx, w) -> None:
     def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
         if method not in fitted:
             common = dict(folds=k.cv_folds, max_iter=k.max_iter, random_state=ctx.cfg.seed,
-                          n_jobs=ctx.cfg.n_jobs, name=method)
+                          n_jobs=ctx.cfg.n_jobs, name=method, solver=k.solver,
+                          memory_mb=k.memory_mb)
             if fused(method):
                 a, b = fused(method)
                 fitted[method] = fit_late_fusion(feature(a)[train], feature(b)[train], y,
                                                  fit(a), fit(b), **common)
             else:
                 fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
-                                         solver=k.solver, **common)
+                                         **common)
         return fitted[method]
 
     for method in k.methods:
@@ -133,5 +134,6 @@ STAGE = Stage(
     name="classifier", version=1, inputs=inputs,
     fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
             "classifier.max_iter", "classifier.solver", "encoding.flip_average", "seed"),
-    libs=("numpy", "scikit-learn"), compute=compute, load=load,
+    libs=("numpy", "scikit-learn", "torch"),  # torch: solver = "torch"
+    compute=compute, load=load,
     applies=lambda cfg: bool(cfg.classifier.methods), check=check)
