@@ -152,6 +152,7 @@ class DaskBackend:
 
     name = "dask"
     shares_memory = False
+    n_jobs = -1  # a joblib Parallel inside a task grid: every worker of the cluster
 
     def __init__(self, scheduler: str = "", n_workers: int = 0, timeout: float = 30.0,
                  gpu_resource: str = ""):
@@ -160,7 +161,6 @@ class DaskBackend:
         except ImportError as e:
             raise BackendError("backend = 'dask' needs the dask and distributed packages: "
                                "pip install 'dask[distributed]'") from e
-        self.gpu_resource = gpu_resource
         self._cluster = None
         if scheduler:
             try:
@@ -170,6 +170,13 @@ class DaskBackend:
                                    f"there within {timeout:g} s ({type(e).__name__}); start "
                                    "one with `dask scheduler`, or leave dask.scheduler empty "
                                    "to run a LocalCluster") from None
+            try:
+                self.client.wait_for_workers(1, timeout=timeout)
+            except TimeoutError:
+                self.client.close()
+                raise BackendError(f"dask.scheduler={scheduler!r} has no workers after "
+                                   f"{timeout:g} s; start some with `dask worker "
+                                   f"{scheduler}`") from None
             logger.info("dask: connected to %s (%d workers)", scheduler,
                         len(self.client.scheduler_info()["workers"]))
         else:

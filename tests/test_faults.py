@@ -375,6 +375,16 @@ def test_an_unreachable_scheduler_is_one_line_naming_it(tiny, tmp_path, capsys):
     assert not out.exists()  # before the run directory and any stage
 
 
+def test_a_scheduler_without_workers_is_one_line(tiny, tmp_path, capsys):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as empty:
+        assert main(run_argv(tiny, tmp_path / "cache", tmp_path / "run", "backend=dask",
+                             f"dask.scheduler={empty.scheduler_address}",
+                             "dask.timeout=2")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "has no workers" in err, err
+
+
 # ---- 3. two runs on one fresh cache
 
 

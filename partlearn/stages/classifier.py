@@ -61,7 +61,7 @@ def compute(ctx, w) -> None:
     def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
         if method not in fitted:
             common = dict(folds=k.cv_folds, max_iter=k.max_iter, random_state=ctx.cfg.seed,
-                          n_jobs=ctx.cfg.n_jobs, name=method, solver=k.solver,
+                          n_jobs=ctx.backend.n_jobs, name=method, solver=k.solver,
                           memory_mb=k.memory_mb)
             if fused(method):
                 a, b = fused(method)
