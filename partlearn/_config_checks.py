@@ -21,6 +21,9 @@ def check(cfg) -> None:
         raise ConfigError("n_jobs=0 must be -1 (every core) or a number of workers >= 1")
     _check_dpnet(cfg.dpnet)
     check_choice("backend", cfg.backend, ("local", "dask"))
+    if cfg.retrieval.whiten_regions < 1:
+        raise ConfigError(f"retrieval.whiten_regions={cfg.retrieval.whiten_regions} must be "
+                          ">= 1")
     if cfg.dask.n_workers < 0:
         raise ConfigError(f"dask.n_workers={cfg.dask.n_workers} must be >= 0 (0: one per core)")
     if not cfg.dask.timeout > 0:

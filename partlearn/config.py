@@ -186,6 +186,7 @@ class RetrievalConfig:
     diffusion_alpha: float = 0.99
     diffusion_gamma: float = 3.0
     whiten_shrinkage: float = 0.1  # whitening: variances + shrinkage x their mean
+    whiten_regions: int = 100_000  # training regions sampled to learn the R-MAC whitening
     # instance-level search of the database: "flat" (exact) or "ivfpq" (faiss IndexIVFPQ,
     # approximate, for large databases; nprobe cells visited)
     index: str = "flat"

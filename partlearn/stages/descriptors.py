@@ -20,9 +20,6 @@ from ._base import Stage
 
 logger = logging.getLogger(__name__)
 
-_RMAC_SAMPLE = 100_000  # training regions the R-MAC whitening is learnt from
-
-
 def whitening(x: np.ndarray, shrinkage: float, seed: int) -> dict:
     """PCA-whitening of the rows of ``x`` (all components the rows allow), variances
     shrunk: ``var + shrinkage * mean(var)``."""
@@ -56,7 +53,8 @@ def compute(ctx, w) -> None:
                     len(pca["components"]), len(train))
     if feats.rmac_shards:
         # one image's regional MACs converted at a time, not every training region's
-        sample = sample_regions(LazyImages(feats.regional_macs, train), _RMAC_SAMPLE,
+        sample = sample_regions(LazyImages(feats.regional_macs, train),
+                                ctx.cfg.retrieval.whiten_regions,
                                 np.random.default_rng(seed))
         pca = whitening(sample, shrink, seed)
         w.save_array("rmac", rmac(feats, range(len(feats)), pca).astype(np.float16))
@@ -72,6 +70,6 @@ def load(ctx, entry) -> dict:
 
 STAGE = Stage(
     name="descriptors", version=1, inputs=("dataset", "regions", "features"),
-    fields=("retrieval.whiten_shrinkage", "seed"), libs=("numpy", "scikit-learn"),
+    fields=("retrieval.whiten_shrinkage", "retrieval.whiten_regions", "seed"), libs=("numpy", "scikit-learn"),
     compute=compute, load=load, applies=lambda cfg: bool(cfg.features.pools),
     exact_inputs=True)
