@@ -46,6 +46,7 @@ OVERRIDES = [
     "regions.stride=0.5",
     "features.pca_max_regions=10000",  # the samples' caps bind at every scale: flat means
     "parts.background_regions=10000",  # streamed, not "below the cap"
+    "retrieval.whiten_regions=10000",
     "features.device=\"cpu\"",
     "features.pca_dim=64",
     "features.pools=[\"mac\", \"rmac\"]",

@@ -177,13 +177,20 @@ class DaskBackend:
                 raise BackendError(f"dask.scheduler={scheduler!r} has no workers after "
                                    f"{timeout:g} s; start some with `dask worker "
                                    f"{scheduler}`") from None
-            logger.info("dask: connected to %s (%d workers)", scheduler,
-                        len(self.client.scheduler_info()["workers"]))
+            workers = self.client.scheduler_info()["workers"].values()
+            if gpu_resource and not any(w.get("resources", {}).get(gpu_resource)
+                                        for w in workers):  # its tasks would wait forever
+                self.client.close()
+                raise BackendError(f"no worker at dask.scheduler={scheduler!r} declares the "
+                                   f"resource {gpu_resource!r} (dask.gpu_resource); start the "
+                                   f"GPU workers with `dask worker {scheduler} --resources "
+                                   f"{gpu_resource}=1`, or leave dask.gpu_resource empty")
+            logger.info("dask: connected to %s (%d workers)", scheduler, len(workers))
         else:
             n = n_workers or os.cpu_count() or 1
             try:
                 self._cluster = LocalCluster(
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                     resources={gpu_resource: 1} if gpu_resource else None)
             except RuntimeError as e:  # e.g. a script without `if __name__ == "__main__":`
                 raise BackendError(f"could not start a LocalCluster of {n} workers ({e}); a "

@@ -314,7 +314,8 @@ def test_n_jobs_2_gives_the_results_of_n_jobs_1_exactly(n_jobs_2, reference):
 
 # ---- 2b. the dask backend changes no result, also when a worker dies mid-task
 
-DASK_RUN = ("backend=dask", "dask.n_workers=2")
+# the workers of the run's own LocalCluster declare the resource: the feature tasks ask for it
+DASK_RUN = ("backend=dask", "dask.n_workers=2", "dask.gpu_resource=GPU")
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +323,7 @@ def cluster():
     """A LocalCluster of 2 single-threaded worker processes (the CI's own)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as c:
+                                  dashboard_address=":0") as c:
         yield c
 
 
@@ -375,9 +376,19 @@ def test_an_unreachable_scheduler_is_one_line_naming_it(tiny, tmp_path, capsys):
     assert not out.exists()  # before the run directory and any stage
 
 
+def test_a_resource_no_worker_declares_is_one_line(tiny, tmp_path, cluster, capsys):
+    out = tmp_path / "run"
+    assert main(run_argv(tiny, tmp_path / "cache", out, "backend=dask",
+                         f"dask.scheduler={cluster.scheduler_address}",
+                         "dask.gpu_resource=GPU")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'GPU'" in err and "--resources GPU=1" in err, err
+    assert not out.exists()  # before the run directory: the tasks would have waited forever
+
+
 def test_a_scheduler_without_workers_is_one_line(tiny, tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=0, dashboard_address=None) as empty:
+    with distributed.LocalCluster(n_workers=0, dashboard_address=":0") as empty:
         assert main(run_argv(tiny, tmp_path / "cache", tmp_path / "run", "backend=dask",
                              f"dask.scheduler={empty.scheduler_address}",
                              "dask.timeout=2")) == 1
