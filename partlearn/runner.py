@@ -250,7 +250,8 @@ class Pipeline:
         todo, forced = self._todo(until, force)
         evaluated = report and ("classifier" in todo if "classifier" in self.stages
                                 else len(todo) == len(self.stages))
-        self.key("dataset")  # reads the annotations: a wrong data.root fails before the run dir
+        for stage in todo:  # every key before the run dir: a wrong data.root or backbone fails
+            self.key(stage)  # here (the dataset's reads the annotations)
         if self.cfg.backend == "dask" and self.cfg.dask.scheduler:
             self.backend  # an unreachable scheduler, too (a LocalCluster starts when needed)
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -152,9 +152,12 @@ def test_user_errors_are_one_line(tiny, capsys):
     cases = [
         (["run", str(config), *args(tiny, "--set", "features.mdoe=roi")], 2, "did you mean 'mode'"),
         (["run", str(config), *args(tiny, "--set", "backbone.name=resnet5O")], 2, "resnet50"),
-        (["run", str(config), *args(tiny, "--set", "features.pca_dim=100000")], 2,
+        # found after the dataset stage, so once the run directory exists: not in the cwd
+        (["run", str(config), *args(tiny, "--set", "features.pca_dim=100000", "--out",
+                                    str(tiny / "bad-pca"))], 2,
          "features.pca_dim=100000 exceeds the 512 channels"),
-        (["run", str(config), *args(tiny, "--set", "regions.min_size=100000")], 2,
+        (["run", str(config), *args(tiny, "--set", "regions.min_size=100000", "--out",
+                                    str(tiny / "bad-min-size"))], 2,
          "regions.min_size=100000 px exceeds every window"),
         (["run", str(config), "--set", "data.root=/nonexistent/x", "--cache-dir",
           str(tiny / "c")], 1, "/nonexistent/x"),
