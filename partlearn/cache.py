@@ -173,7 +173,7 @@ class Writer:
     A full disk or a read-only folder met by a ``save_*`` is a ``CacheError``."""
 
     def __init__(self, path: Path, entry: Path | None = None):
-        self.path = path
+        self.path = Path(path).absolute()  # also for a task run elsewhere (partlearn.backend)
         self.entry = entry or path
         self.meta: dict = {}
 

@@ -177,7 +177,8 @@ def compute(ctx, w) -> None:
         order = sorted(range(starts[s], min(starts[s] + size, n)),
                        key=lambda i: (sizes[i, 0], sizes[i, 1]))
         items.append({"shard": s, "images": order,
-                      "paths": [str(Path(m.root) / m.path[i]) for i in order],
+                      # absolute: a backend's worker may run in another directory
+                      "paths": [os.path.abspath(Path(m.root) / m.path[i]) for i in order],
                       "boxes": [regions.boxes[regions.of(i)] for i in order],
                       "flips": [regions.flips[regions.of(i)] for i in order],
                       "sizes": sizes[order],
