@@ -34,6 +34,17 @@ class RegionStack(NamedTuple):
     offsets: np.ndarray
 
 
+def check_regions_shape(a, dim: int | None, who: str, i: int) -> tuple[int, int]:
+    """``(R, D)`` of image ``i``'s region array ``a``; ``DataError`` (naming ``who`` and
+    the image) unless it is 2-D with R >= 1 and, when ``dim`` is given, D == ``dim``."""
+    shape = np.shape(a)
+    if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
+        want = f"(R, {dim})" if dim is not None else "(R, D)"
+        raise DataError(f"{who} image {i}: regions should be a {want} array with R >= 1, "
+                        f"got shape {shape}")
+    return shape
+
+
 def stack_regions(arrays, dim: int | None = None, who: str = "regions",
                   dtype=np.float32) -> RegionStack:
     """Rows of a list of ``(R_i, D)`` arrays (float16 memmaps too) in one ``dtype``
@@ -42,13 +53,8 @@ def stack_regions(arrays, dim: int | None = None, who: str = "regions",
     NaN/inf (with float16: or a value beyond its range)."""
     shapes = []
     for i, a in enumerate(arrays):
-        shape = np.shape(a)
-        if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
-            want = f"(R, {dim})" if dim is not None else "(R, D)"
-            raise DataError(f"{who} image {i}: regions should be a {want} array with R >= 1, "
-                            f"got shape {shape}")
-        dim = shape[1]
-        shapes.append(shape[0])
+        shapes.append(check_regions_shape(a, dim, who, i)[0])
+        dim = np.shape(a)[1]
     offsets = np.zeros(len(shapes) + 1, np.int64)
     np.cumsum(shapes, out=offsets[1:])
     out = np.empty((int(offsets[-1]), dim or 0), dtype)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._arrays import l2_normalize
+from ._arrays import check_regions_shape, l2_normalize
 from ._validation import DataError
 
 
@@ -120,11 +120,7 @@ class _Regions:
         self.images = list(images)
         counts = []
         for i, a in enumerate(self.images):
-            shape = np.shape(a)
-            if len(shape) != 2 or shape[0] < 1 or (dim is not None and shape[1] != dim):
-                want = f"(R, {dim})" if dim is not None else "(R, D)"
-                raise DataError(f"{who} image {i}: regions should be a {want} array with "
-                                f"R >= 1, got shape {shape}")
+            shape = check_regions_shape(a, dim, who, i)
             dim = shape[1]
             finite = np.isfinite(np.asarray(a, np.float16)).all(axis=1)
             if not finite.all():

@@ -1,6 +1,7 @@
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -11,3 +12,26 @@ def shared_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("PARTLEARN_DATA is not set to the shared data folder (.ci/run sets it)")
     return Path(root)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """2 classes x (3 train + 2 test) tinted images in ``data/`` (the right answer is
+    known: red Cat, blue dog) and a random resnet18's state dict ``r18.pth``."""
+    import torch
+    import torchvision
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("Cat", "dog"):
+            (root / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                size = (64, 48) if i % 2 else (48, 64)
+                pixels = rng.integers(0, 160, (*size[::-1], 3), dtype=np.uint8)
+                pixels[..., 0 if cls == "Cat" else 2] += 95
+                Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
+    return root

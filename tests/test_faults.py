@@ -20,11 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
-import torchvision
-from PIL import Image
 
 from partlearn.cli import main
 
@@ -34,22 +30,10 @@ TIMEOUT = 300  # seconds, per subprocess: only a hung run gets near it
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """As in test_pipeline: 2 classes x (3 train + 2 test) tinted images, a random resnet18."""
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 3), ("test", 2)):
-        for cls in ("Cat", "dog"):
-            (root / "data" / split / cls).mkdir(parents=True)
-            for i in range(n):
-                size = (64, 48) if i % 2 else (48, 64)
-                pixels = rng.integers(0, 160, (*size[::-1], 3), dtype=np.uint8)
-                pixels[..., 0 if cls == "Cat" else 2] += 95  # a tint: the right answer is known
-                Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
-    torch.manual_seed(0)
-    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
-    (root / "p.toml").write_text('name = "tiny"\n')
-    return root
+def tiny(tiny):
+    """conftest's tiny dataset, with a pipeline file."""
+    (tiny / "p.toml").write_text('name = "tiny"\n')
+    return tiny
 
 
 def settings(tiny, *extra):
