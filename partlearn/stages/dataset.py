@@ -1,8 +1,8 @@
 """``dataset``: the manifest and its audit (sizes, bad images, duplicates).
 
-Its key hashes the dataset settings and every image's path, label, split, file
-size and mtime (not where the folder is: the same files elsewhere are the same
-data). Its value is the dataset after the bad-image policy: the kept images and
+Its key hashes the dataset settings and every image's path, label, split and
+contents (not where the folder is, nor the files' times: the same files elsewhere,
+or copied again, are the same data). Its value is the dataset after the bad-image policy: the kept images and
 their sizes.
 """
 
@@ -50,23 +50,57 @@ class Dataset:
         return img if self.crops is None or self.crops[i] is None else img.crop(self.crops[i])
 
 
-def fingerprint(manifest) -> str:
-    """Hash of the manifest and of every image file's size and mtime (missing files too)."""
+def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
+    """The sha256 of every file ``root/rel`` (``"missing"`` for one that is not there),
+    each remembered in ``memo`` by its size and mtime, so a file is read again only
+    when either changes (DVC's state): a copy of the data, whose times differ, is
+    hashed once and keeps its key."""
+    file = None
+    known: dict = {}
+    if memo is not None:
+        name = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:24]
+        file = memo / "file_hashes" / f"{name}.json"
+        try:
+            known = json.loads(file.read_text())
+        except (OSError, ValueError):
+            known = {}
+    out, changed = [], False
+    for rel in rels:
+        try:
+            st = os.stat(root / rel)
+        except OSError:
+            out.append("missing")
+            continue
+        stamp = [st.st_size, st.st_mtime_ns]
+        seen = known.get(rel)
+        if seen is None or seen[:2] != stamp:
+            h = hashlib.sha256()
+            with open(root / rel, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            known[rel], changed = stamp + [h.hexdigest()], True
+        out.append(known[rel][2])
+    if file is not None and changed:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, file)
+    return out
+
+
+def fingerprint(manifest, memo: Path | None = None) -> str:
+    """Hash of the manifest and of every image file's contents (missing files too); the
+    files' hashes are remembered in ``memo`` (``_file_hashes``)."""
     described = manifest.to_dict()
     described.pop("root")  # the same files elsewhere are the same data
     h = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
-    root = Path(manifest.root)
-    for rel in manifest.path:
-        try:
-            st = os.stat(root / rel)
-            h.update(f"{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            h.update(b"missing;")
+    for digest in _file_hashes(Path(manifest.root), manifest.path, memo):
+        h.update(f"{digest};".encode())
     return h.hexdigest()[:24]
 
 
 def derive(ctx) -> dict:
-    return {"files": fingerprint(ctx.manifest)}
+    return {"files": fingerprint(ctx.manifest, ctx.memo)}
 
 
 def check_manifest(manifest) -> None:
