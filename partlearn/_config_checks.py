@@ -9,7 +9,7 @@ import re
 
 from ._validation import ConfigError, check_choice
 from .config import (BAD_IMAGE_POLICIES, DATASET_FORMATS, DPNET_VARIANTS, FEATURE_MODES,
-                     METHODS, RERANKING, RETRIEVAL_POOLS, ROI_POOLING,
+                     HIERARCHY_SOURCES, METHODS, RERANKING, RETRIEVAL_POOLS, ROI_POOLING,
                      SEARCH_INDEXES)
 
 
@@ -33,6 +33,7 @@ def check(cfg) -> None:
     check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
     check_choice("features.roi_pooling", cfg.features.roi_pooling, ROI_POOLING)
     _check_retrieval(cfg)
+    _check_hierarchy(cfg)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device):
         raise ConfigError(
             f"features.device={cfg.features.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'"
@@ -164,6 +165,21 @@ def _check_dpnet(dp) -> None:
         twice = sorted({v for v in values if values.count(v) > 1})
         if twice:
             raise ConfigError(f"dpnet.{name}={values} lists {twice} more than once")
+
+
+def _check_hierarchy(cfg) -> None:
+    h = cfg.hierarchy
+    check_choice("hierarchy.source", h.source, HIERARCHY_SOURCES)
+    if h.source == "taxonomy" and not h.taxonomy:
+        raise ConfigError('hierarchy.source = "taxonomy" needs hierarchy.taxonomy, a CSV with '
+                          "the header class,group")
+    if h.n_groups < 0 or h.n_groups == 1:
+        raise ConfigError(f"hierarchy.n_groups={h.n_groups} must be >= 2, or 0 (automatic)")
+    for name in ("group_parts", "class_parts"):
+        if getattr(h, name) < 1:
+            raise ConfigError(f"hierarchy.{name}={getattr(h, name)} must be >= 1")
+    if not 0 <= h.sibling_fraction <= 1:
+        raise ConfigError(f"hierarchy.sibling_fraction={h.sibling_fraction} must be in [0, 1]")
 
 
 def _check_retrieval(cfg) -> None:

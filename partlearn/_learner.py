@@ -140,7 +140,8 @@ class PartLearner(TransformerMixin, BaseEstimator):
 
     # long: 30 lines of docstring (the procedure and the resume hooks), 45 of code
     def fit(self, X, y, boxes=None, *, class_names=None, background=None, class_results=None,
-            on_background=None, on_class=None, backend=None):
+            on_background=None, on_class=None, backend=None, negatives=None,
+            class_n_parts=None):
         """Learn every class's parts. Returns ``self``.
 
         The procedure of the pipeline's parts stage: with ``seed`` the
@@ -167,6 +168,13 @@ class PartLearner(TransformerMixin, BaseEstimator):
           the order they finish;
         - ``backend``: where the classes are learnt (``partlearn.backend``; default
           ``LocalBackend(n_jobs)``, threads); the results do not depend on it.
+
+        And for hierarchical parts (``partlearn.hierarchy``):
+
+        - ``negatives``: per class (of ``classes_``), the indices into ``X`` of its
+          negative images, instead of its share of the drawn pool (e.g. mostly its
+          siblings, ``sibling_negatives``); the pool is then their union;
+        - ``class_n_parts``: per class, its number of parts instead of ``n_parts``.
         """
         cfg = self._config()
         X, y, form = _validate_regions(self, X, y, boxes=boxes, reset=True, min_samples=2)
@@ -195,8 +203,16 @@ class PartLearner(TransformerMixin, BaseEstimator):
                          len(classes))
         # one negative pool for every class (read and converted once), drawn whatever
         # is left to learn, so a resumed run draws the same
-        pool, negatives = negative_pool(codes, cfg.n_negative_images,
-                                        np.random.default_rng(seed))
+        if negatives is None:
+            pool, negatives = negative_pool(codes, cfg.n_negative_images,
+                                            np.random.default_rng(seed))
+        else:
+            pool, negatives = _given_negatives(negatives, codes)
+        n_parts = [cfg.n_parts] * len(classes) if class_n_parts is None else list(class_n_parts)
+        if len(n_parts) != len(classes) or not all(
+                isinstance(p, numbers.Integral) and p >= 1 for p in n_parts):
+            raise DataError(f"fit: class_n_parts should be {len(classes)} positive integers, "
+                            f"one per class, got {class_n_parts!r}")
         if todo:
             backend = LocalBackend(self.n_jobs) if backend is None else backend
             pool_images = [X[i] for i in pool]
@@ -208,7 +224,7 @@ class PartLearner(TransformerMixin, BaseEstimator):
             items = [([X[i] for i in positives[k]],
                       dict(boxes=None if boxes is None else [boxes[i] for i in positives[k]],
                            negative_images=negatives[k], random_state=seed + k, name=names[k],
-                           **params))
+                           **(params | {"n_parts": int(n_parts[k])})))
                      for k in todo]
             shared = {"negatives": pool_regions, "background": background, "dim": dim,
                       "token": uuid.uuid4().hex}
@@ -286,6 +302,23 @@ def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.n
             neg = np.sort(rng.choice(neg, n_negative_images, replace=False))
         per_class.append(neg)
     return pool, per_class
+
+
+def _given_negatives(negatives, codes) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``fit``'s ``negatives`` as ``negative_pool`` gives them: the pool (their union) and
+    each class's positions in it; each class's are checked against its positives."""
+    n_classes = int(codes.max()) + 1
+    if len(negatives) != n_classes:
+        raise DataError(f"fit: negatives should hold {n_classes} index arrays, one per class, "
+                        f"got {len(negatives)}")
+    negatives = [np.asarray(n, np.int64).ravel() for n in negatives]
+    for k, n in enumerate(negatives):
+        if len(n) and (n.min() < 0 or n.max() >= len(codes)):
+            raise DataError(f"fit: negatives[{k}] holds indices outside 0..{len(codes) - 1}")
+        if (codes[n] == k).any():
+            raise DataError(f"fit: negatives[{k}] holds images of class {k} itself")
+    pool = np.unique(np.concatenate(negatives)) if negatives else np.zeros(0, np.int64)
+    return pool, [np.searchsorted(pool, n) for n in negatives]
 
 
 def learn_classes(items, shared, backend):

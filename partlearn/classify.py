@@ -6,7 +6,8 @@ the grid is extended by decades at an edge whose C is best (up to ``extend``
 times per side), and a C still at an edge is reported (``C_at_edge``) and
 logged. Ties go to the smaller C. The model comes back as arrays (``coef``,
 ``intercept``, ``classes``), never pickled; ``decision`` and ``predict`` use
-them. ``method_features`` builds the three methods' inputs.
+them. ``method_features`` builds the methods' inputs; ``fit_two_level`` a decision by
+group, then by class within the group.
 
 Two solvers of the same objective (``0.5 (||w||^2 + b^2) + C sum_i max(0, 1 - t_i (w . x_i
 + b))^2`` per class, one-vs-rest): ``solver="liblinear"`` (``LinearSVC``, folds x C on
@@ -48,8 +49,15 @@ SOLVERS = ("liblinear", "torch")
 
 def method_blocks(method: str) -> list[str]:
     """The descriptors a method uses: ``"parts[unsup]+global"`` (concatenated) and
-    ``"parts[unsup]|global"`` (late fusion) → ``["parts[unsup]", "global"]``."""
-    return method.replace("|", "+").split("+")
+    ``"parts[unsup]|global"`` (late fusion) → ``["parts[unsup]", "global"]``; a two-level
+    method, its input's (``"2level:parts[hier]"`` → ``["parts[hier]"]``)."""
+    return (two_level(method) or method).replace("|", "+").split("+")
+
+
+def two_level(method: str) -> str | None:
+    """``"2level:parts[hier]"`` → ``"parts[hier]"``: the input of a two-level decision."""
+    prefix, sep, rest = method.partition("2level:")
+    return rest if sep and not prefix else None
 
 
 def fused(method: str) -> tuple[str, str] | None:
@@ -77,16 +85,20 @@ def uses(cfg, block: str) -> bool:
             or any(block in descriptor_blocks(d) for d in cfg.retrieval.descriptors))
 
 
-def method_features(method: str, global_=None, parts=None, parts_unsup=None) -> np.ndarray:
-    """The input of ``method``: ``global`` (L2-normalised global descriptor), ``parts``
-    or ``parts[unsup]`` (a part code, already normalised by the encoder), or several
-    joined by ``+`` (each block L2-normalised, concatenated); a late fusion ``a|b``
-    takes the inputs of ``a`` and of ``b`` side by side (its model is the weighted
-    concatenation of their SVMs')."""
+def method_features(method: str, global_=None, parts=None, parts_unsup=None,
+                    parts_hier=None) -> np.ndarray:
+    """The input of ``method``: ``global`` (L2-normalised global descriptor), ``parts``,
+    ``parts[unsup]`` or ``parts[hier]`` (a part code, already normalised by the encoder),
+    or several joined by ``+`` (each block L2-normalised, concatenated); a late fusion
+    ``a|b`` takes the inputs of ``a`` and of ``b`` side by side (its model is the weighted
+    concatenation of their SVMs'); ``2level:m``, ``m``'s."""
+    if two_level(method):
+        method = two_level(method)
     if fused(method):
-        return np.concatenate([method_features(m, global_, parts, parts_unsup)
+        return np.concatenate([method_features(m, global_, parts, parts_unsup, parts_hier)
                                for m in fused(method)], axis=1)
-    inputs = {"global": global_, "parts": parts, "parts[unsup]": parts_unsup}
+    inputs = {"global": global_, "parts": parts, "parts[unsup]": parts_unsup,
+              "parts[hier]": parts_hier}
     names = method_blocks(method)
     if any(n not in inputs for n in names):
         raise ValueError(method)
@@ -348,20 +360,9 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
         raise DataError(f"{name}: the two SVMs have different classes")
     k = int(model_a["cv_folds"])
     splits = _splits(k, random_state, y)
-    if solver == "torch":
-        oof = [_TorchPath(x, y, classes, splits, device, plan).out_of_fold(model["C"])
-               .astype(np.float64)
-               for x, model, plan in ((xa, model_a, plan_a), (xb, model_b, plan_b))]
-    else:
-        with Parallel(n_jobs=n_jobs, prefer="processes") as parallel:
-            oof = []
-            for x, model in ((xa, model_a), (xb, model_b)):
-                parts = parallel(delayed(_fold_scores)(model["C"], x, y, tr, te, max_iter,
-                                                       random_state) for tr, te in splits)
-                scores = np.empty((len(y), len(classes)), np.float64)
-                for (_, te), sc in zip(splits, parts):
-                    scores[te] = sc
-                oof.append(scores)
+    oof = [_out_of_fold(x, y, classes, model["C"], splits, solver, device, plan, max_iter,
+                        random_state, n_jobs)
+           for x, model, plan in ((xa, model_a, plan_a), (xb, model_b, plan_b))]
     cv = {float(w): float((classes[(w * oof[0] + (1 - w) * oof[1]).argmax(axis=1)] == y).mean())
           for w in weights}
     best = max(cv, key=lambda w: (cv[w], -w))
@@ -376,9 +377,93 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
             "converged": model_a["converged"] and model_b["converged"]}
 
 
+def _out_of_fold(x, y, classes, C, splits, solver, device, plan, max_iter, random_state,
+                 n_jobs) -> np.ndarray:
+    """``(n, classes)`` float64 decisions at ``C``, each row by the SVM of the fold that
+    held it out."""
+    if solver == "torch":
+        return _TorchPath(x, y, classes, splits, device, plan).out_of_fold(C).astype(np.float64)
+    parts = Parallel(n_jobs=n_jobs, prefer="processes")(
+        delayed(_fold_scores)(C, x, y, tr, te, max_iter, random_state) for tr, te in splits)
+    scores = np.empty((len(y), len(classes)), np.float64)
+    for (_, te), sc in zip(splits, parts):
+        scores[te] = sc
+    return scores
+
+
+def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
+                  folds: int = _K.cv_folds, max_iter: int = _K.max_iter, random_state: int = 0,
+                  n_jobs=None, name: str = "", solver: str = _K.solver, device="auto",
+                  memory_mb: float = _K.memory_mb) -> dict:
+    """A two-level decision (``hierarchy.two_level_scores``): one SVM for the group
+    (``class_group[y]``), then, per group of two classes or more, one SVM on its images
+    for the class within it; every C by ``fit_svm``'s CV. Returns ``coef``/``intercept``
+    ``(C, D)``/``(C,)`` (the within-group SVMs; 0 for a group's only class),
+    ``group_coef``/``group_intercept``, ``class_group``, ``classes``, ``C`` (the group
+    SVM's), ``C_within`` (per group), ``cv_accuracy``: the two-level decision's accuracy
+    out of fold, every SVM refitted at its C on class-stratified folds."""
+    from .hierarchy import two_level_scores
+
+    who = f"{name}: " if name else ""
+    x, y, plan = _svm_input(x, y, who, solver, memory_mb)
+    class_group = np.asarray(class_group, np.int64)
+    classes = np.unique(y)
+    if not np.array_equal(classes, np.arange(len(class_group))):
+        raise DataError(f"{who}a two-level SVM needs labels 0..{len(class_group) - 1}, one per "
+                        "class of the hierarchy")
+    common = dict(Cs=Cs, extend=extend, folds=folds, max_iter=max_iter,
+                  random_state=random_state, n_jobs=n_jobs, solver=solver, device=device,
+                  memory_mb=memory_mb)
+    yg = class_group[y]
+    group = fit_svm(x, yg, name=f"{name} (groups)", **common)
+    coef = np.zeros((len(classes), x.shape[1]), np.float32)
+    intercept = np.zeros(len(classes), np.float32)
+    within, C_within = {}, {}
+    for g in range(int(class_group.max()) + 1):
+        members = np.flatnonzero(class_group == g)
+        if len(members) < 2:
+            continue
+        rows = np.flatnonzero(np.isin(y, members))
+        m = fit_svm(x[rows], y[rows], name=f"{name} (group {g})", **common)
+        coef[m["classes"]], intercept[m["classes"]] = m["coef"], m["intercept"]
+        within[g], C_within[str(g)] = (rows, m), m["C"]
+    # the two-level decision out of fold: class-stratified folds, each SVM at its C
+    k = min(folds, int(np.bincount(y).min()))
+    splits = _splits(k, random_state, y)
+    oof_group = _out_of_fold(x, yg, np.unique(yg), group["C"], splits, solver, device, plan,
+                             max_iter, random_state, n_jobs)
+    oof_within = np.zeros((len(y), len(classes)), np.float64)
+    for rows, m in within.values():
+        sub = [(np.flatnonzero(np.isin(rows, tr)), np.flatnonzero(np.isin(rows, te)))
+               for tr, te in splits]
+        xr, yr, plan_r = _svm_input(x[rows], y[rows], who, solver, memory_mb)
+        oof_within[np.ix_(rows, m["classes"])] = _out_of_fold(
+            xr, yr, m["classes"], m["C"], sub, solver, device, plan_r, max_iter,
+            random_state, n_jobs)
+    pred = two_level_scores(oof_group, oof_within, class_group).argmax(axis=1)
+    cv_accuracy = float((pred == y).mean())
+    logger.info("%stwo-level: group C=%g, within-group C %s; CV accuracy %.4f (groups %.4f)",
+                who, group["C"], C_within, cv_accuracy, group["cv_accuracy"])
+    return {"coef": coef, "intercept": intercept, "classes": classes,
+            "group_coef": group["coef"], "group_intercept": group["intercept"],
+            "class_group": class_group, "C": group["C"], "C_within": C_within,
+            "cv": {c: a for c, a in group["cv"].items()}, "cv_accuracy": cv_accuracy,
+            "cv_group_accuracy": group["cv_accuracy"], "cv_folds": k,
+            "C_at_edge": group["C_at_edge"] or any(m["C_at_edge"] for _, m in within.values()),
+            "converged": group["converged"] and all(m["converged"] for _, m in within.values())}
+
+
 def decision(model: dict, x) -> np.ndarray:
-    """``(n, C)`` scores of the model's classes."""
-    return np.asarray(x, np.float32) @ model["coef"].T + model["intercept"]
+    """``(n, C)`` scores of the model's classes (a two-level model's: its decision's,
+    ``hierarchy.two_level_scores``)."""
+    x = np.asarray(x, np.float32)
+    scores = x @ model["coef"].T + model["intercept"]
+    if "class_group" in model:
+        from .hierarchy import two_level_scores
+
+        group = x @ model["group_coef"].T + model["group_intercept"]
+        return two_level_scores(group, scores, model["class_group"])
+    return scores
 
 
 def predict(model: dict, x) -> np.ndarray:

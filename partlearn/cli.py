@@ -41,7 +41,7 @@ def cmd_run(args) -> int:
     pipe = _pipeline(args)
     summary = pipe.run(until=args.until, force=args.force or (), out=args.out)
     for stage, info in summary["stages"].items():
-        print(f"{stage:10s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
+        print(f"{stage:14s} {info['key']}  {'cached' if info['cached'] else 'computed':8s} "
               f"{summary['timings'][stage]:9.2f} s")
     for name, m in summary.get("methods", {}).items():
         if "weight" in m:
@@ -91,7 +91,7 @@ def cmd_explain(args) -> int:
 
 def cmd_status(args) -> int:
     for row in _pipeline(args).status():
-        print(f"{row['stage']:10s} {row['key']}  {row['state']}")
+        print(f"{row['stage']:14s} {row['key']}  {row['state']}")
     return 0
 
 
@@ -126,7 +126,7 @@ def cmd_cache(args) -> int:
         for r in rows:
             state = ("" if r["complete"] else "  (damaged; gc removes it)" if r["damaged"]
                      else "  (partial)")
-            print(f"{r['stage']:10s} {r['key']}  {human_size(r['bytes']):>9s}  {r['created']}{state}")
+            print(f"{r['stage']:14s} {r['key']}  {human_size(r['bytes']):>9s}  {r['created']}{state}")
         print(f"{len(rows)} entries, {human_size(sum(r['bytes'] for r in rows))} in {cache_dir}")
         return 0
     if args.cache_cmd == "rm":

@@ -24,7 +24,12 @@ SEARCH_INDEXES = ("flat", "ivfpq")
 RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
 METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global",
-           "parts|global", "parts[unsup]|global")  # a|b: late fusion, weight chosen by CV
+           "parts|global", "parts[unsup]|global",  # a|b: late fusion, weight chosen by CV
+           # hierarchical parts ([hierarchy]): group and class parts, one code; "2level:m":
+           # the group by one SVM on m's input, then the class within it by the group's SVM
+           "parts[hier]", "parts[hier]+global", "parts[hier]|global", "2level:parts[hier]",
+           "2level:parts[hier]+global", "2level:parts", "2level:global")
+HIERARCHY_SOURCES = ("taxonomy", "cluster", "groups")
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,27 @@ class GroupsConfig:
 
 
 @dataclass(frozen=True)
+class HierarchyConfig:
+    """Hierarchical parts (``partlearn.hierarchy``): classes in groups; parts per group
+    (positives the group's images, negatives the other groups') and parts per class
+    (negatives mostly its siblings, the group's other classes). Methods ``parts[hier]``,
+    ``2level:...``."""
+
+    # "taxonomy": the CSV `taxonomy` (class,group); without labels beyond the classes:
+    # "cluster" (agglomerative, class means of the global descriptor) or "groups" (the
+    # unsupervised groups, [groups], mapped to classes by majority)
+    source: str = "cluster"
+    taxonomy: str = ""  # a CSV with the header class,group, one row per class
+    n_groups: int = 0  # "cluster": G; 0: round(sqrt(classes))
+    shuffle: int = -1  # >= 0: the control, the classes dealt at random (this seed) into
+    # groups of the same sizes
+    group_parts: int = 4  # a group's parts, per class it holds
+    class_parts: int = 8  # parts per class; group_parts + class_parts = parts.n_parts
+    # gives as many parts (and as long a code) as the flat parts
+    sibling_fraction: float = 0.75  # of a class's parts.n_negative_images, from siblings
+
+
+@dataclass(frozen=True)
 class RetrievalConfig:
     """Image retrieval (``partlearn.retrieval``; the ``descriptors`` stage, the evaluator)."""
 
@@ -225,6 +251,7 @@ class Config:
     dpnet: DPNetConfig = field(default_factory=DPNetConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
 
     def __post_init__(self):

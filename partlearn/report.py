@@ -43,6 +43,7 @@ def results_markdown(summary: dict) -> str:
         lines += _per_class_md(methods, summary["classes"])
     lines += _localization_md(summary.get("localization") or {})
     lines += _retrieval_md(summary.get("retrieval") or {})
+    lines += _hierarchy_md(summary.get("hierarchy") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
     lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
     for stage, info in summary.get("stages", {}).items():
@@ -171,6 +172,41 @@ def _per_query_md(retrieval: dict) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(
             f"{_pct(r['ap']['medium'][q])} / {_pct(r['ap']['hard'][q])}" for r in rows) + " |")
     return lines
+
+
+def _hierarchy_md(hier: dict) -> list[str]:
+    if not hier:
+        return []
+    lines = ["## Hierarchy of classes", "",
+             "Groups: " + "; ".join(f"{g} ({', '.join(c)})" for g, c in hier["groups"].items())
+             + ".", "",
+             "Group top-1: the predicted class in the true class's group. Mistakes in "
+             "the group: the share of the wrong predictions that keep the right group "
+             "(chance: a wrong class drawn at random from the other classes).", "",
+             "| method | class top-1 | group top-1 | mistakes | in the group | chance |",
+             "|---|---|---|---|---|---|"]
+    for name, v in hier["levels"].items():
+        lines.append(f"| {name} | {_pct(v['class_top1'])} | {_pct(v['group_top1'])} | "
+                     f"{v['errors']} | {_pct(v['errors_in_group'])} | "
+                     f"{_pct(v['errors_in_group_chance'])} |")
+    parts = hier.get("parts") or {}
+    if parts:
+        k = next(iter(parts.values()))["specificity"]["k"]
+        lines += ["", f"Specificity over each part's {k} best test images (its best region "
+                  "in each): the entropy of their classes (bits), and the share in the "
+                  "part's own group and class. Containment: how often a class part's best "
+                  "box lies inside one of its group parts' best boxes in the same image "
+                  "(at least 80% of its area); control: the group parts' boxes of another "
+                  "image of the group.", "",
+                  "| parts | parts | class entropy | own group | own class | contained | "
+                  "control | group boxes covering the image |", "|---|---|---|---|---|---|---|---|"]
+        for name, v in parts.items():
+            sp, c = v["specificity"], v.get("containment") or {}
+            lines.append(f"| {name} | {sp['n_parts']} | {sp['class_entropy_bits']:.2f} | "
+                         f"{_pct(sp['own_group_share'])} | {_pct(sp.get('own_class_share'))} | "
+                         f"{_pct(c.get('contained'))} | {_pct(c.get('control'))} | "
+                         f"{_pct(c.get('whole_image_share'))} |")
+    return lines + [""]
 
 
 def _not_shown_md(evaluations: dict) -> list[str]:

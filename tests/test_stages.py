@@ -21,7 +21,9 @@ OTHER = {
     "features.pca_dim": 4, "parts.beta_start": 1.0, "parts.beta_end": 16.0,
     "parts.orthogonality": 0.1, "parts.nms_iou": 0.3, "parts.shrinkage": 0.5,
     "parts.keep": 2, "encoding.pyramid": [1],
-    "classifier.methods": ["global", "parts", "parts[unsup]+global"], "groups.n_groups": 3,
+    "classifier.methods": ["global", "parts", "parts[unsup]+global", "parts[hier]+global",
+                           "2level:parts"], "groups.n_groups": 3,
+    "hierarchy.source": "groups", "hierarchy.n_groups": 3,
     "classifier.C": [1.0], "dpnet.variants": ["wo", "cs"], "dpnet.seeds": [3],
     "dpnet.val_fraction": 0.3, "dpnet.init_from_parts": False, "features.device": "cpu",
     "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
@@ -30,7 +32,8 @@ OTHER = {
     "classifier.solver": "torch", "backend": "dask",
 }
 BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
-        'features.pools=["mac"]', 'classifier.methods=["global", "parts", "parts[unsup]"]']
+        'features.pools=["mac"]',
+        'classifier.methods=["global", "parts", "parts[unsup]", "parts[hier]"]']
 
 
 def all_fields():
@@ -123,4 +126,5 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
 
 
 BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
-              "features.pools": ("mac",), "classifier.methods": ("global", "parts", "parts[unsup]")}
+              "features.pools": ("mac",),
+              "classifier.methods": ("global", "parts", "parts[unsup]", "parts[hier]")}

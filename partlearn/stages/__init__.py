@@ -5,13 +5,15 @@ new stage is one line here. ``partlearn.runner`` wires them.
 """
 
 from ._base import Context, Stage
-from . import (classifier, dataset, descriptors, dpnet, encoding, encoding_unsup, features,
-               groups, parts, parts_unsup, pca, regions)
+from . import (classifier, dataset, descriptors, dpnet, encoding, encoding_hier,
+               encoding_unsup, features, groups, hierarchy, parts, parts_class, parts_group,
+               parts_unsup, pca, regions)
 
 STAGES: tuple[Stage, ...] = (dataset.STAGE, regions.STAGE, features.STAGE, pca.STAGE,
                              parts.STAGE, encoding.STAGE, groups.STAGE, parts_unsup.STAGE,
-                             encoding_unsup.STAGE, classifier.STAGE, dpnet.STAGE,
-                             descriptors.STAGE)
+                             encoding_unsup.STAGE, hierarchy.STAGE, parts_group.STAGE,
+                             parts_class.STAGE, encoding_hier.STAGE, classifier.STAGE,
+                             dpnet.STAGE, descriptors.STAGE)
 BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(BY_NAME)
 
@@ -26,8 +28,9 @@ NOT_KEYED = {
     "dask.n_workers": "how many workers the dask backend starts",
     "dask.timeout": "how long the dask backend waits for its scheduler",
     "dask.gpu_resource": "which dask workers get the feature-extraction tasks",
-    "data.root": "the dataset stage hashes the files themselves (relative paths, sizes, "
-                 "mtimes): the same files elsewhere are the same data",
+    "hierarchy.taxonomy": "the hierarchy stage hashes the file's contents, not its path",
+    "data.root": "the dataset stage hashes the files themselves (relative paths, "
+                 "contents): the same files elsewhere are the same data",
     "features.device": "its effect, the precision, is keyed by the features stage "
                        "('precision': fp32, or the CUDA autocast dtype)",
     "features.amp": "keyed through 'precision' as well (fp32 on the CPU whatever it says)",

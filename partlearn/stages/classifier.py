@@ -1,7 +1,8 @@
 """``classifier``: one linear SVM per method (``global``, ``parts``, ``parts+global``),
-C chosen by cross-validation on the training split (``partlearn.classify``), and late
-fusions ``a|b`` of two methods' SVMs with their weight chosen by the same folds; the
-models as arrays and their test predictions."""
+C chosen by cross-validation on the training split (``partlearn.classify``), late
+fusions ``a|b`` of two methods' SVMs with their weight chosen by the same folds, and
+two-level decisions ``2level:m`` (group, then class, ``fit_two_level``); the models as
+arrays and their test predictions."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import DataError
-from ..classify import decision, fit_late_fusion, fit_svm, fused, method_features
+from ..classify import (decision, fit_late_fusion, fit_svm, fit_two_level, fused,
+                        method_features, two_level)
 from ._base import Stage
 
 
@@ -37,26 +39,31 @@ def method_inputs(cfg, feats, codes=None, codes_unsup=None) -> dict:
     return {m: method_features(m, glob, codes, codes_unsup) for m in cfg.classifier.methods}
 
 
+#: the part codes a method may use, by the stage that makes them
+_CODES = ("encoding", "encoding_unsup", "encoding_hier")
+#: the arrays of a two-level model beyond coef, intercept, classes
+_TWO_LEVEL = ("group_coef", "group_intercept", "class_group")
+
+
 def inputs(cfg) -> tuple[str, ...]:
-    from .encoding import STAGE as encoding
-    from .encoding_unsup import STAGE as encoding_unsup
+    from . import BY_NAME
 
     return ("dataset", "features") + tuple(
-        s.name for s in (encoding, encoding_unsup) if s.applies(cfg))
+        name for name in _CODES + ("hierarchy",) if BY_NAME[name].applies(cfg))
 
 
 def compute(ctx, w) -> None:
     k = ctx.cfg.classifier
     data, feats = ctx.get("dataset"), ctx.get("features")
     codes = {name: np.asarray(ctx.get(name).codes) if name in inputs(ctx.cfg) else None
-             for name in ("encoding", "encoding_unsup")}
+             for name in _CODES}
     m, train, test = data.manifest, data.train, data.test
     glob = feats.global_features(ctx.cfg.encoding.flip_average)
     y = m.label[train]
     fitted: dict[str, dict] = {}
 
     def feature(method):
-        return method_features(method, glob, codes["encoding"], codes["encoding_unsup"])
+        return method_features(method, glob, *(codes[name] for name in _CODES))
 
     def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
         if method not in fitted:
@@ -67,6 +74,10 @@ def compute(ctx, w) -> None:
                 a, b = fused(method)
                 fitted[method] = fit_late_fusion(feature(a)[train], feature(b)[train], y,
                                                  fit(a), fit(b), **common)
+            elif two_level(method):
+                fitted[method] = fit_two_level(feature(method)[train], y,
+                                               ctx.get("hierarchy").class_group, Cs=k.C,
+                                               extend=k.extend, **common)
             else:
                 fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
                                          **common)
@@ -79,7 +90,7 @@ def compute(ctx, w) -> None:
         x = feature(method)
         seconds = time.perf_counter() - t0
         name = file_name(method)
-        for a in ("coef", "intercept", "classes"):
+        for a in ("coef", "intercept", "classes") + (_TWO_LEVEL if two_level(method) else ()):
             w.save_array(f"{name}_{a}", np.asarray(model[a]))
         scores = decision(model, x[test])
         w.save_array(f"{name}_test_scores", scores)
@@ -90,7 +101,9 @@ def compute(ctx, w) -> None:
                           "converged": model["converged"], "dim": int(x.shape[1]),
                           "cv": {f"{c:g}": a for c, a in model["cv"].items()},
                           "train_seconds": round(seconds, 3)} | (
-            {"weight": model["weight"], "C_b": model["C_b"]} if fused(method) else {})
+            {"weight": model["weight"], "C_b": model["C_b"]} if fused(method) else {}) | (
+            {"C_within": model["C_within"], "cv_group_accuracy": model["cv_group_accuracy"]}
+            if two_level(method) else {})
     w.meta["test_images"] = test.tolist()
 
 
@@ -104,7 +117,8 @@ def load(ctx, entry) -> Classifiers:
     for method in ctx.cfg.classifier.methods:
         name = file_name(method)
         models[method] = {a: entry.array(f"{name}_{a}", mmap=False)
-                          for a in ("coef", "intercept", "classes", "test_scores", "test_pred")}
+                          for a in ("coef", "intercept", "classes", "test_scores", "test_pred")
+                          + (_TWO_LEVEL if two_level(method) else ())}
         models[method]["info"] = entry.meta[method]
     return Classifiers(models, np.asarray(entry.meta["test_images"], np.int64))
 

@@ -40,7 +40,7 @@ def image_regions(data, feats):
             for i in range(len(feats))]
 
 
-def encode_all(ctx, w, learner, class_names) -> None:
+def codes_of(ctx, learner, class_names) -> Codes:
     """Every kept image's code by ``learner``'s parts (of ``class_names``: classes, or
     groups), training images leave-one-out."""
     data, feats = ctx.get("dataset"), ctx.get("features")
@@ -49,10 +49,18 @@ def encode_all(ctx, w, learner, class_names) -> None:
     logger.info("%s: %d images x %d parts x %d cells, on %s", ctx.stage.name, len(feats),
                 len(learner.parts_), sum(g * g for g in e.pyramid), enc.device)
     codes = enc.codes(image_regions(data, feats), train=data.train)
-    w.save_array("codes", codes)
-    w.save_json("feature_names", feature_names(learner.part_class_, e.pyramid,
-                                               class_names).tolist())
-    w.meta.update(n_images=len(codes), dim=codes.shape[1])
+    return Codes(codes, feature_names(learner.part_class_, e.pyramid, class_names).tolist())
+
+
+def save(w, codes: Codes) -> None:
+    w.save_array("codes", codes.codes)
+    w.save_json("feature_names", list(codes.names))
+    w.meta.update(n_images=len(codes.codes), dim=codes.codes.shape[1])
+
+
+def encode_all(ctx, w, learner, class_names) -> None:
+    """``codes_of``, stored."""
+    save(w, codes_of(ctx, learner, class_names))
 
 
 def compute(ctx, w) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import encoding
 from ._base import Stage
-from .groups import uses_groups
+from ..classify import uses
 from .parts_unsup import names
 
 
@@ -16,4 +16,4 @@ def compute(ctx, w) -> None:
 STAGE = Stage(name="encoding_unsup", version=1,
               inputs=("dataset", "features", "groups", "parts_unsup"),
               fields=encoding.STAGE.fields, libs=encoding.STAGE.libs, compute=compute,
-              load=encoding.load, applies=uses_groups)
+              load=encoding.load, applies=lambda cfg: uses(cfg, "parts[unsup]"))

@@ -70,7 +70,10 @@ def load(ctx, entry) -> np.ndarray:
 
 
 def uses_groups(cfg) -> bool:
-    return uses(cfg, "parts[unsup]")
+    from .hierarchy import uses_hierarchy
+
+    return uses(cfg, "parts[unsup]") or (uses_hierarchy(cfg)
+                                         and cfg.hierarchy.source == "groups")
 
 
 STAGE = Stage(name="groups", version=1, inputs=("dataset", "features"),

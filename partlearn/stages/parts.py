@@ -36,9 +36,11 @@ def _stored(entry_or_writer, shard: int) -> dict:
     return {name: np.asarray(entry_or_writer.shard_array(shard, name)) for name in _ARRAYS}
 
 
-def learn(ctx, w, labels: np.ndarray, names: list[str]) -> None:
+def learn(ctx, w, labels: np.ndarray, names: list[str], **fit) -> None:
     """Fit the learner on the training images with these ``labels`` (classes, or the
-    unsupervised groups), each class a shard, resuming the ones already stored."""
+    unsupervised groups), each class a shard, resuming the ones already stored;
+    ``fit``: ``PartLearner.fit``'s ``negatives`` and ``class_n_parts`` (hierarchical
+    parts)."""
     data, feats = ctx.get("dataset"), ctx.get("features")
     train = data.train
     background = None
@@ -71,7 +73,8 @@ def learn(ctx, w, labels: np.ndarray, names: list[str]) -> None:
                 human_size(sum(x.nbytes for x in X)))
     learner(ctx.cfg).fit(X, labels, boxes=feats.image_boxes(train), class_names=names,
                          background=background, class_results=done,
-                         on_background=on_background, on_class=on_class, backend=ctx.backend)
+                         on_background=on_background, on_class=on_class, backend=ctx.backend,
+                         **fit)
     w.meta.update(n_shards=len(names), classes=list(names))
 
 

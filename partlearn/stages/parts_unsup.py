@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from . import parts
 from ._base import Stage
-from .groups import uses_groups
+from ..classify import uses
 
 
 def names(group) -> list[str]:
@@ -24,4 +24,4 @@ def load(ctx, entry):
 
 STAGE = Stage(name="parts_unsup", version=1, inputs=("dataset", "features", "groups"),
               fields=("parts.*", "seed"), libs=parts.STAGE.libs, compute=compute, load=load,
-              applies=uses_groups)
+              applies=lambda cfg: uses(cfg, "parts[unsup]"))

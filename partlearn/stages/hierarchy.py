@@ -1,0 +1,108 @@
+"""``hierarchy``: the group of every class (``partlearn.hierarchy``), from the taxonomy
+file (``hierarchy.source = "taxonomy"``), or without labels beyond the classes: the
+class means of the training images' global descriptors clustered (``"cluster"``), or
+the unsupervised groups (``groups``) mapped to classes by majority (``"groups"``);
+``hierarchy.shuffle`` >= 0 deals the classes at random into groups of the same sizes
+(the control). Its value: ``Hierarchy``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import hierarchy as h
+from .._arrays import l2_normalize
+from .._validation import DataError
+from ..classify import method_blocks, two_level
+from ._base import Stage
+
+logger = logging.getLogger(__name__)
+
+
+class Hierarchy(NamedTuple):
+    """``class_group`` ``(C,)`` (groups 0..G-1) and ``group_names`` ``(G,)``."""
+
+    class_group: np.ndarray
+    group_names: list
+
+    def members(self, g: int) -> np.ndarray:
+        return np.flatnonzero(self.class_group == g)
+
+
+def uses_hierarchy(cfg) -> bool:
+    return any("parts[hier]" in method_blocks(m) or two_level(m)
+               for m in cfg.classifier.methods)
+
+
+def inputs(cfg) -> tuple[str, ...]:
+    return ("dataset", "features") + (("groups",) if cfg.hierarchy.source == "groups" else ())
+
+
+def _taxonomy(ctx):
+    m = ctx.get("dataset").manifest
+    return h.read_taxonomy(ctx.cfg.hierarchy.taxonomy, m.classes)
+
+
+def derive(ctx) -> dict:
+    """The taxonomy file's contents (not its path) key the hierarchy."""
+    c = ctx.cfg.hierarchy
+    if c.source != "taxonomy":
+        return {}
+    try:
+        digest = hashlib.sha256(open(c.taxonomy, "rb").read()).hexdigest()
+    except OSError as e:
+        raise DataError(f"hierarchy.taxonomy: cannot read {c.taxonomy} ({e.strerror})") \
+            from None
+    return {"taxonomy_sha256": digest}
+
+
+def check(ctx) -> None:
+    if ctx.cfg.hierarchy.source == "taxonomy":
+        _taxonomy(ctx)  # a class missing or in two groups, before anything is computed
+
+
+def compute(ctx, w) -> None:
+    c = ctx.cfg.hierarchy
+    data = ctx.get("dataset")
+    m = data.manifest
+    y = m.label[data.train]
+    if c.source == "taxonomy":
+        class_group, names = _taxonomy(ctx)
+    else:
+        if c.source == "cluster":
+            x = l2_normalize(np.asarray(ctx.get("features").global_[data.train], np.float32),
+                             axis=1)
+            means = np.stack([x[y == k].mean(axis=0) for k in range(len(m.classes))])
+            g = c.n_groups or max(2, int(round(np.sqrt(len(m.classes)))))
+            class_group = h.cluster_classes(means, g)
+        else:
+            class_group = h.groups_to_classes(ctx.get("groups"), y, len(m.classes))
+        names = [f"group{g:02d}" for g in range(int(class_group.max()) + 1)]
+    n_groups = int(class_group.max()) + 1
+    if not 2 <= n_groups < len(m.classes):
+        raise DataError(f"hierarchy ({c.source}): {n_groups} group(s) for {len(m.classes)} "
+                        "classes; a hierarchy needs 2 groups or more, and fewer than the "
+                        "classes")
+    if c.shuffle >= 0:
+        class_group = h.shuffle_hierarchy(class_group, c.shuffle)
+        names = [f"random{g:02d}" for g in range(n_groups)]
+    w.save_array("class_group", class_group)
+    w.save_json("group_names", list(names))
+    w.meta.update(n_groups=n_groups, sizes=np.bincount(class_group).tolist())
+    for g in range(n_groups):
+        logger.info("hierarchy: %s: %s", names[g],
+                    ", ".join(m.classes[k] for k in np.flatnonzero(class_group == g)))
+
+
+def load(ctx, entry) -> Hierarchy:
+    return Hierarchy(entry.array("class_group", mmap=False), entry.json("group_names"))
+
+
+# hierarchy.taxonomy: its contents are keyed (derive), not its path
+STAGE = Stage(name="hierarchy", version=1, inputs=inputs,
+              fields=("hierarchy.source", "hierarchy.n_groups", "hierarchy.shuffle"),
+              libs=("numpy", "scipy"), compute=compute, load=load, applies=uses_hierarchy,
+              derive=derive, check=check)
