@@ -3,6 +3,7 @@
     python benchmarks/bench_hierarchy.py pipelines/cub200.toml \\
         --hierarchy "taxonomy:pipelines/cub200_families.csv" --hierarchy cluster \\
         --random 3 [--set ...] [--cache-dir cache] [--out runs/bench_hier] [--json FILE]
+        [--time-rounds K]
 
 One pipeline run per hierarchy (``--hierarchy``: ``taxonomy:CSV``, ``cluster``,
 ``groups``), each with the methods ``global``, ``parts`` (flat: ``parts.n_parts`` per
@@ -15,8 +16,9 @@ usual, so the flat parts are learnt once. Prints, per run, top-1 of each method 
 the paired differences on the same test images (95% paired bootstrap interval, exact
 McNemar p), the parts' fit time (flat ``parts`` against ``parts_group`` +
 ``parts_class``, when this run computed them), and the hierarchy evaluator's
-specificity and containment. Settings are the pipeline file's: nothing here is
-chosen on the test split.
+specificity and containment. ``--time-rounds K`` then times the flat fit against the
+hierarchical fits (group + class parts) in this process, alternating, K rounds each.
+Settings are the pipeline file's: nothing here is chosen on the test split.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from partlearn import Pipeline
 from partlearn.config import load_config
 from partlearn.evaluation import paired_comparison
 
-METHODS = ["global", "parts", "parts[hier]", "2level:parts[hier]"]
+METHODS = ["global", "parts", "parts[hier]", "2level:parts[hier]", "2level:parts"]
 
 
 def _correct(out: Path, run_summary: dict) -> dict:
@@ -59,6 +61,44 @@ def run_one(base, overrides, out: Path, cache_dir) -> dict:
                                   "encoding_hier")}}
 
 
+def time_fits(cfg, cache_dir, rounds: int) -> None:
+    """The flat parts' fit against the group and class parts' fits, as their stages make
+    them (background, negatives, part counts), alternating in one process, so that the
+    shared machine's drift falls on both alike."""
+    import statistics
+    import time
+
+    from partlearn.hierarchy import sibling_negatives
+    from partlearn.stages.parts import learner
+
+    pipe = Pipeline(cfg, cache_dir=cache_dir)
+    data, feats = pipe.load("dataset"), pipe.load(pipe.features_stage)
+    cg = pipe.load("hierarchy").class_group
+    train = data.train
+    X, boxes, y = feats.images(train), feats.image_boxes(train), data.manifest.label[train]
+    h = cfg.hierarchy
+
+    def flat():
+        learner(cfg).fit(X, y, boxes=boxes)
+
+    def hier():
+        learner(cfg).fit(X, cg[y], boxes=boxes,
+                         class_n_parts=(h.group_parts * np.bincount(cg)).tolist())
+        learner(cfg).fit(X, y, boxes=boxes, class_n_parts=[h.class_parts] * len(cg),
+                         negatives=sibling_negatives(y, cg, cfg.parts.n_negative_images,
+                                                     h.sibling_fraction, cfg.seed))
+    times = {"flat": [], "hierarchical": []}
+    for _ in range(rounds):
+        for name, fit in (("flat", flat), ("hierarchical", hier)):
+            t0 = time.perf_counter()
+            fit()
+            times[name].append(time.perf_counter() - t0)
+            print(f"fit {name}: {times[name][-1]:.1f} s", flush=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nfit time, medians of {rounds}: flat {med['flat']:.1f} s, hierarchical (group + "
+          f"class parts) {med['hierarchical']:.1f} s, ratio {med['hierarchical'] / med['flat']:.2f}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("config")
@@ -71,6 +111,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--out", default="runs/bench_hier")
     ap.add_argument("--json")
+    ap.add_argument("--time-rounds", type=int, default=0,
+                    help="then time the flat and the hierarchical fits in this process, "
+                         "alternating, this many rounds each (the first hierarchy)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     base_cfg = load_config(args.config, args.set)
@@ -111,21 +154,27 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['a']} | {r['b']} | {100 * r['diff']:+.1f} | "
               f"[{100 * r['ci95'][0]:+.1f}, {100 * r['ci95'][1]:+.1f}] | {r['p']:.3g} |")
-    print("\n| run | global | parts | parts[hier] | 2level | hier. group top-1 | "
-          "errors in group (chance) | class-part entropy (flat) | contained (control) |"
-          "\n|---|---|---|---|---|---|---|---|---|")
+    print("\n| run | " + " | ".join(METHODS) + " | group top-1 (parts[hier]) | mistakes in "
+          "the group: parts, parts[hier] (chance) | class entropy: class parts (flat) | "
+          "contained (control) |\n|---|" + "---|" * (len(METHODS) + 4))
     for name, r in runs.items():
-        lv = r["hierarchy"].get("levels", {}).get("parts[hier]", {})
+        lv = r["hierarchy"].get("levels", {})
+        hier, flat = lv.get("parts[hier]", {}), lv.get("parts", {})
         p = r["hierarchy"].get("parts", {})
         spec = {k: v["specificity"]["class_entropy_bits"] for k, v in p.items()}
         cont = p.get("class parts", {}).get("containment", {})
+
+        def pct(v):
+            return "—" if v is None else f"{100 * v:.0f}%"
         print(f"| {name} | " + " | ".join(f"{100 * r['top1'][m]:.1f}" for m in METHODS)
-              + f" | {100 * lv.get('group_top1', np.nan):.1f} | "
-              f"{100 * (lv.get('errors_in_group') or np.nan):.0f}% "
-              f"({100 * (lv.get('errors_in_group_chance') or np.nan):.0f}%) | "
+              + f" | {100 * hier.get('group_top1', np.nan):.1f} | "
+              f"{pct(flat.get('errors_in_group'))}, {pct(hier.get('errors_in_group'))} "
+              f"({pct(hier.get('errors_in_group_chance'))}) | "
               f"{spec.get('class parts', np.nan):.2f} ({spec.get('flat parts', np.nan):.2f}) | "
-              f"{100 * cont.get('contained', np.nan):.0f}% "
-              f"({100 * cont.get('control', np.nan):.0f}%) |")
+              f"{pct(cont.get('contained'))} ({pct(cont.get('control'))}) |")
+    if args.time_rounds:
+        time_fits(load_config(args.config, runs[next(iter(runs))]["overrides"]),
+                  args.cache_dir, args.time_rounds)
     fit = {name: r["seconds"] for name, r in runs.items()}
     print(f"\nfit seconds (None: cached): {json.dumps(fit)}")
     if args.json:

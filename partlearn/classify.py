@@ -396,12 +396,14 @@ def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
                   n_jobs=None, name: str = "", solver: str = _K.solver, device="auto",
                   memory_mb: float = _K.memory_mb) -> dict:
     """A two-level decision (``hierarchy.two_level_scores``): one SVM for the group
-    (``class_group[y]``), then, per group of two classes or more, one SVM on its images
-    for the class within it; every C by ``fit_svm``'s CV. Returns ``coef``/``intercept``
-    ``(C, D)``/``(C,)`` (the within-group SVMs; 0 for a group's only class),
-    ``group_coef``/``group_intercept``, ``class_group``, ``classes``, ``C`` (the group
-    SVM's), ``C_within`` (per group), ``cv_accuracy``: the two-level decision's accuracy
-    out of fold, every SVM refitted at its C on class-stratified folds."""
+    (``class_group[y]``, C by ``fit_svm``'s CV), then, per group of two classes or more,
+    one SVM on its images for the class within it. The within-group SVMs share one C,
+    chosen by the two-level decision's own accuracy out of fold (class-stratified folds,
+    the grid extended at an edge as ``fit_svm``'s): a group of a few classes rarely
+    tells Cs apart by itself. Returns ``coef``/``intercept`` ``(C, D)``/``(C,)`` (the
+    within-group SVMs; 0 for a group's only class), ``group_coef``/``group_intercept``,
+    ``class_group``, ``classes``, ``C`` (the group SVM's), ``C_within``, ``cv``
+    (``{C_within: accuracy}``) and ``cv_accuracy`` (at the chosen one)."""
     from .hierarchy import two_level_scores
 
     who = f"{name}: " if name else ""
@@ -411,46 +413,56 @@ def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
     if not np.array_equal(classes, np.arange(len(class_group))):
         raise DataError(f"{who}a two-level SVM needs labels 0..{len(class_group) - 1}, one per "
                         "class of the hierarchy")
-    common = dict(Cs=Cs, extend=extend, folds=folds, max_iter=max_iter,
-                  random_state=random_state, n_jobs=n_jobs, solver=solver, device=device,
-                  memory_mb=memory_mb)
+    common = dict(folds=folds, max_iter=max_iter, random_state=random_state, n_jobs=n_jobs,
+                  solver=solver, device=device, memory_mb=memory_mb)
     yg = class_group[y]
-    group = fit_svm(x, yg, name=f"{name} (groups)", **common)
-    coef = np.zeros((len(classes), x.shape[1]), np.float32)
-    intercept = np.zeros(len(classes), np.float32)
-    within, C_within = {}, {}
-    for g in range(int(class_group.max()) + 1):
-        members = np.flatnonzero(class_group == g)
-        if len(members) < 2:
-            continue
-        rows = np.flatnonzero(np.isin(y, members))
-        m = fit_svm(x[rows], y[rows], name=f"{name} (group {g})", **common)
-        coef[m["classes"]], intercept[m["classes"]] = m["coef"], m["intercept"]
-        within[g], C_within[str(g)] = (rows, m), m["C"]
-    # the two-level decision out of fold: class-stratified folds, each SVM at its C
+    group = fit_svm(x, yg, Cs=Cs, extend=extend, name=f"{name} (groups)", **common)
     k = min(folds, int(np.bincount(y).min()))
     splits = _splits(k, random_state, y)
     oof_group = _out_of_fold(x, yg, np.unique(yg), group["C"], splits, solver, device, plan,
                              max_iter, random_state, n_jobs)
-    oof_within = np.zeros((len(y), len(classes)), np.float64)
-    for rows, m in within.values():
-        sub = [(np.flatnonzero(np.isin(rows, tr)), np.flatnonzero(np.isin(rows, te)))
-               for tr, te in splits]
-        xr, yr, plan_r = _svm_input(x[rows], y[rows], who, solver, memory_mb)
-        oof_within[np.ix_(rows, m["classes"])] = _out_of_fold(
-            xr, yr, m["classes"], m["C"], sub, solver, device, plan_r, max_iter,
-            random_state, n_jobs)
-    pred = two_level_scores(oof_group, oof_within, class_group).argmax(axis=1)
-    cv_accuracy = float((pred == y).mean())
-    logger.info("%stwo-level: group C=%g, within-group C %s; CV accuracy %.4f (groups %.4f)",
-                who, group["C"], C_within, cv_accuracy, group["cv_accuracy"])
+    within = []  # (members, rows, its folds) of every group of two classes or more
+    for g in range(int(class_group.max()) + 1):
+        members = np.flatnonzero(class_group == g)
+        if len(members) > 1:
+            rows = np.flatnonzero(np.isin(y, members))
+            within.append((members, rows, [(np.flatnonzero(np.isin(rows, tr)),
+                                            np.flatnonzero(np.isin(rows, te)))
+                                           for tr, te in splits]))
+
+    def accuracies(grid) -> dict:
+        out = {}
+        for c in grid:
+            oof = np.zeros((len(y), len(classes)), np.float64)
+            for members, rows, sub in within:
+                xr, yr, plan_r = _svm_input(x[rows], y[rows], who, solver, memory_mb)
+                oof[np.ix_(rows, members)] = _out_of_fold(xr, yr, members, c, sub, solver,
+                                                          device, plan_r, max_iter,
+                                                          random_state, n_jobs)
+            pred = two_level_scores(oof_group, oof, class_group).argmax(axis=1)
+            out[c] = (float((pred == y).mean()), False)
+        return out
+
+    cv, best, _ = _search_C(accuracies, Cs, extend)
+    grid = sorted(cv)
+    at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
+    coef = np.zeros((len(classes), x.shape[1]), np.float32)
+    intercept = np.zeros(len(classes), np.float32)
+    converged = group["converged"]
+    for g, (members, rows, _) in enumerate(within):
+        m = fit_svm(x[rows], y[rows], Cs=[best], extend=0, name=f"{name} (group {g})",
+                    **common)
+        coef[members], intercept[members] = m["coef"], m["intercept"]
+        converged &= m["converged"]
+    logger.info("%stwo-level: group C=%g (CV accuracy %.4f), within-group C=%g; two-level "
+                "CV accuracy %.4f (%s)", who, group["C"], group["cv_accuracy"], best, cv[best],
+                ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))
     return {"coef": coef, "intercept": intercept, "classes": classes,
             "group_coef": group["coef"], "group_intercept": group["intercept"],
-            "class_group": class_group, "C": group["C"], "C_within": C_within,
-            "cv": {c: a for c, a in group["cv"].items()}, "cv_accuracy": cv_accuracy,
-            "cv_group_accuracy": group["cv_accuracy"], "cv_folds": k,
-            "C_at_edge": group["C_at_edge"] or any(m["C_at_edge"] for _, m in within.values()),
-            "converged": group["converged"] and all(m["converged"] for _, m in within.values())}
+            "class_group": class_group, "C": group["C"], "C_within": best, "cv": cv,
+            "cv_accuracy": cv[best], "cv_group_accuracy": group["cv_accuracy"],
+            "cv_folds": k, "C_at_edge": bool(group["C_at_edge"] or at_edge),
+            "converged": bool(converged)}
 
 
 def decision(model: dict, x) -> np.ndarray:

@@ -195,6 +195,10 @@ class HierarchyConfig:
     class_parts: int = 8  # parts per class; group_parts + class_parts = parts.n_parts
     # gives as many parts (and as long a code) as the flat parts
     sibling_fraction: float = 0.75  # of a class's parts.n_negative_images, from siblings
+    # parts of parts: class parts learnt on the regions at a finer scale inside (or near:
+    # within 25% of their sides) the best regions of their group's parts, in every
+    # training image (theirs and the negatives'); encoded over all regions as usual
+    within_group_parts: bool = False
 
 
 @dataclass(frozen=True)

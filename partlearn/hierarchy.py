@@ -132,6 +132,24 @@ def sibling_negatives(y, class_group, n: int, fraction: float, seed: int) -> lis
     return out
 
 
+def inside_best_boxes(x: np.ndarray, boxes: np.ndarray, weights: np.ndarray, bias: np.ndarray,
+                      margin: float = 0.25, inside: float = 0.8) -> np.ndarray:
+    """``(R,)`` bool: the regions of one image (``x`` ``(R, D)``, ``boxes`` ``(R, 4)``) at a
+    finer scale inside a part's best region: at least ``inside`` of a region's area in one
+    of the parts' (``weights`` ``(P, D)``, ``bias``) best boxes grown by ``margin`` of its
+    sides, and no larger than that box. The best regions themselves are kept, so every
+    part keeps one region at least."""
+    best = boxes[np.argmax(np.asarray(x, np.float32) @ weights.T + bias, axis=0)]  # (P, 4)
+    side = np.concatenate([best[:, 2:] - best[:, :2]] * 2, axis=1)
+    grown = best + margin * side * np.array([-1, -1, 1, 1])
+    lo = np.maximum(boxes[:, None, :2], grown[None, :, :2])
+    hi = np.minimum(boxes[:, None, 2:], grown[None, :, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=2)  # (R, P)
+    area = np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)[:, None]
+    best_area = np.prod(best[:, 2:] - best[:, :2], axis=1)[None, :]
+    return ((inter >= inside * area) & (area <= best_area)).any(axis=1)
+
+
 def entropy_bits(labels, n_labels: int) -> float:
     p = np.bincount(np.asarray(labels), minlength=n_labels) / max(len(labels), 1)
     p = p[p > 0]

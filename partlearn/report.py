@@ -67,6 +67,8 @@ def _methods_md(methods: dict) -> list[str]:
     for name, m in methods.items():
         if "weight" in m:  # a late fusion: its weight on the first SVM, both SVMs' C
             c, check = f"w = {m['weight']:g} (C {m['C']:g}, {m['C_b']:g})", m["cv_accuracy"]
+        elif "C_within" in m:  # two-level: the group SVM's C, the within-group SVMs'
+            c, check = f"{m['C']:g} / {m['C_within']:g}", m["cv_accuracy"]
         elif "C" in m:
             edge = " ⚠ at the grid's edge" if m.get("C_at_edge") else ""
             c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
@@ -198,7 +200,7 @@ def _hierarchy_md(hier: dict) -> list[str]:
                   "box lies inside one of its group parts' best boxes in the same image "
                   "(at least 80% of its area); control: the group parts' boxes of another "
                   "image of the group.", "",
-                  "| parts | parts | class entropy | own group | own class | contained | "
+                  "| set | parts | class entropy | own group | own class | contained | "
                   "control | group boxes covering the image |", "|---|---|---|---|---|---|---|---|"]
         for name, v in parts.items():
             sp, c = v["specificity"], v.get("containment") or {}

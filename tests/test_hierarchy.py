@@ -147,7 +147,8 @@ def test_two_level_decision():
     pred = scores.argmax(axis=1)
     assert np.array_equal(g[pred], chosen)  # the class is always in the chosen group
     assert (pred == y).mean() > 0.9 and 0.8 < model["cv_accuracy"] <= 1
-    assert set(model["C_within"]) == {"0", "1"}
+    assert model["C_within"] in model["cv"] and model["cv"][model["C_within"]] == max(
+        model["cv"].values())
     # within the chosen group the order is the within-group SVM's
     within = x @ model["coef"].T + model["intercept"]
     for i in range(5):
@@ -259,3 +260,15 @@ def test_pipeline_hierarchical_parts(tmp_path_factory):
     # the control: the classes dealt at random into groups of the same sizes
     r4 = run("r4", tax, "--set", "hierarchy.shuffle=1")
     assert sorted(len(v) for v in r4["hierarchy"]["groups"].values()) == [2, 2]
+
+
+def test_parts_of_parts_keep_the_finer_regions_inside_the_best_boxes():
+    boxes = np.array([[0, 0, 100, 100], [10, 10, 50, 50], [20, 20, 40, 40], [45, 45, 60, 60],
+                      [60, 60, 90, 90], [5, 5, 30, 30]], np.float32)
+    x = np.zeros((6, 2), np.float32)
+    x[1, 0] = 1  # the part's best region: box 1
+    keep = h.inside_best_boxes(x, boxes, np.array([[1.0, 0.0]], np.float32),
+                               np.zeros(1, np.float32))
+    # the whole image is larger; 2 and 5 lie inside; 3 is inside the box grown by 25%
+    # (to -0, 60); 4 lies outside it
+    assert keep.tolist() == [False, True, True, True, False, True]

@@ -15,6 +15,7 @@ from ._base import EvalContext, Evaluator
 from ._stats import holm, metrics, paired_comparison, paired_comparison_seeds
 
 _SVM_INFO = ("C", "C_at_edge", "cv_accuracy", "cv_folds", "cv", "dim", "train_seconds")
+_FUSION_INFO = ("weight", "C_b", "C_within", "cv_group_accuracy")  # late fusion, two-level
 
 
 def _dpnet_row(y, runs, n_classes) -> tuple[dict, np.ndarray]:
@@ -40,7 +41,7 @@ def run(ctx: EvalContext) -> dict:
         preds[method] = model["test_pred"]
         correct[method] = (model["test_pred"] == y)[None]
         methods[method] = metrics(y, model["test_pred"], len(m.classes)) | {
-            k: model["info"][k] for k in _SVM_INFO + ("weight", "C_b") if k in model["info"]}
+            k: model["info"][k] for k in _SVM_INFO + _FUSION_INFO if k in model["info"]}
     for variant, runs in ctx.dpnet_runs().items():
         name = method_name(variant)
         methods[name], preds[name] = _dpnet_row(y, runs, len(m.classes))

@@ -145,7 +145,7 @@ def check(ctx) -> None:
 
 
 STAGE = Stage(
-    name="classifier", version=1, inputs=inputs,
+    name="classifier", version=2, inputs=inputs,
     fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
             "classifier.max_iter", "classifier.solver", "encoding.flip_average", "seed"),
     libs=("numpy", "scikit-learn", "torch"),  # torch: solver = "torch"

@@ -36,11 +36,12 @@ def _stored(entry_or_writer, shard: int) -> dict:
     return {name: np.asarray(entry_or_writer.shard_array(shard, name)) for name in _ARRAYS}
 
 
-def learn(ctx, w, labels: np.ndarray, names: list[str], **fit) -> None:
+def learn(ctx, w, labels: np.ndarray, names: list[str], regions=None, **fit) -> None:
     """Fit the learner on the training images with these ``labels`` (classes, or the
     unsupervised groups), each class a shard, resuming the ones already stored;
-    ``fit``: ``PartLearner.fit``'s ``negatives`` and ``class_n_parts`` (hierarchical
-    parts)."""
+    ``regions``: ``(X, boxes)``, the training images' regions to learn from (default:
+    all of them); ``fit``: ``PartLearner.fit``'s ``negatives`` and ``class_n_parts``
+    (hierarchical parts)."""
     data, feats = ctx.get("dataset"), ctx.get("features")
     train = data.train
     background = None
@@ -68,10 +69,10 @@ def learn(ctx, w, labels: np.ndarray, names: list[str], **fit) -> None:
         c = int(counts.argmin())
         raise DataError(f"class {names[c]!r} has 0 training images; part learning needs "
                         f"at least parts.min_images={ctx.cfg.parts.min_images}")
-    X = feats.images(train)
+    X, boxes = regions or (feats.images(train), feats.image_boxes(train))
     logger.info("%s: %d training images, %s of region features", ctx.stage.name, len(X),
                 human_size(sum(x.nbytes for x in X)))
-    learner(ctx.cfg).fit(X, labels, boxes=feats.image_boxes(train), class_names=names,
+    learner(ctx.cfg).fit(X, labels, boxes=boxes, class_names=names,
                          background=background, class_results=done,
                          on_background=on_background, on_class=on_class, backend=ctx.backend,
                          **fit)
