@@ -37,7 +37,35 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
     return (_top1_plot(methods) + _parts_curve_plot(summary.get("parts_curve") or {})
             + _per_class_plot(methods, classes) + _participation_plots(summary)
             + _confusion_plots(methods, classes) + _retrieval_plot(summary.get("retrieval"))
-            + _run_figures(summary, run))
+            + _hierarchy_plot(summary.get("hierarchy")) + _run_figures(summary, run))
+
+
+def _hierarchy_plot(hier: dict | None) -> list[tuple[str, str]]:
+    """Per method: class and group top-1; the share of its mistakes that keep the right
+    group against what a wrong class drawn at random would give."""
+    import matplotlib.pyplot as plt
+
+    levels = (hier or {}).get("levels") or {}
+    if not levels:
+        return []
+    names = list(levels)
+    x = np.arange(len(names))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(2.5 + 1.2 * len(names), 3.4))
+    for ax, keys, labels, ylabel in (
+            (a, ("class_top1", "group_top1"), ("class", "group"), "test top-1 (%)"),
+            (b, ("errors_in_group", "errors_in_group_chance"), ("measured", "chance"),
+             "mistakes in the right group (%)")):
+        for k, (key, label) in enumerate(zip(keys, labels)):
+            ax.bar(x + (k - 0.5) * 0.38, [100 * (levels[n][key] or 0) for n in names], 0.38,
+                   label=label, color=("#4a7ab5", "#bbb")[k])
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=7)
+        ax.grid(axis="y", alpha=0.3)
+    lo = min(100 * min(v["class_top1"], v["group_top1"]) for v in levels.values())
+    a.set_ylim(max(0, lo - 5), 100)
+    fig.tight_layout()
+    return [("Hierarchy: accuracy per level, and mistakes that stay in the group", _png(fig))]
 
 
 def _retrieval_plot(retrieval: dict | None) -> list[tuple[str, str]]:

@@ -249,7 +249,8 @@ def test_pipeline_hierarchical_parts(tmp_path_factory):
     props = r["hierarchy"]["parts"]
     assert set(props) == {"group parts", "class parts", "flat parts"}
     assert 0 <= props["class parts"]["containment"]["contained"] <= 1
-    assert "Hierarchy" in (root / "r1" / "report.md").read_text()
+    assert "Hierarchy of classes" in (root / "r1" / "report.md").read_text()
+    assert "Hierarchy: accuracy per level" in (root / "r1" / "report.html").read_text()
 
     # the same contents elsewhere: every stage cached; other contents: a new hierarchy
     moved = write(root / "moved.csv", tax.read_text())
