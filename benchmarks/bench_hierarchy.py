@@ -148,8 +148,13 @@ def main(argv=None) -> int:
         compare(name, "2level:parts[hier]", name, "parts[hier]")
     for spec in args.hierarchy or ["cluster"]:
         source = spec.partition(":")[0]
-        for k in range(args.random):
-            compare(source, "parts[hier]", f"{source}-random{k}", "parts[hier]")
+        for method in ("parts[hier]", "2level:parts[hier]"):
+            for k in range(args.random):
+                compare(source, method, f"{source}-random{k}", method)
+    sources = [spec.partition(":")[0] for spec in args.hierarchy or ["cluster"]]
+    for other in sources[1:]:  # e.g. a taxonomy against a hierarchy built without labels
+        for method in ("parts[hier]", "2level:parts[hier]"):
+            compare(sources[0], method, other, method)
     print("\n| a | b | a - b | 95% interval | McNemar p |\n|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['a']} | {r['b']} | {100 * r['diff']:+.1f} | "
