@@ -128,3 +128,24 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
 BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
               "features.pools": ("mac",),
               "classifier.methods": ("global", "parts", "parts[unsup]", "parts[hier]")}
+
+
+def test_dataset_key_follows_the_files_contents_not_their_times(data, tmp_path, monkeypatch):
+    import os
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+    files = sorted(p for p in copy.rglob("*.png"))
+    for p in files:  # a copy made again: new times, same bytes
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**12))
+
+    def key(root):
+        cfg = load_config(None, [f"data.root={root}", "data.format=folders"])
+        return Pipeline(cfg, cache_dir=tmp_path / "cache").key("dataset")
+
+    assert key(copy) == key(data)
+    memo = list((tmp_path / "cache" / "_memo" / "file_hashes").glob("*.json"))
+    assert len(memo) == 2  # the files' hashes, remembered per folder
+    Image.fromarray(np.full((40, 40, 3), 7, np.uint8)).save(files[0])
+    assert key(copy) != key(data)
