@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import DataError
+from ._validation import DataError, did_you_mean
 
 
 def renumber(class_group) -> np.ndarray:
@@ -40,8 +40,6 @@ def read_taxonomy(path, classes) -> tuple[np.ndarray, list[str]]:
     are left out (a taxonomy of a whole dataset serves its subsets); a class without a
     row is an error that names the close spellings among them. Group names are in
     order of the groups' first class."""
-    from ._validation import did_you_mean
-
     path = Path(path)
     try:
         f = open(path, newline="", encoding="utf-8-sig")

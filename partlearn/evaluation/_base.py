@@ -76,20 +76,23 @@ class EvalContext:
         """``{model: (boxes (n_test, P, 4), scores (n_test, P))}``: each part's best own
         region (not the mirrored image's) in each test image."""
         if self._best is None:
-            feats = self.load(self.pipe.features_stage)
-            models = self.part_models()
-            out = {name: (np.empty((len(self.test), len(p.weights), 4), np.float32),
-                          np.empty((len(self.test), len(p.weights)), np.float32))
-                   for name, p in models.items()}
-            for j, i in enumerate(self.test):
-                x, boxes = feats.own(i)
-                for name, p in models.items():
-                    s = p.responses(x)
-                    k = s.argmax(axis=0)
-                    out[name][0][j] = boxes[k]
-                    out[name][1][j] = s[k, np.arange(s.shape[1])]
-            self._best = out
+            self._best = self.best_regions_of(self.part_models())
         return self._best
+
+    def best_regions_of(self, models: dict) -> dict:
+        """``best_regions`` of other part models (``{name: PartModel}``)."""
+        feats = self.load(self.pipe.features_stage)
+        out = {name: (np.empty((len(self.test), len(p.weights), 4), np.float32),
+                      np.empty((len(self.test), len(p.weights)), np.float32))
+               for name, p in models.items()}
+        for j, i in enumerate(self.test):
+            x, boxes = feats.own(i)
+            for name, p in models.items():
+                s = p.responses(x)
+                k = s.argmax(axis=0)
+                out[name][0][j] = boxes[k]
+                out[name][1][j] = s[k, np.arange(s.shape[1])]
+        return out
 
     def memo(self, kind: str, what: dict) -> Path:
         """Where a rendered ``kind`` showing ``what`` is kept across runs (``_memo``)."""

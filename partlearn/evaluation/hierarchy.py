@@ -35,22 +35,6 @@ def levels(y, pred, class_group) -> dict:
                                             .mean()) if wrong.any() else None}
 
 
-def _best(ctx, models: dict) -> dict:
-    """``{name: (boxes (n_test, P, 4), scores (n_test, P))}``: each part's best own region
-    in each test image."""
-    feats = ctx.load(ctx.pipe.features_stage)
-    out = {name: (np.empty((len(ctx.test), len(p.weights), 4), np.float32),
-                  np.empty((len(ctx.test), len(p.weights)), np.float32))
-           for name, p in models.items()}
-    for j, i in enumerate(ctx.test):
-        x, boxes = feats.own(i)
-        for name, p in models.items():
-            s = p.responses(x)
-            k = s.argmax(axis=0)
-            out[name][0][j], out[name][1][j] = boxes[k], s[k, np.arange(s.shape[1])]
-    return out
-
-
 def parts_properties(ctx, class_group) -> dict:
     data, test = ctx.data, ctx.test
     y = data.manifest.label[test]
@@ -58,7 +42,7 @@ def parts_properties(ctx, class_group) -> dict:
               "class parts": PartModel.of_learner(ctx.load("parts_class"))}
     if ctx.has("parts"):
         models["flat parts"] = PartModel.of_learner(ctx.load("parts"))
-    best = _best(ctx, models)
+    best = ctx.best_regions_of(models)
     out = {}
     for name, p in models.items():
         level = "group" if name == "group parts" else "class"
