@@ -199,10 +199,10 @@ def _check_retrieval(cfg) -> None:
         raise ConfigError(f"features.gem_p={f.gem_p} must be > 0")
     for name in r.descriptors:
         for piece in name.split("+"):
-            if piece in ("global", "parts", "parts[unsup]", "w"):
+            if piece in ("global", "parts", "parts[unsup]", "parts[hier]", "w"):
                 continue
             check_choice("retrieval.descriptors", piece,
-                         RETRIEVAL_POOLS + ("global", "parts", "parts[unsup]"))
+                         RETRIEVAL_POOLS + ("global", "parts", "parts[unsup]", "parts[hier]"))
             if piece not in f.pools:
                 raise ConfigError(f"retrieval.descriptors has {name!r}, which needs {piece!r} "
                                   f"in features.pools (now {list(f.pools)})")

@@ -256,8 +256,10 @@ def test_pipeline_hierarchical_parts(tmp_path_factory):
     moved = write(root / "moved.csv", tax.read_text())
     assert all(v["cached"] for v in run("r2", moved)["stages"].values())
     swapped = write(root / "swap.csv", "class,group\nblueA,x\nredA,x\nblueB,y\nredB,y\n")
-    r3 = run("r3", swapped)["stages"]
-    assert not r3["hierarchy"]["cached"] and r3["parts"]["cached"]
+    r3 = run("r3", swapped, "--set", 'retrieval.descriptors=["parts[hier]"]',
+             "--set", 'retrieval.rerank=["none"]', "--set", "retrieval.ks=[1, 2]")
+    assert not r3["stages"]["hierarchy"]["cached"] and r3["stages"]["parts"]["cached"]
+    assert [row["descriptor"] for row in r3["retrieval"]["rows"]] == ["parts[hier]"]
     # the control: the classes dealt at random into groups of the same sizes
     r4 = run("r4", tax, "--set", "hierarchy.shuffle=1")
     assert sorted(len(v) for v in r4["hierarchy"]["groups"].values()) == [2, 2]

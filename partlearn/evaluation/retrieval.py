@@ -5,8 +5,8 @@ other test images; mAP and recall@K. Instance level, where the dataset has groun
 truth (the revisited-Oxford layout): each query, cropped to its box, ranks the
 database (the training split); mAP under the Medium and Hard protocols, per-query
 APs, revisitop's mP@K. Both draw example queries with their top results. The descriptors (``retrieval.descriptors``):
-``global`` (the classification baseline's pooled map), ``parts`` and ``parts[unsup]``
-(the part codes of the per-class and of the unsupervised parts; ``+w`` whitens
+``global`` (the classification baseline's pooled map), ``parts``, ``parts[unsup]`` and
+``parts[hier]`` (the part codes of the per-class, unsupervised and hierarchical parts; ``+w`` whitens
 them, learnt on the training split),
 the pools of the ``descriptors`` stage (``mac``, ``gem``, ``spoc``, their whitened
 ``+w`` forms, ``rmac``) and concatenations such as ``parts+rmac`` (each block
@@ -34,13 +34,16 @@ from ._base import EvalContext, Evaluator
 logger = logging.getLogger(__name__)
 
 
+_CODES = {"parts": "encoding", "parts[unsup]": "encoding_unsup", "parts[hier]": "encoding_hier"}
+
+
 def _block(ctx: EvalContext, block: str) -> np.ndarray:
     """``(N, d)`` float32 rows of one block for every image of the run."""
     base = block.removesuffix("+w")
     if base == "global":
         x = ctx.load("features").global_features(ctx.cfg.encoding.flip_average)
-    elif base in ("parts", "parts[unsup]"):
-        x = ctx.load("encoding" if base == "parts" else "encoding_unsup").codes
+    elif base in _CODES:
+        x = ctx.load(_CODES[base]).codes
     else:  # the pools, whitened or not, come whitened from the descriptors stage
         return np.asarray(ctx.load("descriptors")[block], np.float32)
     x = np.asarray(x, np.float32)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import hierarchy as h
 from .._arrays import l2_normalize
 from .._validation import DataError
-from ..classify import method_blocks, two_level
+from ..classify import two_level, uses
 from ._base import Stage
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,7 @@ class Hierarchy(NamedTuple):
 
 
 def uses_hierarchy(cfg) -> bool:
-    return any("parts[hier]" in method_blocks(m) or two_level(m)
-               for m in cfg.classifier.methods)
+    return uses(cfg, "parts[hier]") or any(two_level(m) for m in cfg.classifier.methods)
 
 
 def inputs(cfg) -> tuple[str, ...]:
