@@ -149,6 +149,10 @@ def test_two_level_decision():
     assert (pred == y).mean() > 0.9 and 0.8 < model["cv_accuracy"] <= 1
     assert model["C_within"] in model["cv"] and model["cv"][model["C_within"]] == max(
         model["cv"].values())
+    # the torch solver: the same Cs and decisions
+    batched = fit_two_level(x, y, g, folds=3, n_jobs=1, solver="torch", device="cpu")
+    assert (batched["C"], batched["C_within"]) == (model["C"], model["C_within"])
+    assert np.array_equal(decision(batched, x).argmax(1), pred)
     # within the chosen group the order is the within-group SVM's
     within = x @ model["coef"].T + model["intercept"]
     for i in range(5):
