@@ -228,6 +228,10 @@ def test_pipeline_hierarchical_parts(tmp_path_factory):
     assert main(["run", str(config), *base, "--set", f"hierarchy.taxonomy={bad}",
                  "--out", str(root / "bad")]) == 1
     assert not (root / "cache" / "features").exists()
+    one = write(root / "one.csv", "class,group\nblueA,b\nblueB,b\nredA,b\nredB,b\n")
+    assert main(["run", str(config), *base, "--set", f"hierarchy.taxonomy={one}",
+                 "--out", str(root / "bad")]) == 1
+    assert not (root / "cache" / "features").exists()
 
     r = run("r1", tax)
     stages = r["stages"]

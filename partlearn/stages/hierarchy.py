@@ -58,9 +58,24 @@ def derive(ctx) -> dict:
     return {"taxonomy_sha256": digest}
 
 
+def _check_count(ctx, class_group) -> int:
+    """G, the number of groups, when 2 <= G < classes (else no hierarchy: an error)."""
+    c = ctx.cfg.hierarchy
+    n_groups, n_classes = int(class_group.max()) + 1, len(class_group)
+    if not 2 <= n_groups < n_classes:
+        hint = {"taxonomy": f" ({c.taxonomy})",
+                "groups": "; the unsupervised groups map to classes one to one or all to "
+                          "one: set groups.n_groups nearer the number of groups of classes "
+                          "wanted"}.get(c.source, "")
+        raise DataError(f"hierarchy ({c.source}): {n_groups} group(s) for {n_classes} "
+                        f"classes{hint}; a hierarchy needs 2 groups or more, and fewer than "
+                        "the classes")
+    return n_groups
+
+
 def check(ctx) -> None:
-    if ctx.cfg.hierarchy.source == "taxonomy":
-        _taxonomy(ctx)  # a class missing or in two groups, before anything is computed
+    if ctx.cfg.hierarchy.source == "taxonomy":  # before anything is computed: a class
+        _check_count(ctx, _taxonomy(ctx)[0])   # missing or in two groups, or one group
 
 
 def compute(ctx, w) -> None:
@@ -80,11 +95,7 @@ def compute(ctx, w) -> None:
         else:
             class_group = h.groups_to_classes(ctx.get("groups"), y, len(m.classes))
         names = [f"group{g:02d}" for g in range(int(class_group.max()) + 1)]
-    n_groups = int(class_group.max()) + 1
-    if not 2 <= n_groups < len(m.classes):
-        raise DataError(f"hierarchy ({c.source}): {n_groups} group(s) for {len(m.classes)} "
-                        "classes; a hierarchy needs 2 groups or more, and fewer than the "
-                        "classes")
+    n_groups = _check_count(ctx, class_group)
     if c.shuffle >= 0:
         class_group = h.shuffle_hierarchy(class_group, c.shuffle)
         names = [f"random{g:02d}" for g in range(n_groups)]
