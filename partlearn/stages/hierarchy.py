@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -51,7 +52,7 @@ def derive(ctx) -> dict:
     if c.source != "taxonomy":
         return {}
     try:
-        digest = hashlib.sha256(open(c.taxonomy, "rb").read()).hexdigest()
+        digest = hashlib.sha256(Path(c.taxonomy).read_bytes()).hexdigest()
     except OSError as e:
         raise DataError(f"hierarchy.taxonomy: cannot read {c.taxonomy} ({e.strerror})") \
             from None
