@@ -11,10 +11,11 @@ import base64
 import hashlib
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
+
+from .cache import save_memo
 
 
 def _png(fig) -> str:
@@ -227,8 +228,5 @@ def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
     if file.is_file():
         return [tuple(f) for f in json.loads(file.read_text())]
     figures = _figures(summary, run)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(figures))
-    os.replace(tmp, file)
+    save_memo(file, figures)
     return figures

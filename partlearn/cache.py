@@ -110,6 +110,16 @@ def _locked(f, how):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def save_memo(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` (its folder made), atomically, so that processes
+    writing the same memo at once leave one whole file (a name of this process, then
+    ``os.replace``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, path)
+
+
 def _write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str))

@@ -56,8 +56,7 @@ def method_blocks(method: str) -> list[str]:
 
 def two_level(method: str) -> str | None:
     """``"2level:parts[hier]"`` → ``"parts[hier]"``: the input of a two-level decision."""
-    prefix, sep, rest = method.partition("2level:")
-    return rest if sep and not prefix else None
+    return method.removeprefix("2level:") if method.startswith("2level:") else None
 
 
 def fused(method: str) -> tuple[str, str] | None:
@@ -92,8 +91,7 @@ def method_features(method: str, global_=None, parts=None, parts_unsup=None,
     or several joined by ``+`` (each block L2-normalised, concatenated); a late fusion
     ``a|b`` takes the inputs of ``a`` and of ``b`` side by side (its model is the weighted
     concatenation of their SVMs'); ``2level:m``, ``m``'s."""
-    if two_level(method):
-        method = two_level(method)
+    method = two_level(method) or method
     if fused(method):
         return np.concatenate([method_features(m, global_, parts, parts_unsup, parts_hier)
                                for m in fused(method)], axis=1)
@@ -199,11 +197,7 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     else:
         cv, best, late = _search_C(_liblinear_accuracies(x, y, splits, max_iter, random_state,
                                                          n_jobs), Cs, extend)
-        svm, late_final = _fit_quiet(_svm(best, max_iter, random_state), x, y)
-        coef, intercept = svm.coef_, svm.intercept_
-        if len(classes) == 2:  # liblinear's binary model: one row for classes[1]
-            coef = np.concatenate([-coef, coef])
-            intercept = np.concatenate([-intercept, intercept])
+        coef, intercept, late_final = _liblinear_fit(x, y, best, max_iter, random_state)
     grid = sorted(cv)
     at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
     if at_edge:
@@ -220,6 +214,17 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32),
             "classes": classes, "C": best, "cv": cv, "cv_accuracy": cv[best],
             "cv_folds": k, "C_at_edge": bool(at_edge), "converged": not (late or late_final)}
+
+
+def _liblinear_fit(x, y, C, max_iter: int, random_state: int):
+    """``(coef, intercept, hit max_iter)`` of ``LinearSVC`` at ``C`` on every row, one row
+    per class (also for two)."""
+    svm, late = _fit_quiet(_svm(C, max_iter, random_state), x, y)
+    coef, intercept = svm.coef_, svm.intercept_
+    if len(svm.classes_) == 2:  # liblinear's binary model: one row for classes[1]
+        coef = np.concatenate([-coef, coef])
+        intercept = np.concatenate([-intercept, intercept])
+    return coef, intercept, late
 
 
 def _splits(k: int, random_state: int, y) -> list:
@@ -360,8 +365,8 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
         raise DataError(f"{name}: the two SVMs have different classes")
     k = int(model_a["cv_folds"])
     splits = _splits(k, random_state, y)
-    oof = [_out_of_fold(x, y, classes, model["C"], splits, solver, device, plan, max_iter,
-                        random_state, n_jobs)
+    oof = [_Folds(x, y, classes, splits, solver, device, plan, max_iter, random_state,
+                  n_jobs).out_of_fold(model["C"])
            for x, model, plan in ((xa, model_a, plan_a), (xb, model_b, plan_b))]
     cv = {float(w): float((classes[(w * oof[0] + (1 - w) * oof[1]).argmax(axis=1)] == y).mean())
           for w in weights}
@@ -377,18 +382,37 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
             "converged": model_a["converged"] and model_b["converged"]}
 
 
-def _out_of_fold(x, y, classes, C, splits, solver, device, plan, max_iter, random_state,
-                 n_jobs) -> np.ndarray:
-    """``(n, classes)`` float64 decisions at ``C``, each row by the SVM of the fold that
-    held it out."""
-    if solver == "torch":
-        return _TorchPath(x, y, classes, splits, device, plan).out_of_fold(C).astype(np.float64)
-    parts = Parallel(n_jobs=n_jobs, prefer="processes")(
-        delayed(_fold_scores)(C, x, y, tr, te, max_iter, random_state) for tr, te in splits)
-    scores = np.empty((len(y), len(classes)), np.float64)
-    for (_, te), sc in zip(splits, parts):
-        scores[te] = sc
-    return scores
+class _Folds:
+    """One problem's out-of-fold decisions and final fit at any C, by either solver; the
+    torch solver's problem is set up once and each C warm-started from the nearest
+    solved (``_TorchPath``)."""
+
+    def __init__(self, x, y, classes, splits, solver, device, plan, max_iter, random_state,
+                 n_jobs):
+        self.x, self.y, self.classes, self.splits = x, y, classes, splits
+        self.max_iter, self.random_state, self.n_jobs = max_iter, random_state, n_jobs
+        self.path = (_TorchPath(x, y, classes, splits, device, plan) if solver == "torch"
+                     else None)
+
+    def out_of_fold(self, C) -> np.ndarray:
+        """``(n, classes)`` float64 decisions at ``C``, each row by the SVM of the fold that
+        held it out."""
+        if self.path is not None:
+            return self.path.out_of_fold(C).astype(np.float64)
+        parts = Parallel(n_jobs=self.n_jobs, prefer="processes")(
+            delayed(_fold_scores)(C, self.x, self.y, tr, te, self.max_iter, self.random_state)
+            for tr, te in self.splits)
+        scores = np.empty((len(self.y), len(self.classes)), np.float64)
+        for (_, te), sc in zip(self.splits, parts):
+            scores[te] = sc
+        return scores
+
+    def final(self, C):
+        """``(coef, intercept, hit an iteration limit)`` of the fit on every row at ``C``."""
+        if self.path is not None:
+            self.path.out_of_fold(C)  # solved on the folds first: the final fit starts there
+            return self.path.final(C)
+        return _liblinear_fit(self.x, self.y, C, self.max_iter, self.random_state)
 
 
 def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
@@ -413,32 +437,31 @@ def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
     if not np.array_equal(classes, np.arange(len(class_group))):
         raise DataError(f"{who}a two-level SVM needs labels 0..{len(class_group) - 1}, one per "
                         "class of the hierarchy")
-    common = dict(folds=folds, max_iter=max_iter, random_state=random_state, n_jobs=n_jobs,
-                  solver=solver, device=device, memory_mb=memory_mb)
     yg = class_group[y]
-    group = fit_svm(x, yg, Cs=Cs, extend=extend, name=f"{name} (groups)", **common)
+    group = fit_svm(x, yg, Cs=Cs, extend=extend, folds=folds, max_iter=max_iter,
+                    random_state=random_state, n_jobs=n_jobs, name=f"{name} (groups)",
+                    solver=solver, device=device, memory_mb=memory_mb)
     k = min(folds, int(np.bincount(y).min()))
     splits = _splits(k, random_state, y)
-    oof_group = _out_of_fold(x, yg, np.unique(yg), group["C"], splits, solver, device, plan,
-                             max_iter, random_state, n_jobs)
-    within = []  # (members, rows, its folds) of every group of two classes or more
+    oof_group = _Folds(x, yg, np.unique(yg), splits, solver, device, plan, max_iter,
+                       random_state, n_jobs).out_of_fold(group["C"])
+    within = []  # (members, rows, their _Folds) of every group of two classes or more
     for g in range(int(class_group.max()) + 1):
         members = np.flatnonzero(class_group == g)
         if len(members) > 1:
             rows = np.flatnonzero(np.isin(y, members))
-            within.append((members, rows, [(np.flatnonzero(np.isin(rows, tr)),
-                                            np.flatnonzero(np.isin(rows, te)))
-                                           for tr, te in splits]))
+            sub = [(np.flatnonzero(np.isin(rows, tr)), np.flatnonzero(np.isin(rows, te)))
+                   for tr, te in splits]
+            xr, yr, plan_r = _svm_input(x[rows], y[rows], who, solver, memory_mb)
+            within.append((members, rows, _Folds(xr, yr, members, sub, solver, device, plan_r,
+                                                 max_iter, random_state, n_jobs)))
 
     def accuracies(grid) -> dict:
         out = {}
         for c in grid:
             oof = np.zeros((len(y), len(classes)), np.float64)
-            for members, rows, sub in within:
-                xr, yr, plan_r = _svm_input(x[rows], y[rows], who, solver, memory_mb)
-                oof[np.ix_(rows, members)] = _out_of_fold(xr, yr, members, c, sub, solver,
-                                                          device, plan_r, max_iter,
-                                                          random_state, n_jobs)
+            for members, rows, folds_g in within:
+                oof[np.ix_(rows, members)] = folds_g.out_of_fold(c)
             pred = two_level_scores(oof_group, oof, class_group).argmax(axis=1)
             out[c] = (float((pred == y).mean()), False)
         return out
@@ -449,11 +472,9 @@ def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
     coef = np.zeros((len(classes), x.shape[1]), np.float32)
     intercept = np.zeros(len(classes), np.float32)
     converged = group["converged"]
-    for g, (members, rows, _) in enumerate(within):
-        m = fit_svm(x[rows], y[rows], Cs=[best], extend=0, name=f"{name} (group {g})",
-                    **common)
-        coef[members], intercept[members] = m["coef"], m["intercept"]
-        converged &= m["converged"]
+    for members, _, folds_g in within:
+        coef[members], intercept[members], late = folds_g.final(best)
+        converged &= not late
     logger.info("%stwo-level: group C=%g (CV accuracy %.4f), within-group C=%g; two-level "
                 "CV accuracy %.4f (%s)", who, group["C"], group["cv_accuracy"], best, cv[best],
                 ", ".join(f"{c:g}: {cv[c]:.4f}" for c in grid))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import datasets
+from ..cache import save_memo
 from .._validation import DataError
 from ._base import Stage
 
@@ -74,17 +75,11 @@ def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
         stamp = [st.st_size, st.st_mtime_ns]
         seen = known.get(rel)
         if seen is None or seen[:2] != stamp:
-            h = hashlib.sha256()
             with open(root / rel, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
-            known[rel], changed = stamp + [h.hexdigest()], True
+                known[rel], changed = stamp + [hashlib.file_digest(f, "sha256").hexdigest()], True
         out.append(known[rel][2])
     if file is not None and changed:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known))
-        os.replace(tmp, file)
+        save_memo(file, known)
     return out
 
 

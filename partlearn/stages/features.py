@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import datasets
 from .._progress import progress
-from ..cache import make_key
+from ..cache import make_key, save_memo
 from ..config import to_dict
 from ._base import Stage, package_version
 
@@ -128,10 +128,7 @@ def backbone_identity(ctx) -> dict:
     bb = ctx.backbone
     identity = {"backbone": bb.name, "weights": bb.weights_id, "tap": bb.tap,
                 "mean": list(bb.mean), "std": list(bb.std)}
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(identity))
-    os.replace(tmp, memo)
+    save_memo(memo, identity)
     return identity
 
 
