@@ -3,7 +3,7 @@
 mode (every region cropped, resized to ``crop_size`` and forwarded), per region size.
 
     python benchmarks/bench_roi_fidelity.py --data ../shared/data/cub200_c001-020/CUB_200_2011 \
-        [--images 50] [--short-sides 448 672]
+        [--images 50] [--short-sides 320 448 672] [--pyramids 448,672 320,448,672]
 
 The same images (``--images`` spread over images.txt), the default dense regions
 (``config.RegionsConfig``), the default backbone and weights. For each region the
@@ -12,7 +12,10 @@ cosine between its ``roi`` descriptor at each short side and its ``crop`` descri
 per window scale (a fraction of the short side; the full-image region apart), with the
 number of feature-map cells the window spans at that short side (stride 32). Prints a
 Markdown table; this is what ``features.mode = "roi"`` gives up against ``"crop"``
-(27-40x slower, BENCHMARKS "Region features").
+(27-40x slower, BENCHMARKS "Region features"). Each ``--pyramids`` entry (short sides,
+the first the base) adds two columns: the ``multiscale`` stage's region features, each
+region from the scale nearest 224 px (``nearest``) and the mean over the scales
+(``mean``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from PIL import Image
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from bench_features import cub_images, load_rgb
 from partlearn import features as F
+from partlearn import multiscale
 from partlearn.backbones import create_backbone
 from partlearn.config import BackboneConfig, RegionsConfig
 from partlearn.regions import dense_regions
@@ -48,8 +52,13 @@ def main(argv=None) -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--images", type=int, default=50)
     ap.add_argument("--short-sides", type=int, nargs="+", default=[448, 672])
+    ap.add_argument("--pyramids", nargs="*", default=[],
+                    help="comma-separated short sides, each a subset of --short-sides")
     ap.add_argument("--backbone", default=BackboneConfig.name)
     args = ap.parse_args(argv)
+    pyramids = [[int(v) for v in p.split(",")] for p in args.pyramids]
+    if any(s not in args.short_sides for p in pyramids for s in p):
+        ap.error("every short side of --pyramids must be in --short-sides")
     paths = cub_images(Path(args.data), args.images)
     sizes = np.array([Image.open(p).size for p in paths])
     cfg = RegionsConfig()
@@ -68,21 +77,30 @@ def main(argv=None) -> None:
     rel = np.concatenate([(b[:, 2] - b[:, 0]) / min(w, h) for b, (w, h) in zip(boxes, sizes)])
     full = np.concatenate([np.arange(len(b)) == 0 for b in boxes]) if cfg.full_image else \
         np.zeros(len(rel), bool)
-    cos = {s: np.concatenate([(np.asarray(a, np.float32) * np.asarray(c, np.float32)).sum(1)
-                              for a, c in zip(roi[s], crop)]) for s in args.short_sides}
+    def cosines(feats):
+        return np.concatenate([(np.asarray(a, np.float32) * np.asarray(c, np.float32)).sum(1)
+                               for a, c in zip(feats, crop)])
+
+    cos = {f"at {s}": cosines(roi[s]) for s in args.short_sides}
+    for p in pyramids:
+        for select in ("nearest", "mean"):
+            cos[f"{select} {'+'.join(map(str, p))}"] = cosines([multiscale.combine(
+                [roi[s][i] for s in p], None if select == "mean" else
+                multiscale.nearest_scale(boxes[i], min(sizes[i]), p, 224))
+                for i in range(len(paths))])
     groups = [(f"{sc:g}", ~full & np.isclose(rel, sc, atol=0.02), sc) for sc in cfg.scales]
     groups.append(("full image", full, 1.0))
     stride = backbone.stride
     print(f"\n{len(paths)} CUB images, {len(rel)} regions, {backbone.name}; {cpu_model()}\n")
-    head = " | ".join(f"cosine at {s} (cells)" for s in args.short_sides)
+    head = " | ".join(f"cosine {c}" + (" (cells)" if c.startswith("at ") else "") for c in cos)
     print(f"| window (of the short side) | regions | {head} |")
-    print("|---|---:|" + "---:|" * len(args.short_sides))
+    print("|---|---:|" + "---:|" * len(cos))
     for name, mask, sc in groups:
-        cells = [f"{cos[s][mask].mean():.3f} ({sc * s / stride:.1f} x {sc * s / stride:.1f})"
-                 for s in args.short_sides]
+        cells = [f"{cos[f'at {s}'][mask].mean():.3f} ({sc * s / stride:.1f} x "
+                 f"{sc * s / stride:.1f})" for s in args.short_sides]
+        cells += [f"{c[mask].mean():.3f}" for n, c in cos.items() if not n.startswith("at ")]
         print(f"| {name} | {int(mask.sum())} | {' | '.join(cells)} |")
-    print(f"| all | {len(rel)} | " + " | ".join(f"{cos[s].mean():.3f}"
-                                                 for s in args.short_sides) + " |")
+    print(f"| all | {len(rel)} | " + " | ".join(f"{c.mean():.3f}" for c in cos.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import re
 
 from ._validation import ConfigError, check_choice
 from .config import (BAD_IMAGE_POLICIES, DATASET_FORMATS, DPNET_VARIANTS, FEATURE_MODES,
-                     HIERARCHY_SOURCES, METHODS, RERANKING, RETRIEVAL_POOLS, ROI_POOLING,
+                     HIERARCHY_SOURCES, METHODS, PYRAMID_SELECT, RERANKING, RETRIEVAL_POOLS, ROI_POOLING,
                      SEARCH_INDEXES)
 
 
@@ -32,6 +32,7 @@ def check(cfg) -> None:
     check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
     check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
     check_choice("features.roi_pooling", cfg.features.roi_pooling, ROI_POOLING)
+    _check_pyramid(cfg.features)
     _check_retrieval(cfg)
     _check_hierarchy(cfg)
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device):
@@ -53,6 +54,7 @@ def check(cfg) -> None:
         "features.batch_size": cfg.features.batch_size,
         "features.shard_size": cfg.features.shard_size,
         "features.pca_max_regions": cfg.features.pca_max_regions,
+        "features.pyramid_target": cfg.features.pyramid_target,
     }
     for name, value in positive.items():
         if value < 1:
@@ -218,3 +220,16 @@ def _check_retrieval(cfg) -> None:
     if not 0 < r.diffusion_alpha < 1 or r.whiten_shrinkage < 0:
         raise ConfigError(f"retrieval.diffusion_alpha={r.diffusion_alpha} must be in (0, 1) "
                           f"and retrieval.whiten_shrinkage={r.whiten_shrinkage} >= 0")
+
+
+def _check_pyramid(f) -> None:
+    check_choice("features.pyramid_select", f.pyramid_select, PYRAMID_SELECT)
+    if not f.pyramid:
+        return
+    sides = (f.short_side, *f.pyramid)
+    if any(s < 32 for s in f.pyramid) or len(set(sides)) != len(sides):
+        raise ConfigError(f"features.pyramid={list(f.pyramid)} must be short sides >= 32 px, "
+                          f"distinct and other than features.short_side={f.short_side}")
+    if f.mode != "roi":
+        raise ConfigError(f"features.pyramid={list(f.pyramid)} needs features.mode = 'roi' "
+                          f"(crop mode shows every region at features.crop_size already)")

@@ -165,7 +165,7 @@ def _svm_input(x, y, who: str, solver: str, memory_mb: float):
 def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
             max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
             name: str = "", solver: str = _K.solver, device="auto",
-            memory_mb: float = _K.memory_mb) -> dict:
+            memory_mb: float = _K.memory_mb, fold_x=None) -> dict:
     """One-vs-rest linear SVM on ``x`` ``(n, D)``, labels ``y`` ``(n,)``, C by CV.
 
     Returns ``coef`` (C, D), ``intercept`` (C,), ``classes`` (C,), ``C``,
@@ -175,28 +175,28 @@ def fit_svm(x, y, *, Cs=_K.C, extend: int = _K.extend, folds: int = _K.cv_folds,
     ``solver``: ``"liblinear"`` or ``"torch"`` (on ``device``; the same folds, grid
     and result). ``memory_mb``: past it (``x`` as ``(n, D)`` float32), torch reads ``x``
     in blocks of rows and liblinear raises ``ConfigError``. ``name`` is used in messages.
+    ``fold_x``: one ``(n, D)`` array per fold of ``cv_splits(y, folds, random_state)``,
+    the same rows as that fold's model sees them (part codes from parts learnt without
+    the fold: ``encoding_cv``); fold ``j`` is fitted and scored on ``fold_x[j]``, the
+    final model on ``x``.
     """
     who = f"{name}: " if name else ""
     x, y, plan = _svm_input(x, y, who, solver, memory_mb)
-    classes, counts = np.unique(y, return_counts=True)
+    classes = np.unique(y)
     if len(classes) < 2:
         raise DataError(f"{who}a classifier needs at least 2 classes, got {len(classes)}")
-    k = min(folds, int(counts.min()))
-    if k < folds:
-        logger.warning("%s%d-fold cross-validation lowered to %d folds: class %r has only %d "
-                       "training images", who, folds, k, str(classes[counts.argmin()]),
-                       counts.min())
-    if k < 2:
-        raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
-                        f"image(s); {folds}-fold cross-validation needs at least 2 per class")
-    splits = _splits(k, random_state, y)
+    splits = cv_splits(y, folds, random_state, who)
+    k = len(splits)
+    fold_x = _fold_inputs(fold_x, y, splits, who, solver, memory_mb)
     if solver == "torch":
-        path = _TorchPath(x, y, classes, splits, device, plan)
+        path = (_TorchPath(x, y, classes, splits, device, plan) if fold_x is None else
+                _FoldwiseTorch(x, fold_x, y, classes, splits, device, plan))
         cv, best, late = _search_C(path.accuracies, Cs, extend)
         coef, intercept, late_final = path.final(best)
     else:
-        cv, best, late = _search_C(_liblinear_accuracies(x, y, splits, max_iter, random_state,
-                                                         n_jobs), Cs, extend)
+        cv, best, late = _search_C(_liblinear_accuracies(fold_x or [x] * k, y, splits,
+                                                         max_iter, random_state, n_jobs),
+                                   Cs, extend)
         coef, intercept, late_final = _liblinear_fit(x, y, best, max_iter, random_state)
     grid = sorted(cv)
     at_edge = best in (grid[0], grid[-1]) and len(grid) > 1
@@ -233,15 +233,39 @@ def _splits(k: int, random_state: int, y) -> list:
                 .split(np.zeros((len(y), 1)), y))
 
 
-def _liblinear_accuracies(x, y, splits, max_iter: int, random_state: int, n_jobs):
-    """``Cs`` → ``{C: (mean fold accuracy, hit max_iter)}``, folds x C on processes, not
-    threads: liblinear draws its coordinate order from one global random generator, so
-    fits on several threads of one process interleave their draws and the fold
-    accuracies change from run to run (measured: demo parts+global, C=0.01)."""
+def cv_splits(y, folds: int = _K.cv_folds, random_state: int = 0, who: str = "") -> list:
+    """The ``(train, test)`` index pairs of ``fit_svm``'s CV on labels ``y``: ``folds``
+    stratified folds, fewer (with a warning) when a class has fewer images."""
+    classes, counts = np.unique(np.asarray(y), return_counts=True)
+    k = min(folds, int(counts.min()))
+    if k < folds:
+        logger.warning("%s%d-fold cross-validation lowered to %d folds: class %r has only %d "
+                       "training images", who, folds, k, str(classes[counts.argmin()]),
+                       counts.min())
+    if k < 2:
+        raise DataError(f"{who}class {str(classes[counts.argmin()])!r} has {counts.min()} training "
+                        f"image(s); {folds}-fold cross-validation needs at least 2 per class")
+    return _splits(k, random_state, y)
+
+
+def _fold_inputs(fold_x, y, splits, who, solver, memory_mb):
+    """``fold_x`` checked like ``x`` (None stays None), one array per fold."""
+    if fold_x is None:
+        return None
+    if len(fold_x) != len(splits):
+        raise DataError(f"{who}fold_x holds {len(fold_x)} arrays for {len(splits)} CV folds")
+    return [_svm_input(xf, y, who, solver, memory_mb)[0] for xf in fold_x]
+
+
+def _liblinear_accuracies(xs, y, splits, max_iter: int, random_state: int, n_jobs):
+    """``Cs`` → ``{C: (mean fold accuracy, hit max_iter)}`` (fold ``j`` on ``xs[j]``), folds
+    x C on processes, not threads: liblinear draws its coordinate order from one global
+    random generator, so fits on several threads of one process interleave their draws
+    and the fold accuracies change from run to run (measured: demo parts+global, C=0.01)."""
     def accuracies(Cs) -> dict:
         runs = Parallel(n_jobs=n_jobs, prefer="processes")(
-            delayed(_fold_accuracy)(c, x, y, tr, te, max_iter, random_state)
-            for c in Cs for tr, te in splits)
+            delayed(_fold_accuracy)(c, xs[j], y, tr, te, max_iter, random_state)
+            for c in Cs for j, (tr, te) in enumerate(splits))
         out = {}
         for i, c in enumerate(Cs):
             fold = runs[i * len(splits):(i + 1) * len(splits)]
@@ -300,13 +324,50 @@ class _TorchPath:
             self.accuracies([C])
         return self._out_of_fold(self.solved[C])
 
-    def final(self, C):
-        """The fit on every training image at ``C``, from the mean of its folds' ``beta``."""
-        k1 = self.t1.shape[1]
-        start = self.solved[C].reshape(len(self.y), len(self.splits), k1).mean(1)
+    def fold_mean(self, C):
+        """The mean over the folds of ``beta`` at ``C``: a start for the final fit."""
+        return self.solved[C].reshape(len(self.y), len(self.splits), self.t1.shape[1]).mean(1)
+
+    def final(self, C, start=None):
+        """The fit on every training image at ``C``, from ``start`` (default: the mean of
+        its folds' ``beta``)."""
+        start = self.fold_mean(C) if start is None else start
         beta, _, ok = self.st.solve(self.p, self.t1, None, C, start)
         coef, intercept = self.st.split(self.p.weights(beta), len(self.classes))
         return coef, intercept, not bool(ok.all())
+
+
+class _FoldwiseTorch:
+    """The torch solver's CV where each fold has its own input (``fold_x``): one
+    ``_TorchPath`` per fold; the final fit on ``x`` starts from the folds' mean ``beta``
+    (one dual variable per row and class, whatever the features)."""
+
+    def __init__(self, x, fold_x, y, classes, splits, device, plan):
+        self.splits, self.x, self.y, self.classes = splits, x, y, classes
+        self.device, self.plan = device, plan
+        self.paths = [_TorchPath(xf, y, classes, [split], device, plan)  # same shapes as x
+                      for xf, split in zip(fold_x, splits)]
+
+    def accuracies(self, Cs) -> dict:
+        per = [p.accuracies(Cs) for p in self.paths]
+        return {c: (float(np.mean([a[c][0] for a in per])), any(a[c][1] for a in per))
+                for c in per[0]}
+
+    def out_of_fold(self, C) -> np.ndarray:
+        out = None
+        for p, (_, te) in zip(self.paths, self.splits):
+            scores = p.out_of_fold(C)
+            out = np.empty_like(scores) if out is None else out
+            out[te] = scores[te]
+        return out
+
+    def final(self, C):
+        for p in self.paths:
+            p.out_of_fold(C)  # solved on every fold first
+        start = sum(p.fold_mean(C) for p in self.paths) / len(self.paths)
+        full = _TorchPath(self.x, self.y, self.classes, self.splits[:1], self.device,
+                          self.plan)
+        return full.final(C, start)
 
 
 def _search_C(accuracies, Cs, extend: int) -> tuple[dict[float, float], float, bool]:
@@ -347,7 +408,8 @@ def _fold_scores(C, x, y, train, test, max_iter, seed) -> np.ndarray:
 def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.cv_folds,
                     max_iter: int = _K.max_iter, random_state: int = 0, n_jobs=None,
                     weights=FUSION_WEIGHTS, name: str = "", solver: str = _K.solver,
-                    device="auto", memory_mb: float = _K.memory_mb) -> dict:
+                    device="auto", memory_mb: float = _K.memory_mb, fold_xa=None,
+                    fold_xb=None) -> dict:
     """Late fusion of two fitted SVMs (``fit_svm``'s, on inputs ``xa`` and ``xb`` of the
     same images): scores ``w * a + (1 - w) * b``, ``w`` chosen by the accuracy of the
     fused out-of-fold scores (each SVM refitted at its own C on the folds ``fit_svm``
@@ -356,7 +418,8 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
     concatenated input ``[xa, xb]`` (``coef``, ``intercept``, ``classes``: exactly the
     weighted sum of the two decisions), ``weight``, ``cv`` (``{w: accuracy}``) and
     ``cv_accuracy``. ``solver``, ``device``, ``memory_mb``: the folds' refits, as
-    ``fit_svm`` (pass the ones the two SVMs were fitted with)."""
+    ``fit_svm`` (pass the ones the two SVMs were fitted with); ``fold_xa``, ``fold_xb``:
+    their ``fold_x``, if they had one."""
     who = f"{name}: " if name else ""
     xa, y, plan_a = _svm_input(xa, y, who, solver, memory_mb)
     xb, _, plan_b = _svm_input(xb, y, who, solver, memory_mb)
@@ -366,8 +429,10 @@ def fit_late_fusion(xa, xb, y, model_a: dict, model_b: dict, *, folds: int = _K.
     k = int(model_a["cv_folds"])
     splits = _splits(k, random_state, y)
     oof = [_Folds(x, y, classes, splits, solver, device, plan, max_iter, random_state,
-                  n_jobs).out_of_fold(model["C"])
-           for x, model, plan in ((xa, model_a, plan_a), (xb, model_b, plan_b))]
+                  n_jobs, _fold_inputs(fx, y, splits, who, solver, memory_mb))
+           .out_of_fold(model["C"])
+           for x, fx, model, plan in ((xa, fold_xa, model_a, plan_a),
+                                      (xb, fold_xb, model_b, plan_b))]
     cv = {float(w): float((classes[(w * oof[0] + (1 - w) * oof[1]).argmax(axis=1)] == y).mean())
           for w in weights}
     best = max(cv, key=lambda w: (cv[w], -w))
@@ -388,11 +453,14 @@ class _Folds:
     solved (``_TorchPath``)."""
 
     def __init__(self, x, y, classes, splits, solver, device, plan, max_iter, random_state,
-                 n_jobs):
+                 n_jobs, fold_x=None):
         self.x, self.y, self.classes, self.splits = x, y, classes, splits
+        self.xs = fold_x or [x] * len(splits)  # what each fold fits and scores on
         self.max_iter, self.random_state, self.n_jobs = max_iter, random_state, n_jobs
-        self.path = (_TorchPath(x, y, classes, splits, device, plan) if solver == "torch"
-                     else None)
+        self.path = None
+        if solver == "torch":
+            self.path = (_TorchPath(x, y, classes, splits, device, plan) if fold_x is None
+                         else _FoldwiseTorch(x, fold_x, y, classes, splits, device, plan))
 
     def out_of_fold(self, C) -> np.ndarray:
         """``(n, classes)`` float64 decisions at ``C``, each row by the SVM of the fold that
@@ -400,8 +468,8 @@ class _Folds:
         if self.path is not None:
             return self.path.out_of_fold(C).astype(np.float64)
         parts = Parallel(n_jobs=self.n_jobs, prefer="processes")(
-            delayed(_fold_scores)(C, self.x, self.y, tr, te, self.max_iter, self.random_state)
-            for tr, te in self.splits)
+            delayed(_fold_scores)(C, xf, self.y, tr, te, self.max_iter, self.random_state)
+            for xf, (tr, te) in zip(self.xs, self.splits))
         scores = np.empty((len(self.y), len(self.classes)), np.float64)
         for (_, te), sc in zip(self.splits, parts):
             scores[te] = sc

@@ -140,7 +140,7 @@ def cmd_cache(args) -> int:
             keep = set()
             for path in args.keep:
                 pipe = Pipeline(load_config(path), cache_dir=cache_dir)
-                keep.update((s, pipe.key(s)) for s in pipe.stages)
+                keep.update(pipe.entries())
         removed = cache.gc(keep)
     skipped = [r for r in removed if "skipped" in r]
     removed = [r for r in removed if "skipped" not in r]

@@ -23,6 +23,7 @@ RETRIEVAL_POOLS = ("mac", "gem", "spoc", "rmac")
 SEARCH_INDEXES = ("flat", "ivfpq")
 RERANKING = ("none", "qe", "aqe", "diffusion")
 ROI_POOLING = ("mean", "max")
+PYRAMID_SELECT = ("nearest", "mean")
 METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+global",
            "parts|global", "parts[unsup]|global",  # a|b: late fusion, weight chosen by CV
            # hierarchical parts ([hierarchy]): group and class parts, one code; "2level:m":
@@ -78,6 +79,12 @@ class FeaturesConfig:
     shard_size: int = 128
     pools: tuple[str, ...] = ()  # retrieval descriptors to extract: mac, gem, spoc, rmac
     gem_p: float = 3.0  # GeM's power
+    # an image pyramid: more short sides, each its own cached features entry; a region's
+    # descriptor comes from the scale that shows it nearest pyramid_target px ("nearest"),
+    # or is the mean over short_side and these ("mean"). []: short_side alone
+    pyramid: tuple[int, ...] = ()
+    pyramid_select: str = "nearest"
+    pyramid_target: int = 224
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,9 @@ class ClassifierConfig:
     # reads it in row blocks (the same fit to float rounding), liblinear stops with an error
     memory_mb: float = 4096.0
     n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
+    # the CV of a method with part codes relearns the parts without each held-out fold
+    # (the encoding_cv stage): the held-out images are then unseen by the parts too
+    cv_parts: bool = True
 
 
 DPNET_VARIANTS = ("wo", "orth", "assign", "cs", "orth+assign", "cs+orth", "cs+assign",
@@ -379,6 +389,16 @@ def _check_key(keys: list[str], where: str) -> None:
                               f"{', '.join(fields)}")
     elif len(keys) != 1:
         raise ConfigError(f"{where}: {keys[0]} is not a section")
+
+
+def with_values(cfg: Config, values: dict) -> Config:
+    """``cfg`` with ``{"section.key": value}`` set, checked like a loaded config."""
+    tree = to_dict(cfg)
+    for name, value in values.items():
+        keys = name.split(".")
+        _check_key(keys, name)
+        _merge(tree, keys, value, name)
+    return from_dict(tree)
 
 
 def to_dict(cfg) -> dict:

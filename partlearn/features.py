@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from ._arrays import signed_sqrt_l2  # noqa: F401  (part of this module's API)
-from ._device import resolve_device
+from ._device import keep_heap_for_cpu_activations, resolve_device
 from ._pca import apply_pca, fit_pca  # noqa: F401  (part of this module's API)
 from ._roi import _pool_regions, _roi_batch  # noqa: F401  (tests use _pool_regions)
 from ._validation import ConfigError, DataError, PartlearnError, check_choice
@@ -241,6 +241,8 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
     device = resolve_device(device)
     if workers == -1:  # on CPU, loader processes only take cores from the forward pass
         workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    if device.type == "cpu" and keep_heap_for_cpu_activations():
+        logger.debug("features: glibc keeps the activations' buffers in its heap")
     targets = [_resized_size(int(w), int(h), short_side, backbone.stride)
                for w, h in sizes]
     if crops is not None and len(crops) != len(paths):

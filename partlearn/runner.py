@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import datasets
 from .cache import Cache, Entry, _size, human_size, make_key
-from .config import Config, dump_toml
+from .config import Config, dump_toml, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
 from .stages._base import package_version
 from ._validation import ConfigError, DataError
@@ -47,7 +47,8 @@ def peak_memory_mb() -> float:
 class Pipeline:
     """The stages a config needs, their keys, their cached values, and ``run``.
 
-    ``stages``: the names of the stages this config runs, in order. ``key(stage)``;
+    ``stages``: the names of the stages this config runs, in order; a stage's
+    sub-inputs (``features@672``) come right before it. ``key(stage)``;
     ``load(stage)``: a stage's typed value from the cache (``dataset`` → ``Dataset``,
     ``features`` → ``RegionFeatures``, ``parts`` → a fitted ``PartLearner``,
     ``encoding``/``encoding_unsup`` → ``Codes``, ``groups`` → each training image's
@@ -56,13 +57,23 @@ class Pipeline:
     ``run``; ``status()``; ``run()``.
     """
 
-    def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None,
+                 _parent: "Pipeline | None" = None):
         if not cfg.data.root:
             raise ConfigError("data.root is not set: give it in the config or with "
                               "--set data.root=PATH")
         self.cfg = cfg
         self.cache = Cache(cache_dir or cfg.cache_dir)
-        self.stages = tuple(s.name for s in STAGES if s.applies(cfg))
+        self._subs: dict[str, tuple[str, dict]] = {}  # sub-input: (stage, overrides)
+        names = []
+        for s in STAGES:
+            if s.applies(cfg):
+                subs = s.sub_inputs(cfg) if s.sub_inputs is not None else {}
+                self._subs.update(subs)
+                names += [n for n in subs if n not in names] + [s.name]
+        self.stages = tuple(names)
+        self._sub_pipes: dict[str, Pipeline] = {}
+        self._parent = _parent  # a sub-input's pipeline shares its parent's objects
         self._keys: dict[str, str] = {}
         self._desc: dict[str, dict] = {}
         self._values: dict[str, object] = {}
@@ -70,11 +81,34 @@ class Pipeline:
         self._backbone = None
         self._backend = None
 
+    def _where(self, name: str) -> tuple["Pipeline", str]:
+        """The pipeline and stage that provide ``name``: this one for a stage, the
+        overridden config's for a sub-input (``features@672``)."""
+        if name not in self._subs:
+            if name not in BY_NAME:
+                raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(NAMES)}")
+            return self, name
+        if name not in self._sub_pipes:
+            stage, values = self._subs[name]
+            self._sub_pipes[name] = Pipeline(with_values(self.cfg, values), self.cache.root,
+                                             _parent=self)
+        return self._sub_pipes[name], self._subs[name][0]
+
+    def entries(self) -> list[tuple[str, str]]:
+        """``(stage, key)`` of every cache entry this config's run uses."""
+        out = []
+        for name in self.stages:
+            pipe, stage = self._where(name)
+            out.append((stage, pipe.key(stage)))
+        return out
+
     # ---- what the stages see
 
     @property
     def manifest(self) -> datasets.Manifest:
         """The dataset as its annotations list it (before the bad-image policy)."""
+        if self._parent is not None:
+            return self._parent.manifest
         if self._manifest is None:
             d = self.cfg.data
             self._manifest = datasets.read_dataset(d.root, format=d.format, csv=d.csv,
@@ -83,6 +117,8 @@ class Pipeline:
 
     @property
     def backbone(self):
+        if self._parent is not None:
+            return self._parent.backbone
         if self._backbone is None:
             from .backbones import shared_backbone
 
@@ -115,12 +151,14 @@ class Pipeline:
         return str(self.device(setting)) if cuda_possible(setting) else "cpu"
 
     def resolve(self, name: str, consumer: str | None = None) -> str:
-        """The stage that provides input ``name`` to ``consumer`` in this run (``features``
-        is ``pca`` when that stage runs, except for ``pca`` itself)."""
+        """The stage that provides input ``name`` to ``consumer`` in this run: the last
+        stage before ``consumer`` that replaces it (``features`` is ``pca`` when that
+        stage runs, ``multiscale`` for ``pca`` itself when both run), or ``name``."""
         if consumer is not None and BY_NAME[consumer].exact_inputs:
             return name
-        for s in STAGES:
-            if s.replaces == name and s.name in self.stages and s.name != consumer:
+        before = STAGES[:NAMES.index(consumer)] if consumer is not None else STAGES
+        for s in reversed(before):
+            if s.replaces == name and s.name in self.stages:
                 return s.name
         return name
 
@@ -146,6 +184,9 @@ class Pipeline:
         return {n: self.key(n) for n in resolved}
 
     def key(self, stage: str) -> str:
+        if stage in self._subs:
+            pipe, base = self._where(stage)
+            return pipe.key(base)
         if stage not in self._keys:
             s = BY_NAME[stage]
             params = s.params(self.cfg)
@@ -160,8 +201,7 @@ class Pipeline:
 
     def status(self) -> list[dict]:
         rows = []
-        for stage in self.stages:
-            key = self.key(stage)
+        for name, (stage, key) in zip(self.stages, self.entries()):
             partial = self.cache.root / stage / (key + ".partial")
             state, reason = self.cache.check(stage, key)  # cached, damaged or missing
             if state == "damaged":
@@ -171,12 +211,15 @@ class Pipeline:
                 state = f"partial ({done} shards done; a run resumes it)"
             elif state == "missing":
                 state = "stale (a run computes it)"
-            rows.append({"stage": stage, "key": key, "state": state})
+            rows.append({"stage": name, "key": key, "state": state})
         return rows
 
     # ---- values
 
     def entry(self, stage: str) -> Entry:
+        if stage in self._subs:
+            pipe, base = self._where(stage)
+            return pipe.entry(base)
         entry = self.cache.get(stage, self.key(stage))
         if entry is None:
             raise DataError(f"stage {stage!r} is not cached yet for this config; run "
@@ -185,8 +228,13 @@ class Pipeline:
 
     def load(self, stage: str):
         """The typed value of ``stage`` (see the class), read from the cache once."""
-        if stage not in BY_NAME:
-            raise ConfigError(f"unknown stage {stage!r}; stages are {', '.join(NAMES)}")
+        pipe, base = self._where(stage)
+        if pipe is not self:
+            return pipe.load(base)
+        parent = self._parent  # the stages a sub-input shares with its parent (the dataset)
+        if (parent is not None and stage in parent.stages and stage not in self._values
+                and parent.key(stage) == self.key(stage)):
+            self._values[stage] = parent.load(stage)
         if stage not in self._values:
             s = BY_NAME[stage]
             self._values[stage] = s.load(Context(self, s), self.entry(stage))
@@ -194,26 +242,31 @@ class Pipeline:
 
     # ---- running
 
-    def _compute(self, stage: str, force: bool) -> tuple[Entry, bool]:
+    def _compute(self, stage: str, force: bool, label: str | None = None
+                 ) -> tuple[Entry, bool]:
+        pipe, base = self._where(stage)
+        if pipe is not self:
+            return pipe._compute(base, force, label=stage)
+        label = label or stage
         s = BY_NAME[stage]
         key = self.key(stage)
         entry = self.cache.get(stage, key)
         if entry is not None and not force:
-            logger.info("%s: cached %s (%s)", stage, key, human_size(_size(entry.path)))
+            logger.info("%s: cached %s (%s)", label, key, human_size(_size(entry.path)))
             return entry, True
         if entry is not None:
-            logger.info("%s: --force, recomputing %s", stage, key)
+            logger.info("%s: --force, recomputing %s", label, key)
             shutil.rmtree(entry.path)
             self._values.pop(stage, None)
         else:
-            logger.info("%s: not cached, computing %s", stage, key)
+            logger.info("%s: not cached, computing %s", label, key)
         computed = False
         with self.cache.writer(stage, key, self._desc[stage]) as w:
             if w is not None:
                 s.compute(Context(self, s), w)
                 computed = True
         if not computed:
-            logger.info("%s: another run computed %s meanwhile; reusing it", stage, key)
+            logger.info("%s: another run computed %s meanwhile; reusing it", label, key)
         return self.cache.get(stage, key), not computed
 
     def _todo(self, until: str | None, force) -> tuple[list[str], set[str]]:
@@ -264,21 +317,23 @@ class Pipeline:
         pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
         try:
             for stage in todo:
-                pins.enter_context(self.cache.pin(stage, self.key(stage)))
+                pipe, base = self._where(stage)
+                pins.enter_context(self.cache.pin(base, pipe.key(base)))
                 t0 = time.perf_counter()
-                entry, cached = self._compute(stage, stage in forced)
-                s = BY_NAME[stage]
+                entry, cached = self._compute(stage, base in forced)
+                s = BY_NAME[base]
                 try:
-                    self.load(stage)  # a stage's value must load before the next stage runs
+                    self.load(stage)  # a stage's value must load before the next one runs
                 finally:
                     if s.write_run_files is not None:
-                        s.write_run_files(Context(self, s), entry, self._values.get(stage), out)
+                        s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
                 if stage == "dataset":  # what the later stages cannot use, before they run
                     for later in todo:
-                        if BY_NAME[later].check is not None:
-                            BY_NAME[later].check(Context(self, BY_NAME[later]))
+                        pipe, base = self._where(later)
+                        if BY_NAME[base].check is not None:
+                            BY_NAME[base].check(Context(pipe, BY_NAME[base]))
             if evaluated:
                 found = evaluate(self, out)
                 summary["timings"].update(found.pop("timings"))

@@ -260,3 +260,40 @@ def test_folds_run_on_the_callers_joblib_backend():
     assert out["C"] == ref["C"] and out["cv"] == ref["cv"]
     np.testing.assert_array_equal(predict(out, x), predict(ref, x))
     assert out_f["weight"] == ref_f["weight"] and out_f["cv"] == ref_f["cv"]
+
+
+@pytest.mark.parametrize("solver", ["liblinear", "torch"])
+def test_fold_inputs_are_what_each_fold_fits_and_scores(solver):
+    """``fold_x``: fold j is fitted and scored on ``fold_x[j]``, the final model on ``x``.
+    The same array for every fold is the plain CV; a fold whose rows are noise (its parts
+    told nothing) scores at chance, and only the CV sees it."""
+    from partlearn.classify import cv_splits, fit_late_fusion
+
+    x, y = blobs(n_per_class=30, sep=1.5)
+    kw = dict(Cs=(0.1, 1.0), folds=3, extend=0, solver=solver, device="cpu")
+    plain = fit_svm(x, y, **kw)
+    same = fit_svm(x, y, fold_x=[x, x, x], **kw)
+    assert same["cv"] == plain["cv"] and same["C"] == plain["C"]
+    np.testing.assert_allclose(same["coef"], plain["coef"], atol=1e-6)
+
+    splits = cv_splits(y, 3, 0)
+    noise = np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)
+    first = noise.copy()  # fold 0 sees noise, the other folds the real rows
+    worse = fit_svm(x, y, fold_x=[first, x, x], **kw)
+    for c in plain["cv"]:
+        fold0 = np.mean([LinearSVC(C=c, dual="auto", max_iter=20_000, random_state=0)
+                         .fit(noise[splits[0][0]], y[splits[0][0]])
+                         .predict(noise[splits[0][1]]) == y[splits[0][1]]])
+        assert fold0 < 0.6  # chance is 1/3
+        assert worse["cv"][c] < plain["cv"][c] - 0.15
+    # the final model is on x whatever the folds saw
+    final = fit_svm(x, y, **(kw | {"Cs": (worse["C"],)}))
+    np.testing.assert_allclose(worse["coef"], final["coef"], atol=1e-6)
+    # a fusion whose first SVM's folds see noise leans to the second
+    ma = fit_svm(x, y, fold_x=[noise] * 3, **kw)
+    mb = fit_svm(x, y, **kw)
+    honest = fit_late_fusion(x, x, y, ma, mb, fold_xa=[noise] * 3, solver=solver,
+                             device="cpu")
+    assert honest["weight"] <= 0.2
+    with pytest.raises(DataError, match="2 arrays for 3 CV folds"):
+        fit_svm(x, y, fold_x=[x, x], **kw)

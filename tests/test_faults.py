@@ -25,7 +25,8 @@ import pytest
 from partlearn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ("dataset", "regions", "features", "parts", "encoding", "classifier", "dpnet")
+STAGES = ("dataset", "regions", "features", "parts", "encoding", "encoding_cv", "classifier",
+          "dpnet")
 TIMEOUT = 300  # seconds, per subprocess: only a hung run gets near it
 
 
@@ -102,13 +103,15 @@ if mode in ("kill-features", "hold-features"):
             yield item
 
     features.extract_features = extract
-elif mode in ("kill-parts", "hold-parts"):
+elif mode in ("kill-parts", "hold-parts", "kill-encoding_cv"):
     import partlearn.parts as parts
     real_learn, calls = parts.learn_class_parts, []
 
     def learn(*a, **k):
         calls.append(k.get("name"))
         if mode == "kill-parts" and len(calls) == 2:  # the first class's shard is on disk
+            kill()
+        if mode == "kill-encoding_cv" and len(calls) == 3:  # 2 classes: fold 0 is on disk
             kill()
         if mode == "hold-parts" and len(calls) == 1:
             hold()
@@ -227,7 +230,10 @@ def seed_cache(reference, dest: Path, stages=()) -> Path:
 KILLS = {  # stage: the stages already cached when it starts, the resume log line
     "features": ((), "shards already done, resuming"),
     "parts": (("dataset", "regions", "features"), "classes already learnt, resuming"),
-    "dpnet": (("dataset", "regions", "features", "parts", "encoding", "classifier"), None),
+    "encoding_cv": (("dataset", "regions", "features", "parts", "encoding"),
+                    "folds already done, resuming"),
+    "dpnet": (("dataset", "regions", "features", "parts", "encoding", "encoding_cv",
+               "classifier"), None),
 }
 
 
@@ -283,7 +289,7 @@ def n_jobs_2(tiny, reference, tmp_path_factory):
     assert p.returncode == 0, p.stderr[-3000:]
     stages = results(top / "run")["stages"]
     assert [s for s, v in stages.items() if not v["cached"]] == [
-        "parts", "encoding", "classifier", "dpnet"]
+        "parts", "encoding", "encoding_cv", "classifier", "dpnet"]
     return top / "run"
 
 

@@ -324,3 +324,29 @@ def test_pooled_retrieval_descriptors(images, resnet18):
     assert low["rmac"][0] @ low["mac"] > low["rmac"][1] @ low["mac"]  # the whole image
     with pytest.raises(ConfigError, match="rmac"):
         run(paths[:1], [boxes], flips, sizes[:1], resnet18, mode="crop", descriptors=every)
+
+
+def test_heap_kept_once_and_never_against_the_users_malloc_settings(monkeypatch):
+    """glibc's thresholds are set at most once per process, and not where the user set
+    them (the extraction itself is covered by every features test)."""
+    import ctypes
+
+    from partlearn import _device
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.setattr(_device, "_HEAP_KEPT", False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert not _device.keep_heap_for_cpu_activations() and not calls
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    assert _device.keep_heap_for_cpu_activations()
+    assert calls == [(-3, 1 << 30), (-1, 1 << 30)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
+    assert not _device.keep_heap_for_cpu_activations() and len(calls) == 2

@@ -212,7 +212,7 @@ def test_pca_stage_fits_on_training_regions(tiny):
                       + ["features.pca_dim=16", "features.whiten=true"])
     pipe = Pipeline(cfg, cache_dir=str(tiny / "cache2"))
     assert pipe.stages == ("dataset", "regions", "features", "pca", "parts", "encoding",
-                           "classifier")
+                           "encoding_cv", "classifier")
     Pipeline(load_config(None, [a for a in args(tiny)[1::2] if "=" in a]),
              cache_dir=str(tiny / "cache2")).run(until="features", out=tiny / "run-pca0")
     summary = pipe.run(until="pca", out=tiny / "run-pca")
@@ -284,7 +284,7 @@ def test_full_run_methods_report_and_what_recomputes(tiny, capsys):
     cache = str(tiny / "cache-full")
     cold = Pipeline(load_config(None, base), cache_dir=cache).run(out=tiny / "full1")
     assert list(cold["stages"]) == ["dataset", "regions", "features", "parts", "encoding",
-                                    "classifier"]
+                                    "encoding_cv", "classifier"]
     assert set(cold["methods"]) == {"global", "parts", "parts+global"}
     for m in cold["methods"].values():
         assert 0 <= m["top1"] <= 1 and 0 <= m["mean_class_accuracy"] <= 1
@@ -608,3 +608,44 @@ def test_late_fusion_method_is_the_weighted_sum_of_its_two_svms(tiny):
                                (1 - w) * models["global"]["coef"], atol=1e-6)
     assert info["C_b"] == models["global"]["info"]["C"]
     assert "w = " in (tiny / "fusion" / "results.md").read_text()
+
+
+def test_cv_holds_each_fold_out_of_part_learning_too(tiny):
+    """``encoding_cv``: per fold of the classifier's CV, the training images' codes by parts
+    learnt without that fold (the fold's images encoded as unseen, the others leave-one-out),
+    the same as the library gives for parts fitted on the other folds alone; the part
+    methods' CV runs on them, ``global``'s does not; ``cv_parts = false`` drops the stage."""
+    from partlearn.classify import cv_splits
+    from partlearn.stages.encoding import encoder, image_regions
+    from partlearn.stages.parts import learner
+
+    base = [a for a in args(tiny)[1::2] if "=" in a] + [
+        "parts.n_parts=3", "parts.min_images=2", "classifier.n_bootstrap=100",
+        'classifier.methods=["global", "parts", "parts|global"]']
+    pipe = Pipeline(load_config(None, base), cache_dir=tiny / "cache-cvparts")
+    assert pipe.stages[pipe.stages.index("encoding") + 1] == "encoding_cv"
+    pipe.run(out=tiny / "cvparts")
+    data, feats = pipe.dataset, pipe.load("features")
+    train, y = data.train, data.manifest.label[data.train]
+    splits = cv_splits(y, pipe.cfg.classifier.cv_folds, pipe.cfg.seed)
+    folds = pipe.load("encoding_cv")
+    assert len(folds) == len(splits) == 3  # 3 training images per class
+    full = pipe.load("encoding").codes[train]
+    for j, (tr, te) in enumerate(splits):
+        ref = learner(pipe.cfg).fit([feats.image(int(train[i])) for i in tr], y[tr],
+                                    boxes=feats.image_boxes(train[tr]),
+                                    class_names=list(data.manifest.classes))
+        images = [image_regions(data, feats)[i] for i in train]
+        expect = encoder(pipe.cfg, ref).fit().codes(images, train=tr)
+        np.testing.assert_allclose(folds[j], expect, atol=1e-5)
+        assert not np.allclose(folds[j][te], full[te], atol=1e-3)  # other parts than all's
+    info = {m: v["info"] for m, v in pipe.load("classifier").models.items()}
+    assert info["parts"]["cv_parts"] and info["parts|global"]["cv_parts"]
+    assert not info["global"]["cv_parts"]
+
+    off = Pipeline(load_config(None, base + ["classifier.cv_parts=false"]),
+                   cache_dir=tiny / "cache-cvparts")
+    assert "encoding_cv" not in off.stages
+    assert off.key("classifier") != pipe.key("classifier")
+    off.run(out=tiny / "cvparts-off", report=False)
+    assert not off.load("classifier").models["parts"]["info"]["cv_parts"]

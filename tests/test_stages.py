@@ -29,9 +29,10 @@ OTHER = {
     "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
     "retrieval.descriptors": ["mac"], "retrieval.rerank": ["none"], "retrieval.ks": [1],
     "retrieval.diffusion_alpha": 0.9, "retrieval.index": "ivfpq", "n_jobs": 1,
-    "classifier.solver": "torch", "backend": "dask",
+    "classifier.solver": "torch", "backend": "dask", "features.pyramid": [96, 640],
+    "features.pyramid_select": "mean",
 }
-BASE = ["features.pca_dim=8", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
+BASE = ["features.pca_dim=8", "features.pyramid=[640]", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
         'features.pools=["mac"]',
         'classifier.methods=["global", "parts", "parts[unsup]", "parts[hier]"]']
 
@@ -87,10 +88,23 @@ def keys(data, tmp_path, monkeypatch, overrides=()):
     return {s: pipe.key(s) for s in pipe.stages}, pipe
 
 
+def stage_of(pipe, name):
+    """The stage a name of ``pipe.stages`` runs (``features@640``: ``features``)."""
+    return pipe._subs[name][0] if name in pipe._subs else name
+
+
+def owners_of(field, pipe) -> set:
+    """The stages of ``pipe`` that declare ``field``; a sub-input (``features@640``) when its
+    stage declares it and its override does not set it."""
+    return {n for n in pipe.stages if field in BY_NAME[stage_of(pipe, n)].field_names()
+            and field not in pipe._subs.get(n, (None, {}))[1]}
+
+
 def downstream(stages: set, pipe) -> set:
     out = set(stages)
     for s in pipe.stages:  # in order: an input comes before its readers
-        if any(pipe.resolve(i, s) in out for i in BY_NAME[s].input_names(pipe.cfg)):
+        stage = stage_of(pipe, s)
+        if any(pipe.resolve(i, stage) in out for i in BY_NAME[stage].input_names(pipe.cfg)):
             out.add(s)
     return out
 
@@ -110,22 +124,27 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
     import shutil
 
     base, pipe = keys(data, tmp_path, monkeypatch)
-    assert pipe.stages == NAMES  # every stage runs in this config
+    assert tuple(s for s in pipe.stages if s not in pipe._subs) == NAMES  # every stage runs
+    assert pipe.stages[2:5] == ("features", "features@640", "multiscale")
+    one_scale, _ = keys(data, tmp_path, monkeypatch, ["features.pyramid=[]"])
     copy = tmp_path / "elsewhere"  # the same files (sizes, mtimes) in another folder
     shutil.copytree(data, copy)
     for name, value in all_fields():
         new = str(copy) if name == "data.root" else other(name, BASE_VALUE.get(name, value))
-        changed, pipe = keys(data, tmp_path, monkeypatch, [f"{name}={toml(new)}"])
+        # crop mode shows every region at crop_size: it takes no pyramid
+        extra = ["features.pyramid=[]"] if name == "features.mode" else []
+        changed, pipe = keys(data, tmp_path, monkeypatch, [*extra, f"{name}={toml(new)}"])
+        before = one_scale if extra else base
         if name in NOT_KEYED:
-            assert changed == base, f"{name} is exempt but changes a key"
+            assert changed == before, f"{name} is exempt but changes a key"
             continue
-        owners = {s.name for s in STAGES if name in s.field_names() and s.name in pipe.stages}
-        expect = downstream(owners, pipe)
-        moved = {s for s in changed if changed[s] != base.get(s)}
+        new_scales = {n for n in pipe._subs if n not in before}  # features.pyramid's own
+        expect = downstream(owners_of(name, pipe) | new_scales, pipe)
+        moved = {s for s in changed if changed[s] != before.get(s)}
         assert moved == expect, f"{name}: keys changed {sorted(moved)}, expected {sorted(expect)}"
 
 
-BASE_VALUE = {"features.pca_dim": 8, "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
+BASE_VALUE = {"features.pca_dim": 8, "features.pyramid": (640,), "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
               "features.pools": ("mac",),
               "classifier.methods": ("global", "parts", "parts[unsup]", "parts[hier]")}
 

@@ -47,7 +47,11 @@ class Stage:
     value failed to load (``value`` None: the audit of a run the bad images stop).
     ``check(ctx)``: raises a ``DataError`` for data the stage cannot use; the runner
     calls it for every stage of a run as soon as the dataset is loaded, before
-    anything expensive runs.
+    anything expensive runs. ``sub_inputs(cfg)``: ``{name: (stage, {field: value})}``,
+    inputs that are another stage under other config values (``features@672``: the
+    features at another short side); the runner keys, computes and caches each as
+    that stage of the overridden config, on the same cache, so it is shared with any
+    run of that config. Their names belong in ``inputs`` too.
     """
 
     name: str
@@ -63,6 +67,7 @@ class Stage:
     exact_inputs: bool = False  # read the named stages themselves, never a replacement
     check: Callable[[Any], None] | None = None
     write_run_files: Callable[[Any, Any, Any, Any], None] | None = None
+    sub_inputs: Callable[[Config], dict[str, tuple[str, dict]]] | None = None
 
     def input_names(self, cfg: Config) -> tuple[str, ...]:
         return tuple(self.inputs(cfg) if callable(self.inputs) else self.inputs)

@@ -14,7 +14,7 @@ import numpy as np
 
 from .._validation import DataError
 from ..classify import (decision, fit_late_fusion, fit_svm, fit_two_level, fused,
-                        method_features, two_level)
+                        method_blocks, method_features, two_level)
 from ._base import Stage
 
 
@@ -49,7 +49,7 @@ def inputs(cfg) -> tuple[str, ...]:
     from . import BY_NAME
 
     return ("dataset", "features") + tuple(
-        name for name in _CODES + ("hierarchy",) if BY_NAME[name].applies(cfg))
+        name for name in _CODES + ("encoding_cv", "hierarchy") if BY_NAME[name].applies(cfg))
 
 
 def compute(ctx, w) -> None:
@@ -65,6 +65,16 @@ def compute(ctx, w) -> None:
     def feature(method):
         return method_features(method, glob, *(codes[name] for name in _CODES))
 
+    fold_codes = ctx.get("encoding_cv") if "encoding_cv" in inputs(ctx.cfg) else None
+
+    def fold_feature(method):
+        """Per CV fold, the training rows by parts learnt without the fold (encoding_cv),
+        for a method of global and supervised part blocks; else None."""
+        if (fold_codes is None or two_level(method) or "parts" not in method_blocks(method)
+                or not set(method_blocks(method)) <= {"parts", "global"}):
+            return None
+        return [method_features(method, glob[train], np.asarray(c)) for c in fold_codes]
+
     def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
         if method not in fitted:
             common = dict(folds=k.cv_folds, max_iter=k.max_iter, random_state=ctx.cfg.seed,
@@ -73,14 +83,15 @@ def compute(ctx, w) -> None:
             if fused(method):
                 a, b = fused(method)
                 fitted[method] = fit_late_fusion(feature(a)[train], feature(b)[train], y,
-                                                 fit(a), fit(b), **common)
+                                                 fit(a), fit(b), fold_xa=fold_feature(a),
+                                                 fold_xb=fold_feature(b), **common)
             elif two_level(method):
                 fitted[method] = fit_two_level(feature(method)[train], y,
                                                ctx.get("hierarchy").class_group, Cs=k.C,
                                                extend=k.extend, **common)
             else:
                 fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
-                                         **common)
+                                         fold_x=fold_feature(method), **common)
         return fitted[method]
 
     for method in k.methods:
@@ -100,6 +111,9 @@ def compute(ctx, w) -> None:
                           "cv_folds": model["cv_folds"], "C_at_edge": model["C_at_edge"],
                           "converged": model["converged"], "dim": int(x.shape[1]),
                           "cv": {f"{c:g}": a for c, a in model["cv"].items()},
+                          # the CV's folds were held out of part learning too
+                          "cv_parts": any(fold_feature(m) is not None
+                                          for m in (fused(method) or (method,))),
                           "train_seconds": round(seconds, 3)} | (
             {"weight": model["weight"], "C_b": model["C_b"]} if fused(method) else {}) | (
             {"C_within": model["C_within"], "cv_group_accuracy": model["cv_group_accuracy"]}
@@ -145,8 +159,9 @@ def check(ctx) -> None:
 
 
 STAGE = Stage(
-    name="classifier", version=2, inputs=inputs,
+    name="classifier", version=3, inputs=inputs,
     fields=("classifier.methods", "classifier.C", "classifier.extend", "classifier.cv_folds",
+            "classifier.cv_parts",
             "classifier.max_iter", "classifier.solver", "encoding.flip_average", "seed"),
     libs=("numpy", "scikit-learn", "torch"),  # torch: solver = "torch"
     compute=compute, load=load,

@@ -1,0 +1,83 @@
+"""``multiscale``: region features from an image pyramid (``features.pyramid``); runs when
+it is set and then stands for ``features`` downstream.
+
+Each extra short side is the ``features`` stage of the same config at that short side
+(a sub-input ``features@672``), so it is its own cache entry: adding a scale, or a run
+at that short side alone, reuses it. Each region's descriptor comes from the scale that
+shows it nearest ``features.pyramid_target`` px, or is the mean over the scales
+(``features.pyramid_select``; ``partlearn.multiscale``). The whole-image descriptors are
+``features.short_side``'s, so ``global`` is the same as without the pyramid.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from .. import multiscale
+from .._progress import progress
+from ._base import Stage
+from .features import RegionFeatures
+
+logger = logging.getLogger(__name__)
+
+
+def _scales(cfg) -> dict[str, int]:
+    return {f"features@{s}": s for s in cfg.features.pyramid}
+
+
+def sub_inputs(cfg) -> dict[str, tuple[str, dict]]:
+    # the sub-config's own pyramid is empty: it is one scale
+    return {name: ("features", {"features.short_side": s, "features.pyramid": []})
+            for name, s in _scales(cfg).items()}
+
+
+def compute(ctx, w) -> None:
+    f = ctx.cfg.features
+    data, regions = ctx.get("dataset"), ctx.get("regions")
+    base = ctx.get("features")
+    names = list(_scales(ctx.cfg))
+    feats = [base] + [ctx.get(n) for n in names]
+    sides = [f.short_side] + list(f.pyramid)
+    short = np.minimum(data.width, data.height)
+    counts = np.zeros(len(sides), np.int64)
+    logger.info("multiscale: short sides %s, %s", sides,
+                f"each region from the one nearest {f.pyramid_target} px"
+                if f.pyramid_select == "nearest" else "the mean over them")
+    for s in progress(range(len(base.shards)), desc="multiscale", unit="shard"):
+        images = range(base.shard_images[s], base.shard_images[s + 1])
+        out = []
+        for i in images:
+            choice = None
+            if f.pyramid_select == "nearest":
+                choice = multiscale.nearest_scale(regions.boxes[regions.of(i)], short[i],
+                                                  sides, f.pyramid_target)
+                counts += np.bincount(choice, minlength=len(sides))
+            out.append(multiscale.combine([x.image(i) for x in feats], choice))
+        arrays = {"regions": np.concatenate(out).astype(np.float16),
+                  "global": base.global_[images.start:images.stop]}
+        if base.global_flip is not None:
+            arrays["global_flip"] = base.global_flip[images.start:images.stop]
+        w.save_shard(s, arrays)
+    if f.pyramid_select == "nearest":
+        share = counts / max(counts.sum(), 1)
+        logger.info("multiscale: regions per short side: %s", ", ".join(
+            f"{side}: {p:.0%}" for side, p in zip(sides, share)))
+        w.meta["regions_per_scale"] = dict(zip(map(str, sides), counts.tolist()))
+    w.meta.update(n_images=len(base), n_shards=len(base.shards), dim=base.dim,
+                  dtype="float16", with_global_flip=base.global_flip is not None)
+
+
+def load(ctx, entry) -> RegionFeatures:
+    return RegionFeatures.from_entry(entry, ctx.get("regions"))
+
+
+STAGE = Stage(
+    name="multiscale", version=1,
+    inputs=lambda cfg: ("dataset", "regions", "features", *_scales(cfg)),
+    fields=("features.short_side", "features.pyramid", "features.pyramid_select",
+            "features.pyramid_target"),
+    libs=("numpy",), compute=compute, load=load,
+    applies=lambda cfg: bool(cfg.features.pyramid), replaces="features",
+    sub_inputs=sub_inputs)
