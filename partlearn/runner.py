@@ -50,7 +50,8 @@ class Pipeline:
     ``stages``: the names of the stages this config runs, in order; a stage's
     sub-inputs (``features@672``) come right before it. ``key(stage)``;
     ``load(stage)``: a stage's typed value from the cache (``dataset`` → ``Dataset``,
-    ``features`` → ``RegionFeatures``, ``parts`` → a fitted ``PartLearner``,
+    ``features``/``features@672``/``multiscale``/``pca`` → ``RegionFeatures``, ``parts`` →
+    a fitted ``PartLearner``, ``encoding_cv`` → per CV fold the training images' codes,
     ``encoding``/``encoding_unsup`` → ``Codes``, ``groups`` → each training image's
     group, ``parts_unsup`` → a fitted ``PartLearner``, ``classifier`` → ``Classifiers``,
     ``dpnet`` → ``DPNetRuns``, ``descriptors`` → ``{name: array}``), with or without

@@ -88,23 +88,31 @@ def test_pyramid_stage_reuses_each_scale_and_picks_rows_from_it(tiny):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
 
 
-def test_pyramid_runs_through_to_the_classifier_and_status_names_each_scale(tiny, capsys):
+def test_pyramid_runs_through_to_the_classifier_status_and_gc_keep_each_scale(tiny, capsys):
     import json
 
-    config = tiny / "pyr.toml"
-    config.write_text('name = "pyr"\n')
-    argv = [x for s in sets(tiny, "features.pyramid=[96]") for x in ("--set", s)]
-    argv += ["--cache-dir", str(tiny / "cache-pyramid-run")]
+    from partlearn.config import dump_toml
+
+    config = tiny / "pyr.toml"  # every setting in the file: `cache gc --keep` reads it alone
+    cache = tiny / "cache-pyramid-run"
+    config.write_text(dump_toml(load_config(None, sets(tiny, "features.pyramid=[96]",
+                                                       f"cache_dir={cache}"))))
     out = tiny / "run-pyr-all"
-    assert main(["run", str(config), *argv, "--out", str(out)]) == 0
+    assert main(["run", str(config), "--out", str(out)]) == 0
     summary = json.loads((out / "results.json").read_text())
     assert {"features@96", "multiscale", "parts", "classifier"} <= set(summary["stages"])
     assert "parts" in summary["methods"]
+    other = Pipeline(load_config(None, sets(tiny, "features.short_side=80")), cache)
+    other.run(until="features", out=tiny / "run-80", report=False)  # not the config's
     capsys.readouterr()
-    assert main(["status", str(config), *argv]) == 0
+    assert main(["status", str(config)]) == 0
     rows = capsys.readouterr().out.splitlines()
     assert any(r.startswith("features@96") and r.endswith("cached") for r in rows)
     assert all(r.endswith("cached") for r in rows)
+    assert main(["cache", "--cache-dir", str(cache), "gc", "--keep", str(config)]) == 0
+    assert "removed features " + other.key("features") in capsys.readouterr().out
+    assert main(["status", str(config)]) == 0
+    assert all(r.endswith("cached") for r in capsys.readouterr().out.splitlines())
 
 
 @pytest.mark.parametrize("value, text", [
