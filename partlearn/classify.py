@@ -509,8 +509,8 @@ def fit_two_level(x, y, class_group, *, Cs=_K.C, extend: int = _K.extend,
     group = fit_svm(x, yg, Cs=Cs, extend=extend, folds=folds, max_iter=max_iter,
                     random_state=random_state, n_jobs=n_jobs, name=f"{name} (groups)",
                     solver=solver, device=device, memory_mb=memory_mb)
-    k = min(folds, int(np.bincount(y).min()))
-    splits = _splits(k, random_state, y)
+    splits = cv_splits(y, folds, random_state, who)
+    k = len(splits)
     oof_group = _Folds(x, yg, np.unique(yg), splits, solver, device, plan, max_iter,
                        random_state, n_jobs).out_of_fold(group["C"])
     within = []  # (members, rows, their _Folds) of every group of two classes or more
