@@ -108,15 +108,26 @@ def class_specificity(V: torch.Tensor, part_class) -> torch.Tensor:
 # ------------------------------------------------------------------ the inputs
 
 
+# the most a host copy of the normalised rows may take (``_Regions(host_copy=True)``)
+HOST_COPY_BYTES = 1 << 30
+
+
 class _Regions:
     """All images' region rows, L2-normalised, read one image at a time from the arrays
-    given (float16 memmaps: nothing is stacked on the host, so memory does not grow
-    with the data), checked once here. On CUDA a stacked float16 copy lives on the GPU
-    when it takes at most half of the free memory, and batches are gathered there (on
-    the host, building them costs more than the model's step); on the CPU numpy builds
-    them (its float16 conversion is an order of magnitude faster than torch's)."""
+    given (float16 memmaps), checked once here. On CUDA a stacked float16 copy lives on
+    the GPU when it takes at most half of the free memory, and batches are gathered there
+    (on the host, building them costs more than the model's step); on the CPU numpy builds
+    them (its float16 conversion is an order of magnitude faster than torch's).
 
-    def __init__(self, images, dim: int | None, who: str, device=torch.device("cpu")):
+    ``host_copy`` (training, which reads every image once per epoch): on the CPU, the
+    normalised float16 rows are stacked in memory once when they take at most
+    ``HOST_COPY_BYTES``, so an epoch does not read and normalise every image again
+    (CUB c001-020, 600 images: that was two thirds of an epoch); larger sets are read
+    image by image, so memory stops growing with the data there. Same values either way.
+    """
+
+    def __init__(self, images, dim: int | None, who: str, device=torch.device("cpu"),
+                 host_copy: bool = False):
         self.images = list(images)
         counts = []
         for i, a in enumerate(self.images):
@@ -130,11 +141,16 @@ class _Regions:
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.dim = int(dim or 0)
         self.device = torch.device(device)
-        self.resident = None
-        if self.device.type == "cuda" and \
-                int(self.offsets[-1]) * self.dim * 2 <= torch.cuda.mem_get_info(self.device)[0] // 2:
-            self.resident = torch.cat([torch.from_numpy(self.image(i)).to(self.device)
-                                       for i in range(len(self))])
+        self.resident = self.host = None  # the stacked rows, on the GPU / on the host
+        nbytes = int(self.offsets[-1]) * self.dim * 2
+        if self.device.type == "cuda":
+            if nbytes <= torch.cuda.mem_get_info(self.device)[0] // 2:
+                self.resident = torch.cat([torch.from_numpy(self.image(i)).to(self.device)
+                                           for i in range(len(self))])
+        elif host_copy and nbytes <= HOST_COPY_BYTES:
+            self.host = np.empty((int(self.offsets[-1]), self.dim), np.float16)
+            for i in range(len(self)):
+                self.host[self.offsets[i]:self.offsets[i + 1]] = self.image(i)
 
     def image(self, i: int) -> np.ndarray:
         """Image ``i``'s rows as float16, L2-normalised in float32 and rounded to float16
@@ -153,7 +169,8 @@ class _Regions:
         if self.resident is None:
             x = np.zeros((len(idx), R, self.dim), np.float32)
             for k, i in enumerate(idx):
-                x[k, :counts[k]] = self.image(i)
+                x[k, :counts[k]] = self.image(i) if self.host is None else \
+                    self.host[self.offsets[i]:self.offsets[i + 1]]
         else:
             src, x = self.resident, torch.zeros((len(idx), R, self.dim), device=self.device)
             for k, i in enumerate(idx):

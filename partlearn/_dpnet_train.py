@@ -199,7 +199,7 @@ def train_dpnet(images, labels, *, parts_per_class: int = _K.parts_per_class,
     classes, y = _classes(images, labels)
     C = len(classes)
     dev = resolve_device(device)
-    regions = _Regions(images, None, "dpnet", dev)
+    regions = _Regions(images, None, "dpnet", dev, host_copy=True)
     D = regions.dim
     P = parts_per_class * C
     part_class = np.repeat(np.arange(C), parts_per_class)

@@ -202,6 +202,25 @@ def test_deterministic_and_constraints(data, model):
         class_specificity(torch.tensor(free["V"]), pc))
 
 
+def test_host_copy_same_model_as_streaming(data, model, monkeypatch):
+    """Training stacks the normalised rows once (under HOST_COPY_BYTES) instead of reading
+    every image each epoch; above the budget it streams them, with the same model."""
+    from partlearn import _dpnet_model
+    X, y = data
+    regions = _dpnet_model._Regions(X[::2], None, "dpnet", host_copy=True)
+    assert regions.host is not None and regions.host.dtype == np.float16
+    streamed = _dpnet_model._Regions(X[::2], None, "dpnet")
+    assert streamed.host is None
+    idx = np.array([5, 0, 17])
+    for a, b in zip(regions.batch(idx), streamed.batch(idx)):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(_dpnet_model, "HOST_COPY_BYTES", 0)
+    assert _dpnet_model._Regions(X[::2], None, "dpnet", host_copy=True).host is None
+    again = train_dpnet(X[::2], y[::2], **FAST)  # streamed: the budget is 0
+    np.testing.assert_array_equal(model["U"], again["U"])
+    np.testing.assert_array_equal(model["V"], again["V"])
+
+
 def test_early_stopping_on_held_out_loss_then_refit(data, model):
     X, y = data[0][::2], data[1][::2]
     h = model["history"]["val_loss"]
