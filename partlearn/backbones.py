@@ -15,6 +15,7 @@ import importlib
 import importlib.metadata
 import logging
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ def available_backbones() -> list[str]:
 
 
 _SHARED: dict = {}  # the last backbone built by shared_backbone, by its arguments
+_SHARED_LOCK = threading.Lock()  # feature tasks on threads build it once, not each
 
 
 def shared_backbone(name: str, weights: str, tap: str, mean: tuple, std: tuple) -> Backbone:
@@ -72,10 +74,11 @@ def shared_backbone(name: str, weights: str, tap: str, mean: tuple, std: tuple) 
     if Path(weights).is_file():
         st = Path(weights).stat()
         key += (st.st_size, st.st_mtime_ns)
-    if key not in _SHARED:
-        _SHARED.clear()
-        _SHARED[key] = create_backbone(name, weights=weights, tap=tap, mean=mean, std=std)
-    return _SHARED[key]
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED.clear()
+            _SHARED[key] = create_backbone(name, weights=weights, tap=tap, mean=mean, std=std)
+        return _SHARED[key]
 
 
 def create_backbone(name: str = BackboneConfig.name, weights: str = BackboneConfig.weights,

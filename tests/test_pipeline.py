@@ -84,13 +84,60 @@ def test_features_read_back_in_order(tiny):
         assert float(x[0] @ np.asarray(feats.global_[i], np.float32)) > 0.95
 
 
+def test_feature_shards_run_two_at_a_time_on_the_cpu(tiny, monkeypatch):
+    """With n_jobs=2 on the CPU two shards are extracted at once, on one torch thread each:
+    the rows are those of one shard at a time on one thread, bit for bit, and torch's
+    thread count is put back after."""
+    import threading
+
+    import torch
+
+    import partlearn.features as features
+
+    real, running, most, lock = features.extract_features, [0], [0], threading.Lock()
+
+    def overlapping(*a, **k):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            assert torch.get_num_threads() == 1
+            yield from real(*a, **k)
+            threading.Event().wait(0.2)  # long enough for the other shard's task to start
+        finally:
+            with lock:
+                running[0] -= 1
+
+    def run(n_jobs, name):
+        cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a] + [f"n_jobs={n_jobs}"])
+        pipe = Pipeline(cfg, cache_dir=str(tiny / name))
+        pipe.run(until="features", out=tiny / f"r-{name}")
+        return pipe.load("features")
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(features, "extract_features", overlapping)
+        two = run(2, "cache-two")
+        assert most[0] == 2 and torch.get_num_threads() == 2
+        monkeypatch.setattr(features, "extract_features", real)
+        torch.set_num_threads(1)
+        one = run(1, "cache-one")
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(np.asarray(two.global_), np.asarray(one.global_))
+    for i in range(len(one)):
+        np.testing.assert_array_equal(np.asarray(two.image(i)), np.asarray(one.image(i)))
+
+
 @pytest.mark.parametrize("resume_shard_size", [3, 4])
 def test_interrupted_extraction_resumes(tiny, monkeypatch, resume_shard_size):
     """An interrupted extraction keeps its finished shard; the resumed one (also with
     another features.shard_size, which keys nothing) gives every image its own rows."""
     import partlearn.features as features
 
-    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a])  # shard_size=3
+    # one shard at a time (n_jobs=1), so that the crash finds shard 0 finished
+    cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a] + ["n_jobs=1"])
     cache = str(tiny / f"cache-int{resume_shard_size}")
     real = features.extract_features
     seen = []
@@ -113,7 +160,7 @@ def test_interrupted_extraction_resumes(tiny, monkeypatch, resume_shard_size):
 
     monkeypatch.setattr(features, "extract_features", counting)
     resumed = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
-                          + [f"features.shard_size={resume_shard_size}"])
+                          + [f"features.shard_size={resume_shard_size}", "n_jobs=1"])
     pipe = Pipeline(resumed, cache_dir=cache)
     pipe.run(until="features", out=tiny / "r-res")
     assert calls == [3, 3, 1]  # shard 0 (3 images) survived; each other shard is one task

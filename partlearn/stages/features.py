@@ -8,6 +8,7 @@ begins (``layout.json``) and a resumed write keeps it whatever
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -182,6 +183,7 @@ def compute(ctx, w) -> None:
                       "crops": None if data.crops is None else [data.crops[i] for i in order]})
     precision = derive(ctx)["precision"]
     backend = ctx.backend
+    tasks, threads = _cpu_tasks(ctx, len(items))
     logger.info("features: %s mode, %s, short side %d, %s on %s, %d images to extract "
                 "in %d shards", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
                 ctx.device_name(f.device) if backend.shares_memory else f"{backend.name} workers",
@@ -191,17 +193,53 @@ def compute(ctx, w) -> None:
                            roi_pooling=f.roi_pooling, crop_size=f.crop_size,
                            batch_size=f.batch_size, amp=precision != "fp32",
                            workers=f.workers, with_global_flip=ctx.cfg.regions.flips,
-                           descriptors=f.pools, gem_p=f.gem_p)}
+                           descriptors=f.pools, gem_p=f.gem_p),
+            "threads": threads}
     gpu = ctx.cfg.dask.gpu_resource
     with progress(total=sum(len(it["images"]) for it in items), desc="features",
-                  unit="img") as bar:
+                  unit="img") as bar, _torch_threads(threads):
         for k, _ in backend.map(extract_shard, items, shared={"spec": spec, "writer": w},
-                                resources={gpu: 1} if gpu else None, threads=False):
+                                resources={gpu: 1} if gpu else None, threads=tasks > 1):
             bar.update(len(items[k]["images"]))
     dim = w.shard_array(0, "global").shape[1] if starts else 0
     w.meta.update(n_images=n, n_shards=len(starts), shard_size=size, dim=dim,
                   dtype="float16", pools=list(f.pools),
                   with_global_flip=bool(ctx.cfg.regions.flips))
+
+
+def _cpu_tasks(ctx, n_items: int) -> tuple[int, int]:
+    """``(tasks, torch threads per task)`` for the shards: on the CPU in this process,
+    ``n_jobs`` shards at a time, the torch threads shared out between them (threads 0:
+    one shard at a time, torch as it is). A small CNN's forward pass gains little from a
+    second intra-op thread (EfficientNet-Lite0 at 448 px on 2 cores: 1.0x) and much from
+    a second image in parallel (1.5-2x; ``BENCHMARKS.md``). On a GPU, or a backend of
+    worker processes, one shard at a time per worker, as before."""
+    import torch
+    from joblib import effective_n_jobs
+
+    from .._device import resolve_device
+
+    if not ctx.backend.shares_memory or resolve_device(ctx.cfg.features.device).type != "cpu":
+        return 1, 0
+    tasks = min(effective_n_jobs(ctx.backend.n_jobs), n_items, torch.get_num_threads())
+    return (tasks, max(1, torch.get_num_threads() // tasks)) if tasks > 1 else (1, 0)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """torch's intra-op threads set to ``threads`` in the block (0: unchanged) and put
+    back after; each task thread sets its own count too (OpenMP's count is per thread)."""
+    import torch
+
+    if not threads:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def extract_shard(item: dict, spec: dict, writer) -> int:
@@ -214,6 +252,9 @@ def extract_shard(item: dict, spec: dict, writer) -> int:
     from ..backbones import shared_backbone
     from ..features import extract_features
 
+    if spec.get("threads"):  # this task thread's share of the cores (``_cpu_tasks``)
+        import torch
+        torch.set_num_threads(spec["threads"])
     b = spec["backbone"]
     backbone = shared_backbone(b["name"], b["weights"], b["tap"], tuple(b["mean"]),
                                tuple(b["std"]))
