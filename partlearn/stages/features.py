@@ -185,9 +185,11 @@ def compute(ctx, w) -> None:
     backend = ctx.backend
     tasks, threads = _cpu_tasks(ctx, len(items))
     logger.info("features: %s mode, %s, short side %d, %s on %s, %d images to extract "
-                "in %d shards", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
+                "in %d shards%s", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
                 ctx.device_name(f.device) if backend.shares_memory else f"{backend.name} workers",
-                sum(len(it["images"]) for it in items), len(items))
+                sum(len(it["images"]) for it in items), len(items),
+                f", {tasks} at a time on {threads} torch thread{'s' * (threads > 1)} each"
+                if tasks > 1 else "")
     spec = {"backbone": dataclasses.asdict(ctx.cfg.backbone), "device": f.device,
             "params": dict(mode=f.mode, short_side=f.short_side, roi_size=f.roi_size,
                            roi_pooling=f.roi_pooling, crop_size=f.crop_size,
