@@ -164,13 +164,15 @@ class DPNetConfig:
     val_fraction: float = 0.2  # of each class's training images, held out
     patience: int = 8  # epochs without a lower held-out cross-entropy
     refit: bool = True  # then train again on all training images for the best epoch count
-    # each constraint's weight when a variant turns it on (0: off everywhere); chosen on a
-    # held-out slice of CUB c001-020's training split under the previous schedule (lr 0.01,
-    # 25 epochs, stopping on accuracy) and not tuned again (BENCHMARKS.md)
+    # each constraint's weight when a variant turns it on (0: off everywhere), chosen per
+    # constraint by the lowest held-out cross-entropy over 2 splits of CUB c001-020's
+    # training split (benchmarks/select_dpnet_by_cv.py; BENCHMARKS "Item 3"); the
+    # assignment term at temperature 0.1: at 1 it cannot act (cosines in [-1, 1] leave
+    # every region's softmax over the parts within 0.004 nats of uniform)
     lambda_orth: float = 0.1
     lambda_assign: float = 0.01
-    lambda_cs: float = 0.1
-    assign_temperature: float = 1.0  # softmax temperature of the assignment term
+    lambda_cs: float = 1.0
+    assign_temperature: float = 0.1  # softmax temperature of the assignment term
     init_from_parts: bool = False  # start U from the two-stage parts
     device: str = "auto"
 

@@ -23,7 +23,7 @@ so DP-Net trains on exactly the cached region features:
   the number of regions and of the batch size; it lies in ``[0, log P]`` nats;
   ``assign_temperature`` divides ``S`` first, 1 being the paper's: ``S`` is a
   cosine in ``[-1, 1]``, so at 1 the softmax over ``P`` parts stays near
-  uniform and the term barely acts);
+  uniform and the term cannot act; the default 0.1 was chosen by CV);
   ``class_specificity`` is ``CS(V) = 1/(P(C-1)) Σ_i Σ_{j ∉ parts(i)} V_ij``, the
   mean weight a class gives to the other classes' parts (minimised, so a class
   uses its own ``q`` parts; as in the paper it is signed, so only the weight
