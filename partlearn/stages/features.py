@@ -213,9 +213,9 @@ def _cpu_tasks(ctx, n_items: int) -> tuple[int, int]:
     """``(tasks, torch threads per task)`` for the shards: on the CPU in this process,
     ``n_jobs`` shards at a time, the torch threads shared out between them (threads 0:
     one shard at a time, torch as it is). A small CNN's forward pass gains little from a
-    second intra-op thread (EfficientNet-Lite0 at 448 px on 2 cores: 1.0x) and much from
-    a second image in parallel (1.5-2x; ``BENCHMARKS.md``). On a GPU, or a backend of
-    worker processes, one shard at a time per worker, as before."""
+    second intra-op thread (EfficientNet-Lite0 at 448 px on 2 cores: 1.0x) and more from
+    a second shard in parallel (the stage: 1.3x at 448 px, 1.44x at 672; ``BENCHMARKS.md``).
+    On a GPU, or a backend of worker processes, one shard at a time per worker, as before."""
     import torch
     from joblib import effective_n_jobs
 
