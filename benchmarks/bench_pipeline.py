@@ -5,6 +5,7 @@ cache directory; the warm run re-runs the same command on the now-full cache.
 
     python benchmarks/bench_pipeline.py pipelines/cub200.toml              # every stage
     python benchmarks/bench_pipeline.py pipelines/cub200.toml --until features
+    python benchmarks/bench_pipeline.py pipelines/cub200.toml --keep-cache cache/cub
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ def main(argv=None):
     p.add_argument("--until", default="", help="the last stage (default: all)")
     p.add_argument("--set", action="append", default=[])
     p.add_argument("--json", help="write the figures here too")
+    p.add_argument("--keep-cache", metavar="DIR",
+                   help="fill this new, empty cache directory and keep it (default: a "
+                        "temporary one), so that later runs reuse its stages")
     args = p.parse_args(argv)
     extra = [x for s in args.set for x in ("--set", s)]
+    if args.keep_cache and Path(args.keep_cache).exists() and any(
+            Path(args.keep_cache).iterdir()):
+        p.error(f"--keep-cache {args.keep_cache} is not empty: a cold run needs an empty cache")
     with tempfile.TemporaryDirectory() as tmp:
-        cold = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/cold", extra)
-        warm = run(args.config, args.until, f"{tmp}/cache", f"{tmp}/warm", extra)
+        cache = args.keep_cache or f"{tmp}/cache"
+        cold = run(args.config, args.until, cache, f"{tmp}/cold", extra)
+        warm = run(args.config, args.until, cache, f"{tmp}/warm", extra)
     report = {"config": args.config, "until": args.until, "set": args.set,
               "machine": f"{cpu_model()}, "
                          f"{__import__('os').cpu_count()} cores",

@@ -3,7 +3,7 @@
 mode (every region cropped, resized to ``crop_size`` and forwarded), per region size.
 
     python benchmarks/bench_roi_fidelity.py --data ../shared/data/cub200_c001-020/CUB_200_2011 \
-        [--images 50] [--short-sides 320 448 672] [--pyramids 448,672 320,448,672]
+        [--images 50] [--short-sides 320 448 672] [--pyramids 448,672 320,448,672] [--tap stride16]
 
 The same images (``--images`` spread over images.txt), the default dense regions
 (``config.RegionsConfig``), the default backbone and weights. For each region the
@@ -55,6 +55,8 @@ def main(argv=None) -> None:
     ap.add_argument("--pyramids", nargs="*", default=[],
                     help="comma-separated short sides, each a subset of --short-sides")
     ap.add_argument("--backbone", default=BackboneConfig.name)
+    ap.add_argument("--tap", default=BackboneConfig.tap,
+                    help="the backbone's tap (e.g. stride16: an earlier, finer map)")
     args = ap.parse_args(argv)
     pyramids = [[int(v) for v in p.split(",")] for p in args.pyramids]
     if any(s not in args.short_sides for p in pyramids for s in p):
@@ -64,7 +66,7 @@ def main(argv=None) -> None:
     cfg = RegionsConfig()
     regions = [dense_regions(int(w), int(h), **dataclasses.asdict(cfg)) for w, h in sizes]
     boxes, flips = [r[0] for r in regions], [r[1] for r in regions]
-    backbone = create_backbone(args.backbone)
+    backbone = create_backbone(args.backbone, tap=args.tap)
     t0 = time.perf_counter()
     crop = extract(paths, boxes, flips, sizes, backbone, "crop", args.short_sides[0])
     print(f"crop mode: {time.perf_counter() - t0:.0f} s", file=sys.stderr)
@@ -91,7 +93,8 @@ def main(argv=None) -> None:
     groups = [(f"{sc:g}", ~full & np.isclose(rel, sc, atol=0.02), sc) for sc in cfg.scales]
     groups.append(("full image", full, 1.0))
     stride = backbone.stride
-    print(f"\n{len(paths)} CUB images, {len(rel)} regions, {backbone.name}; {cpu_model()}\n")
+    print(f"\n{len(paths)} CUB images, {len(rel)} regions, {backbone.name} at {backbone.tap} "
+          f"(stride {stride}, {backbone.channels} channels); {cpu_model()}\n")
     head = " | ".join(f"cosine {c}" + (" (cells)" if c.startswith("at ") else "") for c in cos)
     print(f"| window (of the short side) | regions | {head} |")
     print("|---|---:|" + "---:|" * len(cos))

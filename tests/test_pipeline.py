@@ -85,9 +85,9 @@ def test_features_read_back_in_order(tiny):
 
 
 def test_feature_shards_run_two_at_a_time_on_the_cpu(tiny, monkeypatch):
-    """With n_jobs=2 on the CPU two shards are extracted at once, on one torch thread each:
-    the rows are those of one shard at a time on one thread, bit for bit, and torch's
-    thread count is put back after."""
+    """With n_jobs=2 on the CPU two shards are extracted at once, n_jobs=1 one at a time,
+    each on one torch thread whatever torch's count was: the rows are the same bit for bit,
+    and torch's thread count is put back after."""
     import threading
 
     import torch
@@ -120,9 +120,9 @@ def test_feature_shards_run_two_at_a_time_on_the_cpu(tiny, monkeypatch):
         monkeypatch.setattr(features, "extract_features", overlapping)
         two = run(2, "cache-two")
         assert most[0] == 2 and torch.get_num_threads() == 2
-        monkeypatch.setattr(features, "extract_features", real)
-        torch.set_num_threads(1)
+        most[0] = 0
         one = run(1, "cache-one")
+        assert most[0] == 1 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
     np.testing.assert_array_equal(np.asarray(two.global_), np.asarray(one.global_))
@@ -480,7 +480,11 @@ def test_library_route_gives_the_cli_arrays(finished):
     codes = pipe.load("encoding").codes
     np.testing.assert_array_equal(enc.codes(images, train=train), codes)
     test = data.test  # test images by the full parts, training images leave-one-out
-    np.testing.assert_array_equal(enc.transform([images[i] for i in test]), codes[test])
+    # a subset's products are blocked otherwise by BLAS: float rounding only (1.6e-6 seen
+    # on an Intel Xeon, equal bits on an AMD EPYC; the README's 1e-5), far below the
+    # leave-one-out difference
+    np.testing.assert_allclose(enc.transform([images[i] for i in test]), codes[test],
+                               rtol=0, atol=1e-5)
     assert not np.allclose(enc.transform([images[i] for i in train]), codes[train])
 
 

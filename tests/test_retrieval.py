@@ -198,7 +198,10 @@ def test_category_retrieval_3000_by_1280_in_bounded_memory():
         if rel.any():
             ranks1 = np.flatnonzero(rel) + 1
             ap = np.mean(np.arange(1, len(ranks1) + 1) / ranks1)
-            assert out["ap"][i] == pytest.approx(ap, abs=1e-9)
+            # one query's scores (a matrix-vector product) and a block's (a matrix product)
+            # differ by float32 rounding, which can swap near-ties: 2e-7 of AP seen on an
+            # Intel Xeon, equal on an AMD EPYC
+            assert out["ap"][i] == pytest.approx(ap, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- search

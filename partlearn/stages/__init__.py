@@ -21,8 +21,8 @@ NAMES = tuple(BY_NAME)
 NOT_KEYED = {
     "name": "the run directory's prefix",
     "cache_dir": "where the entries are stored",
-    "n_jobs": "how many workers; every class and fold is seeded on its own, and on the "
-              "CPU it shares torch's threads between feature shards: float rounding only",
+    "n_jobs": "how many workers; every class and fold is seeded on its own, and every "
+              "feature shard runs on one torch thread whatever n_jobs is",
     "backend": "where the independent tasks run: the same functions on the same inputs "
                "give the same results (tested, local against dask)",
     "dask.scheduler": "where the dask backend's tasks run",

@@ -188,8 +188,8 @@ def compute(ctx, w) -> None:
                 "in %d shards%s", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
                 ctx.device_name(f.device) if backend.shares_memory else f"{backend.name} workers",
                 sum(len(it["images"]) for it in items), len(items),
-                f", {tasks} at a time on {threads} torch thread{'s' * (threads > 1)} each"
-                if tasks > 1 else "")
+                (f", {tasks} at a time" if tasks > 1 else "")
+                + (", each on one torch thread" if threads else ""))
     spec = {"backbone": dataclasses.asdict(ctx.cfg.backbone), "device": f.device,
             "params": dict(mode=f.mode, short_side=f.short_side, roi_size=f.roi_size,
                            roi_pooling=f.roi_pooling, crop_size=f.crop_size,
@@ -210,21 +210,26 @@ def compute(ctx, w) -> None:
 
 
 def _cpu_tasks(ctx, n_items: int) -> tuple[int, int]:
-    """``(tasks, torch threads per task)`` for the shards: on the CPU in this process,
-    ``n_jobs`` shards at a time, the torch threads shared out between them (threads 0:
-    one shard at a time, torch as it is). A small CNN's forward pass gains little from a
-    second intra-op thread (EfficientNet-Lite0 at 448 px on 2 cores: 1.0x) and more from
-    a second shard in parallel (the stage: 1.3x at 448 px, 1.44x at 672; ``BENCHMARKS.md``).
-    On a GPU, or a backend of worker processes, one shard at a time per worker, as before."""
+    """``(tasks, torch threads per task)`` for the shards. On the CPU every shard runs on
+    one torch thread, always: a convolution's float rounding can depend on its thread
+    count (oneDNN on an Intel Xeon: a ResNet's rows differ by ~6e-5 between 1 and 2
+    threads), and one thread per shard gives the same rows whatever ``n_jobs``, the
+    backend or the machine's core count. The cores are used by running ``n_jobs`` shards
+    at a time on threads in this process (a small CNN gains more from that than from
+    more intra-op threads: EfficientNet-Lite0 1.3x at 448 px, 1.44x at 672 on 2 cores;
+    ``BENCHMARKS.md``), or one per worker process on a backend of processes. On a GPU,
+    one shard at a time per worker, torch's threads as they are (threads 0)."""
     import torch
     from joblib import effective_n_jobs
 
     from .._device import resolve_device
 
-    if not ctx.backend.shares_memory or resolve_device(ctx.cfg.features.device).type != "cpu":
+    if resolve_device(ctx.cfg.features.device).type != "cpu":
         return 1, 0
-    tasks = min(effective_n_jobs(ctx.backend.n_jobs), n_items, torch.get_num_threads())
-    return (tasks, max(1, torch.get_num_threads() // tasks)) if tasks > 1 else (1, 0)
+    if not ctx.backend.shares_memory:
+        return 1, 1
+    return max(1, min(effective_n_jobs(ctx.backend.n_jobs), n_items,
+                      torch.get_num_threads())), 1
 
 
 @contextlib.contextmanager
@@ -283,7 +288,7 @@ def load(ctx, entry) -> RegionFeatures:
 
 
 STAGE = Stage(
-    name="features", version=1, inputs=("dataset", "regions"),
+    name="features", version=2, inputs=("dataset", "regions"),
     fields=("backbone.*", "features.mode", "features.short_side", "features.roi_size",
             "features.roi_pooling", "features.crop_size", "regions.flips", "features.pools",
             "features.gem_p"),
