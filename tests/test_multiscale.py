@@ -88,6 +88,41 @@ def test_pyramid_stage_reuses_each_scale_and_picks_rows_from_it(tiny):
     np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1, atol=2e-3)
 
 
+def test_an_interrupted_multiscale_stage_resumes_from_its_shards(tiny, monkeypatch, caplog):
+    """A crash after the first shard keeps it; the re-run writes only the others (it used
+    to write the first again and fail on its folder) and gives the uninterrupted rows
+    and per-scale counts."""
+    import logging
+
+    from partlearn.cache import Writer
+
+    full = Pipeline(load_config(None, sets(tiny, "features.pyramid=[128]")), tiny / "ms-full")
+    full.run(until="multiscale", out=tiny / "ms-full-run", report=False)
+    pipe = Pipeline(load_config(None, sets(tiny, "features.pyramid=[128]")), tiny / "ms-crash")
+    pipe.run(until="features@128", out=tiny / "ms-crash-0", report=False)
+    real, written = Writer.save_shard, []
+
+    def crash_after_one(self, shard, arrays):
+        if written:
+            raise KeyboardInterrupt
+        real(self, shard, arrays)
+        written.append(shard)
+
+    monkeypatch.setattr(Writer, "save_shard", crash_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        pipe.run(until="multiscale", out=tiny / "ms-crash-1", report=False)
+    monkeypatch.setattr(Writer, "save_shard", real)
+    with caplog.at_level(logging.INFO, logger="partlearn"):
+        pipe.run(until="multiscale", out=tiny / "ms-crash-2", report=False)
+    assert "multiscale: 1 of" in caplog.text and "shards already done, resuming" in caplog.text
+    a, b = full.load("multiscale"), pipe.load("multiscale")
+    assert len(b.shards) > 1
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a.image(i), b.image(i))
+    counts = [p.entry("multiscale").meta["regions_per_scale"] for p in (full, pipe)]
+    assert counts[0] == counts[1] and min(counts[0].values()) > 0
+
+
 def test_pyramid_runs_through_to_the_classifier_status_and_gc_keep_each_scale(tiny, capsys):
     import json
 

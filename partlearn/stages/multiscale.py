@@ -45,16 +45,22 @@ def compute(ctx, w) -> None:
     logger.info("multiscale: short sides %s, %s", sides,
                 f"each region from the one nearest {f.pyramid_target} px"
                 if f.pyramid_select == "nearest" else "the mean over them")
+    done = {s for s in range(len(base.shards)) if w.shard_done(s)}  # a resumed write
+    if done:
+        logger.info("multiscale: %d of %d shards already done, resuming", len(done),
+                    len(base.shards))
     for s in progress(range(len(base.shards)), desc="multiscale", unit="shard"):
         images = range(base.shard_images[s], base.shard_images[s + 1])
-        out = []
-        for i in images:
-            choice = None
-            if f.pyramid_select == "nearest":
-                choice = multiscale.nearest_scale(regions.boxes[regions.of(i)], short[i],
-                                                  sides, f.pyramid_target)
-                counts += np.bincount(choice, minlength=len(sides))
-            out.append(multiscale.combine([x.image(i) for x in feats], choice))
+        choices = [None] * len(images)
+        if f.pyramid_select == "nearest":
+            choices = [multiscale.nearest_scale(regions.boxes[regions.of(i)], short[i],
+                                                sides, f.pyramid_target) for i in images]
+            for c in choices:
+                counts += np.bincount(c, minlength=len(sides))
+        if s in done:
+            continue
+        out = [multiscale.combine([x.image(i) for x in feats], c)
+               for i, c in zip(images, choices)]
         arrays = {"regions": np.concatenate(out).astype(np.float16),
                   "global": base.global_[images.start:images.stop]}
         if base.global_flip is not None:
