@@ -43,8 +43,8 @@ class _ConvBN(nn.Module):
             bias = bias + conv.bias * scale
         weight = conv.weight * scale.view(-1, 1, 1, 1)
         kh, kw = weight.shape[-2:]
-        if kh % 2 == 0 or kw % 2 == 0 or conv.dilation != (1, 1) or conv.stride[0] != conv.stride[1] \
-                or conv.stride[0] > 2:
+        if kh % 2 == 0 or kw % 2 == 0 or tuple(conv.dilation) != (1, 1) \
+                or conv.stride[0] != conv.stride[1] or conv.stride[0] > 2:
             raise PartlearnError(f"unexpected EfficientNet-Lite convolution {conv}")
         self.stride, self.groups, self.act = conv.stride[0], conv.groups, act
         self.padding = [(kh - 1) // 2, (kw - 1) // 2]
