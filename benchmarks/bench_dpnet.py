@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
-from partlearn import _dpnet_model
+from partlearn.dpnet import _model as _dpnet_model
 from partlearn.config import DPNetConfig
 from partlearn.dpnet import settings, train_dpnet
 

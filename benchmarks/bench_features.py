@@ -33,10 +33,10 @@ import torch
 from PIL import Image
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
-from partlearn import features as F
-from partlearn.backbones import create_backbone
+from partlearn.features import _extract as F
+from partlearn.features import create_backbone
 from partlearn.config import BackboneConfig, FeaturesConfig, RegionsConfig
-from partlearn.regions import dense_regions
+from partlearn.features import dense_regions
 
 
 def load_rgb(path):

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from partlearn.backbones import create_backbone
+from partlearn.features import create_backbone
 
 PRECISIONS = [("float32", None, True), ("float16", torch.float16, True),
               ("bfloat16", torch.bfloat16, True), ("float16, cuDNN off", torch.float16, False)]

@@ -25,7 +25,7 @@ CHILD = r"""
 import json, resource, sys, time
 import torch
 from partlearn._device import keep_heap_for_cpu_activations
-from partlearn.backbones import create_backbone
+from partlearn.features import create_backbone
 keep, sides, reps = sys.argv[1] == "kept", [int(s) for s in sys.argv[2].split(",")], int(sys.argv[3])
 if keep:
     assert keep_heap_for_cpu_activations()

@@ -68,7 +68,7 @@ def time_fits(cfg, cache_dir, rounds: int) -> None:
     import statistics
     import time
 
-    from partlearn.hierarchy import sibling_negatives
+    from partlearn.parts.hierarchy import sibling_negatives
     from partlearn.stages.parts import learner
 
     pipe = Pipeline(cfg, cache_dir=cache_dir)

@@ -1,5 +1,5 @@
 """EfficientNet-Lite's forward pass on the CPU: the package's model against partlearn's
-inference rebuild (``partlearn/_lite.py``: BatchNorm folded, 'same' padding in the
+inference rebuild (``partlearn/features/_lite.py``: BatchNorm folded, 'same' padding in the
 kernels, conv + ReLU6 one oneDNN call), the same weights and inputs.
 
     python benchmarks/bench_lite.py [--threads 1] [--short-sides 320 448 672] [--reps 5]
@@ -19,7 +19,7 @@ import torch
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from partlearn._device import keep_heap_for_cpu_activations
-from partlearn.backbones import create_backbone, lite_package_model
+from partlearn.features import create_backbone, lite_package_model
 
 
 def seconds(model, x, reps: int) -> float:

@@ -12,7 +12,7 @@ and the ratio largest/smallest scale.
     python benchmarks/bench_memory.py --scales 1 2 --json mem.json
     python benchmarks/bench_memory.py --set parts.n_parts=6
 
-The dataset is ``partlearn.demo`` with ``DemoSpec(n_train=--train * k, n_test=--test * k,
+The dataset is ``partlearn.data.demo`` with ``DemoSpec(n_train=--train * k, n_test=--test * k,
 image_size=--image-size)`` (6 classes: 90 images at 1x, 1,440 at 16x); the config is ``pipelines/demo.toml`` with every stage
 switched on (PCA, the unsupervised parts, DP-Net, the retrieval pools), small (see
 ``OVERRIDES``), one worker (``n_jobs=1``: the peak of one thread's work, not of how
@@ -126,7 +126,7 @@ def measure(stage, config, sets, cache, out) -> dict:
 
 
 def dataset(work: Path, scale: int, args) -> Path:
-    from partlearn.demo import DemoSpec, ensure_demo
+    from partlearn.data.demo import DemoSpec, ensure_demo
 
     n_train, n_test = args.train * scale, args.test * scale
     root = work / f"data-{n_train}-{n_test}-{args.image_size}px"

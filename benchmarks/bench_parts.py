@@ -42,7 +42,7 @@ import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
-from partlearn import parts as P
+from partlearn.parts import _learner as P
 from partlearn.backend import LocalBackend
 from partlearn.config import PartsConfig
 

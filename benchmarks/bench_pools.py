@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
-from partlearn import datasets
-from partlearn.backbones import create_backbone
+from partlearn.data import _dataset as datasets
+from partlearn.features import create_backbone
 from partlearn.config import FeaturesConfig, RegionsConfig
 from partlearn.features import extract_features
-from partlearn.regions import dense_regions
+from partlearn.features import dense_regions
 
 SETTINGS = {"none": (), "mac+gem+spoc": ("mac", "gem", "spoc"),
             "mac+gem+spoc+rmac": ("mac", "gem", "spoc", "rmac")}

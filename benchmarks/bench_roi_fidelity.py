@@ -31,11 +31,11 @@ from PIL import Image
 
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 from bench_features import cub_images, load_rgb
-from partlearn import features as F
-from partlearn import multiscale
-from partlearn.backbones import create_backbone
+from partlearn.features import _extract as F
+from partlearn.features import multiscale
+from partlearn.features import create_backbone
 from partlearn.config import BackboneConfig, RegionsConfig
-from partlearn.regions import dense_regions
+from partlearn.features import dense_regions
 
 
 def extract(paths, boxes, flips, sizes, backbone, mode, short_side):

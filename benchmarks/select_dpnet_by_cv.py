@@ -39,7 +39,8 @@ import numpy as np
 
 from partlearn.classify import fit_svm, predict
 from partlearn.config import load_config
-from partlearn.dpnet import _holdout, settings, train_dpnet
+from partlearn.dpnet._train import _holdout
+from partlearn.dpnet import settings, train_dpnet
 from partlearn import Pipeline
 
 

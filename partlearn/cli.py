@@ -96,7 +96,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_audit(args) -> int:
-    from . import datasets
+    from . import data as datasets
 
     cfg = _config(args)
     d = cfg.data

@@ -79,12 +79,12 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
     two-stage parts and the ``parts`` SVM) or "dpnet" (the first DP-Net variant's first
     seed). Writes ``<out>/<stem>_explain.png`` (image, heatmap of the predicted class, the
     ``top`` parts' best boxes and scores) and returns what it drew."""
-    from . import datasets
+    from . import data as datasets
     from .classify import method_features
-    from ._encoder import PartEncoder
+    from .encoding import PartEncoder
     from .encoding import ImageRegions
     from .features import extract_features
-    from .regions import dense_regions
+    from .features import dense_regions
 
     cfg = pipe.cfg
     if model not in ("parts", "dpnet"):

@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from . import datasets
+from . import data as datasets
 from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
@@ -121,7 +121,7 @@ class Pipeline:
         if self._parent is not None:
             return self._parent.backbone
         if self._backbone is None:
-            from .backbones import shared_backbone
+            from .features import shared_backbone
 
             b = self.cfg.backbone
             self._backbone = shared_backbone(b.name, b.weights, b.tap, b.mean, b.std)

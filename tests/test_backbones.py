@@ -4,10 +4,10 @@ import pytest
 import torch
 import torchvision
 
-from partlearn import backbones
+from partlearn.features import _backbones as backbones
 from partlearn._device import resolve_device
 from partlearn._validation import ConfigError, PartlearnError
-from partlearn.backbones import Backbone, available_backbones, create_backbone
+from partlearn.features import Backbone, available_backbones, create_backbone
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def test_efficientnet_lite_inference_equals_the_package_model(lite0, monkeypatch
     # BatchNorms folded, 'same' padding in the kernels (even and odd sides), conv + ReLU6
     # one oneDNN call, or conv2d + clamp where that kernel is not used: the package's map
     # to float rounding, for every shape
-    from partlearn import _lite
+    from partlearn.features import _lite
 
     if not fused_kernel:
         monkeypatch.setattr(_lite, "_fused_kernel_available", lambda: False)

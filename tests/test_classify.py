@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import binomtest
 from sklearn.svm import LinearSVC
 
-from partlearn import classify
+from partlearn.classify import _classify as classify
 from partlearn._validation import DataError
 from partlearn.classify import FUSION_WEIGHTS, decision, fit_svm, method_features, predict
 from partlearn.evaluation import metrics, paired_comparison
@@ -217,7 +217,7 @@ def test_late_fusion_refits_its_folds_with_the_configured_solver(monkeypatch):
 def test_torch_out_of_fold_scores_are_the_fold_fits():
     """The torch path's out-of-fold decisions are, row by row, those of the SVM fitted on
     the other folds alone; two classes as ``[-s, s]``."""
-    from partlearn._svm_torch import fit_ovr_squared_hinge
+    from partlearn.classify._svm_torch import fit_ovr_squared_hinge
 
     for k in (2, 3):
         x, y = blobs(n_classes=k, sep=1.0)

@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from partlearn._validation import ConfigError, DataError
-from partlearn.datasets import (
-    Audit, Manifest, apply_bad_image_policy, audit_dataset, audit_markdown, read_csv, read_cub,
-    read_dataset, read_folders, read_mit67,
-)
+from partlearn.data import (Audit, Manifest, apply_bad_image_policy, audit_dataset,
+                            audit_markdown, read_csv, read_cub, read_dataset, read_folders,
+                            read_mit67)
 
 
 def _img(path, w=40, h=36, seed=0, mode="RGB", **save):
@@ -210,7 +209,7 @@ def test_read_folders_merges_case(tmp_path, caplog):
         _write(tmp_path / p, "")
     _write(tmp_path / "train/bedroom/notes.txt", "")
     _write(tmp_path / "train/bedroom/.DS_Store", "")
-    with caplog.at_level(logging.WARNING, logger="partlearn.datasets"):
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
         m = read_dataset(tmp_path)
     assert m.classes == ("bedroom", "coast", "Zoo")
     assert m.path == ("train/bedroom/c.jpg", "train/Coast/a.jpg", "train/coast/b.jpg",
@@ -385,7 +384,7 @@ def test_bad_image_policy_error_names_every_file(messy):
 
 def test_bad_image_policy_skip(messy, caplog):
     audit = audit_dataset(messy)
-    with caplog.at_level(logging.WARNING, logger="partlearn.datasets"):
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
         kept, index = apply_bad_image_policy(messy, audit, "skip")
     assert len(kept) == 6 and kept.path == tuple(p for p in messy.path if p not in BAD)
     np.testing.assert_array_equal(index, np.flatnonzero(~audit.bad))
@@ -432,7 +431,7 @@ def test_duplicates_and_conflicting_labels(tmp_path, caplog):
     _img(root / "test/y/d.png", seed=5)
     shutil.copy(root / "test/y/d.png", root / "test/y/d_copy.png")  # within test only
     m = read_dataset(root)
-    with caplog.at_level(logging.WARNING, logger="partlearn.datasets"):
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
         r = audit_dataset(m, min_train_per_class=1, n_jobs=2).report
     md5 = lambda p: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: E731
     across = {e["md5"]: e for e in r["duplicates_across_splits"]}
@@ -460,7 +459,7 @@ def test_few_train_images_warned(tmp_path, caplog):
     _img(tmp_path / "test/few/0.png", seed=11)
     _img(tmp_path / "test/none/0.png", seed=12)
     m = read_dataset(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="partlearn.datasets"):
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
         r = audit_dataset(m, min_train_per_class=3).report
     assert r["few_train"] == [{"class": "few", "n_train": 1}, {"class": "none", "n_train": 0}]
     assert r["counts"]["few"] == {"train": 2, "test": 1}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partlearn import demo
+from partlearn.data import demo
 from partlearn._validation import DataError
-from partlearn.datasets import read_csv, read_dataset
+from partlearn.data import read_csv, read_dataset
 
 SMALL = demo.DemoSpec(n_classes=3, n_train=3, n_test=2, image_size=96, n_clutter=(4, 6))
 
@@ -95,14 +95,14 @@ def test_clutter_never_draws_a_class_conjunction():
 
 def test_read_dataset_generates_once(tmp_path, small, caplog):
     root = tmp_path / "data" / "demo"
-    with caplog.at_level(logging.INFO, logger="partlearn.demo"):
+    with caplog.at_level(logging.INFO, logger="partlearn.data.demo"):
         m = read_dataset(root, format="demo")
     assert "generated" in caplog.text
     assert len(m) == small.n_classes * (small.n_train + small.n_test)
     mtimes = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
     assert not [p for p in root.parent.iterdir() if p.name != "demo"]  # no temporaries left
     caplog.clear()
-    with caplog.at_level(logging.INFO, logger="partlearn.demo"):
+    with caplog.at_level(logging.INFO, logger="partlearn.data.demo"):
         again = read_dataset(root, format="demo", classes=demo.class_names(small)[:2])
     assert "reusing" in caplog.text
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == mtimes

@@ -5,18 +5,10 @@ import pytest
 import torch
 
 from partlearn._validation import DataError
-from partlearn.dpnet import (
-    DPNet,
-    _holdout,
-    DPNetConfig,
-    assignment,
-    class_specificity,
-    orthogonality,
-    part_responses,
-    predict,
-    predict_scores,
-    train_dpnet,
-)
+from partlearn.dpnet import (DPNet, assignment, class_specificity, orthogonality,
+                             part_responses, predict, predict_scores, train_dpnet)
+from partlearn.dpnet._train import _holdout
+from partlearn.config import DPNetConfig
 
 N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED, Q = 4, 40, 30, 32, 2, 3
 FAST = {"parts_per_class": Q, "epochs": 30, "batch_size": 8, "lr": 3e-2, "patience": 10,
@@ -205,7 +197,7 @@ def test_deterministic_and_constraints(data, model):
 def test_host_copy_same_model_as_streaming(data, model, monkeypatch):
     """Training stacks the normalised rows once (under HOST_COPY_BYTES) instead of reading
     every image each epoch; above the budget it streams them, with the same model."""
-    from partlearn import _dpnet_model
+    from partlearn.dpnet import _model as _dpnet_model
     X, y = data
     regions = _dpnet_model._Regions(X[::2], None, "dpnet", host_copy=True)
     assert regions.host is not None and regions.host.dtype == np.float16

@@ -96,7 +96,7 @@ def test_empty_cells_get_the_background_response():
 
 
 def test_torch_path_equals_numpy():
-    from partlearn.encoding import _encode_block, _Product
+    from partlearn.encoding._encoder import _encode_block, _Product
 
     rng = np.random.default_rng(3)
     images = [image(rng, n=int(rng.integers(3, 30))) for _ in range(5)]

@@ -104,7 +104,7 @@ if mode in ("kill-features", "hold-features"):
 
     features.extract_features = extract
 elif mode in ("kill-parts", "hold-parts", "kill-encoding_cv"):
-    import partlearn.parts as parts
+    import partlearn.parts._learner as parts
     real_learn, calls = parts.learn_class_parts, []
 
     def learn(*a, **k):
@@ -326,7 +326,7 @@ def test_dask_local_cluster_gives_the_results_of_local_exactly(tiny, reference, 
 
 
 KILL_ONCE = """
-import os, partlearn.parts as parts
+import os, partlearn.parts._learner as parts
 real = parts.learn_class_parts
 def learn(*a, **k):
     try:  # the first class learnt anywhere kills its worker, mid-task

@@ -5,17 +5,11 @@ import torchvision
 from PIL import Image
 
 from partlearn._validation import ConfigError, DataError
-from partlearn.backbones import create_backbone
-from partlearn.features import (
-    _batches,
-    _pool_regions,
-    _resized_size,
-    _signed_sqrt_l2_torch,
-    apply_pca,
-    extract_features,
-    fit_pca,
-    signed_sqrt_l2,
-)
+from partlearn.features import create_backbone
+from partlearn.features._extract import _batches, _resized_size, _signed_sqrt_l2_torch
+from partlearn.features._roi import _pool_regions
+from partlearn.features import apply_pca, extract_features, fit_pca
+from partlearn._arrays import signed_sqrt_l2
 
 
 def load_rgb(path):

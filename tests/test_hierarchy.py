@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from partlearn import PartLearner
-from partlearn import hierarchy as h
+from partlearn.parts import hierarchy as h
 from partlearn._validation import DataError
 from partlearn.classify import decision, fit_two_level
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from partlearn._images import BadImageError, load_image, probe_image
+from partlearn.data import BadImageError, load_image, probe_image
 from partlearn._validation import DataError
 
 
@@ -206,7 +206,7 @@ def test_invalid_orientation_value_is_ignored(tmp_path):
 def test_decompression_bomb_sized_images_are_bad_images(tmp_path, monkeypatch, factor):
     from PIL import Image
 
-    from partlearn._images import BadImageError, load_image, probe_image
+    from partlearn.data import BadImageError, load_image, probe_image
 
     path = tmp_path / "big.png"
     Image.new("RGB", (40, 40)).save(path)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from partlearn.localization import (contains, inside_object, keypoint_consistency,
+from partlearn.evaluation.localization import (contains, inside_object, keypoint_consistency,
                                     part_localization, random_boxes)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from partlearn import Pipeline
-from partlearn import multiscale
+from partlearn.features import multiscale
 from partlearn._validation import ConfigError
 from partlearn.cli import main
 from partlearn.config import load_config

@@ -15,7 +15,8 @@ from partlearn._arrays import sample_regions
 from partlearn._validation import ConfigError, DataError
 from partlearn.config import Config, PartsConfig, load_config
 from partlearn.parts import (CLASS_PARAMS, PartLearner, fit_background, learn_class_parts,
-                             negative_pool, stack_regions)
+                             negative_pool)
+from partlearn._arrays import stack_regions
 
 N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED = 4, 30, 40, 64, 3
 N_PARTS = PartsConfig.n_parts  # the tests run the defaults

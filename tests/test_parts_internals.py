@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partlearn import explain, parts
-from partlearn.parts import (_leave_one_out, _softassign, _suppression, fit_background,
-                             learn_class_parts)
+from partlearn import explain
+from partlearn.parts import _learner as parts
+from partlearn.parts._learner import _leave_one_out
+from partlearn.parts._assignment import _softassign, _suppression
+from partlearn.parts import fit_background, learn_class_parts
 
 D, R, N_POS, N_NEG = 16, 10, 12, 40
 # overlapping boxes (IoU 0.82) for the prototypes A and B, a distant one for C

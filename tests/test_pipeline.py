@@ -291,7 +291,7 @@ def test_flipped_regions_and_global(tiny):
 
 
 def test_parts_stage_caches_every_class_and_resumes(tiny, monkeypatch):
-    import partlearn.parts as parts_module
+    import partlearn.parts._learner as parts_module
 
     cfg = load_config(None, [a for a in args(tiny)[1::2] if "=" in a]
                       + ["parts.n_parts=3", "parts.min_images=2", "n_jobs=1"])

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from partlearn.config import RegionsConfig
-from partlearn.regions import dense_regions, regions_for_images
+from partlearn.features import dense_regions, regions_for_images
 from partlearn._validation import ConfigError
 
 DEFAULTS = dict(scales=RegionsConfig.scales, stride=RegionsConfig.stride,

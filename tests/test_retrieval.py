@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from partlearn import retrieval as R
+from partlearn.retrieval import _search as R
 from partlearn._validation import ConfigError, DataError
 
 

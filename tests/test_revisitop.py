@@ -12,7 +12,7 @@ from PIL import Image
 from partlearn import Pipeline
 from partlearn.cli import main
 from partlearn.config import dump_toml, load_config
-from partlearn.datasets import read_dataset
+from partlearn.data import read_dataset
 from partlearn.retrieval import instance_map
 from partlearn._validation import DataError
 

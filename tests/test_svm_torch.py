@@ -12,8 +12,8 @@ import pytest
 import torch
 from sklearn.svm import LinearSVC
 
-from partlearn import _svm_torch as st
-from partlearn._svm_torch import fit_ovr_squared_hinge
+from partlearn.classify import _svm_torch as st
+from partlearn.classify._svm_torch import fit_ovr_squared_hinge
 from partlearn.classify import fit_svm, predict
 
 CASES = [(60, 200, 2), (60, 200, 5), (300, 20, 2), (300, 20, 5)]  # n, D, classes: D > n, D < n
@@ -177,7 +177,7 @@ def test_fit_svm_out_of_core_is_the_in_memory_fit(tmp_path):
     """A budget of 0.06 MiB against a 120 x 200 input (0.09 MiB as float32): torch reads
     the float16 memmap in blocks of 9 rows; the same C, CV accuracies, predictions, and
     coefficients within 1e-5 of the fit without a budget."""
-    from partlearn import classify
+    from partlearn.classify import _classify as classify
 
     x, y = data(120, 200, 4)
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16,

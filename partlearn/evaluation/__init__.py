@@ -55,5 +55,5 @@ def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:
     return ctx.results | {"evaluations": status, "timings": timings}
 
 
-__all__ = ["EVALUATORS", "EvalContext", "Evaluator", "evaluate", "metrics",
+__all__ = ["EVALUATORS", "Evaluator", "evaluate", "metrics",
            "paired_comparison"]

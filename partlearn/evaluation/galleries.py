@@ -19,7 +19,7 @@ def gallery_figure(rows, file: Path, size: int = 96, load=None) -> None:
     image leaves a grey tile."""
     from PIL import Image, ImageDraw
 
-    from .._images import load_image
+    from ..data import load_image
 
     load = load or load_image
     k = max(len(items) for _, items in rows)

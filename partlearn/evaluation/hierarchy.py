@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import hierarchy as h
+from ..parts import hierarchy as h
 from ..explain import PartModel
 from ..stages.dpnet import method_name
 from ._base import EvalContext, Evaluator

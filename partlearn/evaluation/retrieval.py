@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from .._arrays import l2_normalize
-from .._manifest import GND_LISTS
+from ..data import GND_LISTS
 from .._validation import DataError
 from ..classify import descriptor_blocks as blocks
 from ..retrieval import category_retrieval, diffusion, instance_map, query_expansion, search

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import DataError
-from ..classify import (decision, fit_late_fusion, fit_svm, fit_two_level, fused,
-                        method_blocks, method_features, two_level)
+from ..classify import (decision, fit_late_fusion, fit_svm, fit_two_level, fused, method_blocks,
+                        method_features, two_level)
+from . import encoding, encoding_cv, encoding_hier, encoding_unsup, hierarchy
 from ._base import Stage
 
 
@@ -46,10 +47,9 @@ _TWO_LEVEL = ("group_coef", "group_intercept", "class_group")
 
 
 def inputs(cfg) -> tuple[str, ...]:
-    from . import BY_NAME
-
     return ("dataset", "features") + tuple(
-        name for name in _CODES + ("encoding_cv", "hierarchy") if BY_NAME[name].applies(cfg))
+        s.name for s in (encoding.STAGE, encoding_unsup.STAGE, encoding_hier.STAGE,
+                         encoding_cv.STAGE, hierarchy.STAGE) if s.applies(cfg))
 
 
 def compute(ctx, w) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets
+from .. import data as datasets
 from ..cache import save_memo
 from .._validation import DataError
 from ._base import Stage

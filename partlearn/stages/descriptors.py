@@ -15,7 +15,6 @@ import logging
 import numpy as np
 
 from .._arrays import LazyImages, l2_normalize, sample_regions
-from .._pca import fit_pca
 from ._base import Stage
 
 logger = logging.getLogger(__name__)
@@ -23,6 +22,7 @@ logger = logging.getLogger(__name__)
 def whitening(x: np.ndarray, shrinkage: float, seed: int) -> dict:
     """PCA-whitening of the rows of ``x`` (all components the rows allow), variances
     shrunk: ``var + shrinkage * mean(var)``."""
+    from ..features import fit_pca  # imports torch: only when the stage computes
     pca = fit_pca(x, min(x.shape[0] - 1, x.shape[1]), random_state=seed)
     var = pca["explained_variance"]
     pca["explained_variance"] = (var + shrinkage * var.mean()).astype(np.float32)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._encoder import PartEncoder
+from ..encoding import PartEncoder
 from ..classify import uses
 from ..encoding import ImageRegions, feature_names
 from ._base import Stage

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import datasets
+from .. import data as datasets
 from .._progress import progress
 from ..cache import make_key, save_memo
 from ..config import to_dict
@@ -256,7 +256,7 @@ def extract_shard(item: dict, spec: dict, writer) -> int:
     manifest order, all or nothing. A backend's task: the backbone is built once per
     process. Returns the number of images."""
     from .._device import resolve_device
-    from ..backbones import shared_backbone
+    from ..features import shared_backbone
     from ..features import extract_features
 
     if spec.get("threads"):  # this task thread's share of the cores (``_cpu_tasks``)

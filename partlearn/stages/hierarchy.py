@@ -1,4 +1,4 @@
-"""``hierarchy``: the group of every class (``partlearn.hierarchy``), from the taxonomy
+"""``hierarchy``: the group of every class (``partlearn.parts.hierarchy``), from the taxonomy
 file (``hierarchy.source = "taxonomy"``), or without labels beyond the classes: the
 class means of the training images' global descriptors clustered (``"cluster"``), or
 the unsupervised groups (``groups``) mapped to classes by majority (``"groups"``);
@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import hierarchy as h
+from ..parts import hierarchy as h
 from .._arrays import l2_normalize
 from .._validation import DataError
 from ..classify import two_level, uses

@@ -5,7 +5,7 @@ Each extra short side is the ``features`` stage of the same config at that short
 (a sub-input ``features@672``), so it is its own cache entry: adding a scale, or a run
 at that short side alone, reuses it. Each region's descriptor comes from the scale that
 shows it nearest ``features.pyramid_target`` px, or is the mean over the scales
-(``features.pyramid_select``; ``partlearn.multiscale``). The whole-image descriptors are
+(``features.pyramid_select``; ``partlearn.features.multiscale``). The whole-image descriptors are
 ``features.short_side``'s, so ``global`` is the same as without the pyramid.
 """
 
@@ -15,7 +15,6 @@ import logging
 
 import numpy as np
 
-from .. import multiscale
 from .._progress import progress
 from ._base import Stage
 from .features import RegionFeatures
@@ -34,6 +33,8 @@ def sub_inputs(cfg) -> dict[str, tuple[str, dict]]:
 
 
 def compute(ctx, w) -> None:
+    from ..features import multiscale  # imports torch: only when the stage computes
+
     f = ctx.cfg.features
     data, regions = ctx.get("dataset"), ctx.get("regions")
     base = ctx.get("features")

@@ -16,7 +16,7 @@ import numpy as np
 from ..cache import human_size
 from ..classify import uses
 from .._validation import DataError
-from .._learner import PartLearner
+from ..parts import PartLearner
 from ._base import Stage
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from ..hierarchy import inside_best_boxes, sibling_negatives
+from ..parts.hierarchy import inside_best_boxes, sibling_negatives
 from . import parts
 from ._base import Stage
 from .parts_group import uses_hier_parts

@@ -8,7 +8,6 @@ import logging
 import numpy as np
 
 from .._arrays import sample_regions
-from .._pca import apply_pca, fit_pca
 from .._progress import progress
 from .._validation import ConfigError
 from ._base import Stage
@@ -18,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 
 def compute(ctx, w) -> None:
+    from ..features import apply_pca, fit_pca  # imports torch: only when the stage computes
     f = ctx.cfg.features
     feats = ctx.get("features")
     x = sample_regions(feats.images(ctx.get("dataset").train), f.pca_max_regions,

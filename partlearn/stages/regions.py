@@ -1,4 +1,4 @@
-"""``regions``: the dense multi-scale boxes of every kept image (``partlearn.regions``)."""
+"""``regions``: the dense multi-scale boxes of every kept image (``partlearn.features``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import NamedTuple
 import numpy as np
 
 from .._validation import ConfigError
-from ..regions import regions_for_images
 from ._base import Stage
 
 logger = logging.getLogger(__name__)
@@ -27,6 +26,7 @@ class Regions(NamedTuple):
 
 
 def compute(ctx, w) -> None:
+    from ..features import regions_for_images  # imports torch: only when the stage computes
     r = ctx.cfg.regions
     data = ctx.get("dataset")
     boxes, flips, offsets = regions_for_images(

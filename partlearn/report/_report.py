@@ -1,0 +1,400 @@
+"""Readable reports of a run, from its ``results.json`` summary.
+
+``results.md`` / ``report.md``: the methods, their paired differences, per-class
+accuracy and the stages, as Markdown. ``report.html``: the same tables with
+plots (matplotlib, embedded as PNG ``data:`` URIs: the file is self-contained
+and references nothing on the network): top-1 per method, accuracy against
+the number of parts per class (when the summary holds runs at several part
+counts, see ``partlearn compare``), per-class differences from ``global``, and
+confusion matrices. ``external_rows`` scores another implementation's test
+predictions (``image_id,predicted_label``) on the same split.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._plots import _figures_memo
+from .._validation import DataError
+from ..evaluation import metrics, paired_comparison
+
+
+def _pct(x, std=None) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:.1f}%" if std is None else f"{100 * x:.1f} ± {100 * std:.1f}%"
+
+
+def results_markdown(summary: dict) -> str:
+    """The run's methods, their paired differences and its stages, as Markdown."""
+    lines = [f"# {summary.get('name', 'run')}: results", "",
+             f"Dataset `{summary.get('dataset')}`, backbone `{summary.get('backbone')}`.", ""]
+    methods = summary.get("methods") or {}
+    lines += _methods_md(methods)
+    lines += _comparisons_md(summary.get("comparisons") or [])
+    if methods and summary.get("classes"):
+        lines += _per_class_md(methods, summary["classes"])
+    lines += _localization_md(summary.get("localization") or {})
+    lines += _retrieval_md(summary.get("retrieval") or {})
+    lines += _hierarchy_md(summary.get("hierarchy") or {})
+    lines += _not_shown_md(summary.get("evaluations") or {})
+    lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
+    for stage, info in summary.get("stages", {}).items():
+        lines.append(f"| {stage} | `{info['key']}` | {'yes' if info['cached'] else 'no'} | "
+                     f"{summary['timings'].get(stage, 0):.2f} |")
+    lines += ["", f"Peak memory: {summary.get('peak_memory_mb', 0):.0f} MB.", ""]
+    return "\n".join(lines)
+
+
+def _methods_md(methods: dict) -> list[str]:
+    if not methods:
+        return []
+    n_test = next(iter(methods.values()))["n_test"]
+    lines = [f"## Methods ({n_test} test images)", "",
+             "SVM methods: C chosen by cross-validation on the training split (its "
+             "accuracy shown). DP-Net: mean ± std over seeds, early stopping on a "
+             "held-out slice of the training split (its accuracy shown); dim is the "
+             "number of parts.", "",
+             "| method | top-1 | mean class accuracy | C | CV / held-out accuracy | dim | "
+             "train s |", "|---|---|---|---|---|---|---|"]
+    for name, m in methods.items():
+        if "weight" in m:  # a late fusion: its weight on the first SVM, both SVMs' C
+            c, check = f"w = {m['weight']:g} (C {m['C']:g}, {m['C_b']:g})", m["cv_accuracy"]
+        elif "C_within" in m:  # two-level: the group SVM's C, the within-group SVMs'
+            c, check = f"{m['C']:g} / {m['C_within']:g}", m["cv_accuracy"]
+        elif "C" in m:
+            edge = " ⚠ at the grid's edge" if m.get("C_at_edge") else ""
+            c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
+        else:
+            c, check = "—", m.get("val_accuracy")
+        lines.append(f"| {name} | {_pct(m['top1'], m.get('top1_std'))} | "
+                     f"{_pct(m['mean_class_accuracy'], m.get('mean_class_accuracy_std'))} | "
+                     f"{c} | {_pct(check)} | {m['dim']} | {m['train_seconds']:.1f} |")
+    return lines + [""]
+
+
+def _comparisons_md(comparisons: list) -> list[str]:
+    if not comparisons:
+        return []
+    lines = ["## Paired differences (same test images)", "",
+             "Top-1 of the first method minus the second; 95% paired bootstrap "
+             "interval; p: exact McNemar on the images only one of them gets right, or, "
+             "where a method has several seeds (DP-Net), a sign-flip test over images with "
+             "every seed counted (an image counts by the fraction of seeds right). Holm: the "
+             f"p-values corrected for the {len(comparisons)} comparisons of this table.", "",
+             "| a − b | difference | 95% interval | p | p (Holm) | right by a only | "
+             "by b only |", "|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        lo, hi = c["ci95"]
+        p = c.get("p", c.get("mcnemar_p"))
+        holm = c.get("p_holm")
+        lines.append(f"| {c['a']} − {c['b']} | {100 * c['diff']:+.1f} | "
+                     f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p:.3g} | "
+                     f"{'—' if holm is None else f'{holm:.3g}'} | "
+                     f"{c.get('a_only', '—')} | {c.get('b_only', '—')} |")
+    return lines + [""]
+
+
+def _per_class_md(methods: dict, classes: list) -> list[str]:
+    names = list(methods)
+    seeds = [f"{n}: seed {m['per_class_seed']} of {len(m['seeds'])}" for n, m in methods.items()
+             if "per_class_seed" in m and len(m.get("seeds", ())) > 1]
+    lines = ["## Per-class accuracy", ""] + (
+        [f"Methods trained with several seeds show one here ({'; '.join(seeds)}).", ""]
+        if seeds else []) + ["| class | " + " | ".join(names) + " |",
+                             "|---|" + "---|" * len(names)]
+    for k, cls in enumerate(classes):
+        lines.append(f"| {cls} | " + " | ".join(
+            _pct(methods[n]["per_class_accuracy"][k]) for n in names) + " |")
+    return lines + [""]
+
+
+def _localization_md(loc: dict) -> list[str]:
+    if not loc:
+        return []
+    lines = ["## Are the parts real parts? (annotated keypoints, test images)", "",
+             "Keypoint consistency: how often a part's best box in an image of its class "
+             "holds the keypoint it holds most often, mean over parts; inside object: "
+             "best boxes at least half inside the object's box. Control: the same boxes "
+             "at random places.", "",
+             "| parts of | keypoint consistency | random boxes | inside object | "
+             "random boxes | parts |", "|---|---|---|---|---|---|"]
+    for name, v in loc.items():
+        lines.append(f"| {name} | {_pct(v['keypoint_consistency'])} | "
+                     f"{_pct(v['random_keypoint_consistency'])} | "
+                     f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
+                     f"{v['n_parts']} |")
+    return lines + [""]
+
+
+def _retrieval_md(retrieval: dict) -> list[str]:
+    if not retrieval:
+        return []
+    ks, instance = retrieval["ks"], retrieval["protocol"] == "instance level"
+    lines = [f"## Retrieval ({retrieval['protocol']}, {retrieval['n_queries']} queries)", "",
+             retrieval["about"], ""]
+    if instance:
+        lines += ["| descriptor | re-ranking | dim | mAP Medium | mAP Hard | "
+                  + " | ".join(f"mP@{k} M" for k in ks) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(ks)]
+        for r in retrieval["rows"]:
+            lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | "
+                         f"{_pct(r['map']['medium'])} | {_pct(r['map']['hard'])} | "
+                         + " | ".join(_pct(r["mp"]["medium"][str(k)]) for k in ks) + " |")
+        lines += _per_query_md(retrieval)
+    else:
+        lines += ["| descriptor | re-ranking | dim | mAP | " + " | ".join(f"R@{k}" for k in ks)
+                  + " |", "|---|---|---|---|" + "---|" * len(ks)]
+        for r in retrieval["rows"]:
+            lines.append(f"| {r['descriptor']} | {r['rerank']} | {r['dim']} | "
+                         f"{_pct(r['map'])} | "
+                         + " | ".join(_pct(r["recall"][str(k)]) for k in ks) + " |")
+    if retrieval.get("examples"):
+        e = retrieval["examples"]
+        lines += ["", f"Example queries ranked by `{e['descriptor']}` (the best mAP): "
+                  f"[{e['figure']}]({e['figure']})."]
+    return lines + [""]
+
+
+def _per_query_md(retrieval: dict) -> list[str]:
+    """Medium / Hard AP of every query, one column per descriptor (not re-ranked)."""
+    rows = [r for r in retrieval["rows"] if r["rerank"] == "none"] or retrieval["rows"][:1]
+    lines = ["", "AP per query, Medium / Hard (— where the query has no right image under "
+             "the protocol):", "",
+             "| query | " + " | ".join(r["descriptor"] for r in rows) + " |",
+             "|---|" + "---|" * len(rows)]
+    for q, name in enumerate(retrieval["queries"]):
+        lines.append(f"| {name} | " + " | ".join(
+            f"{_pct(r['ap']['medium'][q])} / {_pct(r['ap']['hard'][q])}" for r in rows) + " |")
+    return lines
+
+
+def _hierarchy_md(hier: dict) -> list[str]:
+    if not hier:
+        return []
+    lines = ["## Hierarchy of classes", "",
+             "Groups: " + "; ".join(f"{g} ({', '.join(c)})" for g, c in hier["groups"].items())
+             + ".", "",
+             "Group top-1: the predicted class in the true class's group. Mistakes in "
+             "the group: the share of the wrong predictions that keep the right group "
+             "(chance: a wrong class drawn at random from the other classes).", "",
+             "| method | class top-1 | group top-1 | mistakes | in the group | chance |",
+             "|---|---|---|---|---|---|"]
+    for name, v in hier["levels"].items():
+        lines.append(f"| {name} | {_pct(v['class_top1'])} | {_pct(v['group_top1'])} | "
+                     f"{v['errors']} | {_pct(v['errors_in_group'])} | "
+                     f"{_pct(v['errors_in_group_chance'])} |")
+    parts = hier.get("parts") or {}
+    if parts:
+        k = next(iter(parts.values()))["specificity"]["k"]
+        lines += ["", f"Specificity over each part's {k} best test images (its best region "
+                  "in each): the entropy of their classes (bits), and the share in the "
+                  "part's own group and class. Containment: how often a class part's best "
+                  "box lies inside one of its group parts' best boxes in the same image "
+                  "(at least 80% of its area); control: the group parts' boxes of another "
+                  "image of the group.", "",
+                  "| set | parts | class entropy | own group | own class | contained | "
+                  "control | group boxes covering the image |", "|---|---|---|---|---|---|---|---|"]
+        for name, v in parts.items():
+            sp, c = v["specificity"], v.get("containment") or {}
+            lines.append(f"| {name} | {sp['n_parts']} | {sp['class_entropy_bits']:.2f} | "
+                         f"{_pct(sp['own_group_share'])} | {_pct(sp.get('own_class_share'))} | "
+                         f"{_pct(c.get('contained'))} | {_pct(c.get('control'))} | "
+                         f"{_pct(c.get('whole_image_share'))} |")
+    return lines + [""]
+
+
+def _not_shown_md(evaluations: dict) -> list[str]:
+    """The evaluations that were skipped or failed, with the reason."""
+    notes = [(name, e) for name, e in evaluations.items() if e["status"] != "done"]
+    if not notes:
+        return []
+    return ["## Not shown", ""] + [
+        f"- {name}: " + (f"skipped, {e['reason']}" if e["status"] == "skipped"
+                         else f"FAILED, {e['error']}")
+        for name, e in notes] + [""]
+
+
+def write_results(summary: dict, out: Path, memo: Path | None = None) -> None:
+    """``results.md``, ``report.md`` and ``report.html`` into the run directory ``out``.
+    ``memo``: a directory where the rendered plots are kept, keyed by what they show,
+    so that a re-run with the same results does not draw them again."""
+    text = results_markdown(summary)
+    (Path(out) / "results.md").write_text(text)
+    (Path(out) / "report.md").write_text(text)
+    (Path(out) / "report.html").write_text(report_html(summary, out, memo))
+
+
+# ------------------------------------------------------------------ external rows
+
+
+def read_predictions(run: Path) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """A run's ``predictions.csv``: ``(paths, labels, {method: predicted labels})``."""
+    file = Path(run) / "predictions.csv"
+    try:
+        with open(file, newline="") as f:
+            rows = list(csv.reader(f))
+    except FileNotFoundError:
+        raise DataError(f"{file} is missing: is {run} a run directory of `partlearn run`?") \
+            from None
+    header, rows = rows[0], rows[1:]
+    return ([r[0] for r in rows], [r[1] for r in rows],
+            {m: [r[k] for r in rows] for k, m in enumerate(header[2:], start=2)})
+
+
+def external_rows(summary: dict, run: Path, externals: dict[str, Path],
+                  n_bootstrap: int = 10_000, seed: int = 0) -> None:
+    """Add each ``{name: csv}`` of ``image_id,predicted_label`` rows to ``summary``'s
+    methods, scored on the run's test images (``image_id``: the image's path as in
+    the run's ``predictions.csv``, or its file name when that is unique), with a
+    paired comparison against ``global`` when the run has it."""
+    paths, labels, preds = read_predictions(run)
+    classes = summary["classes"]
+    index = {c: k for k, c in enumerate(classes)}
+    by_path = {p: k for k, p in enumerate(paths)}
+    names = [Path(p).name for p in paths]
+    by_name = {n: k for k, n in enumerate(names) if names.count(n) == 1}
+    y = np.array([index[c] for c in labels])
+    for name, file in externals.items():
+        got = {}
+        try:
+            with open(file, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                missing = {"image_id", "predicted_label"} - set(reader.fieldnames or [])
+                if missing:
+                    raise DataError(f"{file}, line 1: columns {sorted(missing)} are missing; "
+                                    "expected image_id,predicted_label")
+                for row in reader:
+                    key, label = row["image_id"].strip(), row["predicted_label"].strip()
+                    k = by_path.get(key, by_name.get(key))
+                    if k is None:
+                        raise DataError(f"{file}, line {reader.line_num}: image_id {key!r} is "
+                                        f"not a test image of {run}")
+                    if label not in index:
+                        raise DataError(f"{file}, line {reader.line_num}: predicted_label "
+                                        f"{label!r} is not one of the {len(classes)} classes")
+                    got[k] = index[label]
+        except FileNotFoundError:
+            raise DataError(f"external results {file} do not exist") from None
+        if len(got) != len(paths):
+            raise DataError(f"{file}: predictions for {len(got)} of the {len(paths)} test "
+                            "images; every test image needs one")
+        pred = np.array([got[k] for k in range(len(paths))])
+        summary["methods"][name] = metrics(y, pred, len(classes)) | {"external": str(file)}
+        if "global" in preds:
+            g = np.array([index[c] for c in preds["global"]])
+            summary.setdefault("comparisons", []).append(
+                {"a": name, "b": "global"} | paired_comparison(pred == y, g == y,
+                                                               n_bootstrap, seed))
+
+
+# ------------------------------------------------------------------ HTML
+
+
+def _md_table_html(block: list[str]) -> str:
+    rows = [[html.escape(c.strip().replace("`", "")) for c in line.strip().strip("|").split("|")]
+            for line in block if not set(line.replace("|", "").strip()) <= set("-")]
+    head, body = rows[0], rows[1:]
+    return ("<table><thead><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr></thead>"
+            "<tbody>" + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>"
+                                for r in body) + "</tbody></table>")
+
+
+def report_html(summary: dict, run: Path | None = None, memo: Path | None = None) -> str:
+    """A self-contained HTML page: the Markdown report's tables and the plots (and the
+    run directory's figure files listed in ``summary["figures"]``, embedded)."""
+    parts, table = [], []
+    for line in results_markdown(summary).splitlines() + [""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            parts.append(_md_table_html(table))
+            table = []
+        if line.startswith("# "):
+            parts.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            parts.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.strip():
+            parts.append(f"<p>{html.escape(line).replace('`', '')}</p>")
+    drawn = _figures_memo(summary, run, memo)
+    if run is not None:  # the plots as PNG files too (galleries and heatmaps already are)
+        (Path(run) / "figures").mkdir(exist_ok=True)
+        files = sum((Path(run) / n).is_file() for n in summary.get("figures") or [])
+        for k, (title, uri) in enumerate(drawn[:len(drawn) - files]):
+            (Path(run) / "figures" / f"plot_{k:02d}.png").write_bytes(
+                base64.b64decode(uri.split(",", 1)[1]))
+    figures = "".join(f'<figure><img alt="{html.escape(t)}" src="{uri}">'
+                      f"<figcaption>{html.escape(t)}</figcaption></figure>"
+                      for t, uri in drawn)
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+             "padding:3px 8px;text-align:right}th{background:#f2f2f2}"
+             "td:first-child,th:first-child{text-align:left}figure{display:inline-block;"
+             "margin:1em}img{max-width:100%}")
+    title = html.escape(f"{summary.get('name', 'run')}: report")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}'
+            f"</title><style>{style}</style></head><body>{''.join(parts[:1])}"
+            f"<h2>Plots</h2>{figures}{''.join(parts[1:])}</body></html>\n")
+
+
+# ------------------------------------------------------------------ compare
+
+
+def compare_runs(runs, externals: dict | None = None, out=None) -> dict:
+    """Rebuild the report from finished run directories (their ``results.json``,
+    ``predictions.csv`` and ``config.toml``; nothing is recomputed) into ``out``
+    (default: the first run). Several runs must share the dataset and test split;
+    their methods are then named ``<run>:<method>``, and the top-1 of ``parts``
+    and ``dpnet`` against each run's parts per class becomes the
+    accuracy-vs-parts plot. ``externals``: ``{name: csv}``, see ``external_rows``."""
+    from ..config import load_config
+
+    runs = [Path(r) for r in runs]
+    summaries = []
+    for run in runs:
+        file = run / "results.json"
+        try:
+            summaries.append(json.loads(file.read_text()))
+        except FileNotFoundError:
+            raise DataError(f"{file} is missing: is {run} a run directory of "
+                            "`partlearn run`?") from None
+        if not summaries[-1].get("methods"):
+            raise DataError(f"{file} holds no methods: run the pipeline to its end first")
+    first = summaries[0]
+    tests = [read_predictions(run)[0] for run in runs]
+    for run, s, t in zip(runs[1:], summaries[1:], tests[1:]):
+        if s.get("dataset") != first.get("dataset") or t != tests[0]:
+            raise DataError(f"{run} and {runs[0]} were not run on the same dataset and test "
+                            "images; only runs on the same split can be compared")
+    if len(runs) == 1:
+        summary = dict(first)
+    else:
+        summary = {k: first.get(k) for k in ("dataset", "backbone", "classes")}
+        summary.update(name="comparison", methods={}, comparisons=[], stages={}, timings={})
+        for run, s in zip(runs, summaries):
+            summary["methods"].update({f"{run.name}:{m}": v for m, v in s["methods"].items()})
+            summary["comparisons"] += [c | {"a": f"{run.name}:{c['a']}",
+                                            "b": f"{run.name}:{c['b']}"}
+                                       for c in s.get("comparisons", [])]
+    curve: dict[str, list] = {}
+    for run, s in zip(runs, summaries):
+        cfg = load_config(run / "config.toml")
+        if "parts" in s["methods"]:
+            curve.setdefault("parts", []).append((cfg.parts.n_parts, s["methods"]["parts"]["top1"]))
+        if "dpnet" in s["methods"]:
+            curve.setdefault("dpnet", []).append((cfg.dpnet.parts_per_class,
+                                                  s["methods"]["dpnet"]["top1"]))
+    summary["parts_curve"] = curve
+    if externals:
+        external_rows(summary, runs[0], externals)
+    out = Path(out) if out else runs[0]
+    out.mkdir(parents=True, exist_ok=True)
+    write_results(summary, out)
+    return summary
