@@ -33,6 +33,9 @@ import numpy as np
 from joblib import Parallel, delayed, effective_n_jobs
 
 from ._validation import PartlearnError
+from .config import DaskConfig
+
+_D = DaskConfig  # the defaults live there, once
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +157,8 @@ class DaskBackend:
     shares_memory = False
     n_jobs = -1  # a joblib Parallel inside a task grid: every worker of the cluster
 
-    def __init__(self, scheduler: str = "", n_workers: int = 0, timeout: float = 30.0,
-                 gpu_resource: str = ""):
+    def __init__(self, scheduler: str = _D.scheduler, n_workers: int = _D.n_workers,
+                 timeout: float = _D.timeout, gpu_resource: str = _D.gpu_resource):
         try:
             from distributed import Client, LocalCluster
         except ImportError as e:

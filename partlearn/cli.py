@@ -56,6 +56,24 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_settings(args) -> int:
+    from .config import settings_table, with_settings_table
+
+    if not args.write:
+        print(settings_table(), end="")
+        return 0
+    path = Path(args.write)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"--write {path}: no such file") from None
+    new = with_settings_table(text)
+    if new != text:
+        path.write_text(new)
+    print(f"{path}: settings table {'rewritten' if new != text else 'up to date'}")
+    return 0
+
+
 def cmd_compare(args) -> int:
     from .report import compare_runs
 
@@ -195,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", help="where to write the figure (default: RUN_DIR/explain)")
     explain.add_argument("--cache-dir", help="the stage store the run used")
     explain.set_defaults(func=cmd_explain)
+
+    settings = sub.add_parser("settings", help="print every setting as a Markdown table "
+                              "(key, default, allowed values, meaning)")
+    settings.add_argument("--write", metavar="FILE", help="replace the table between the "
+                          "<!-- settings:begin --> and <!-- settings:end --> markers of FILE "
+                          "(README.md) instead")
+    settings.set_defaults(func=cmd_settings)
 
     status = sub.add_parser("status", help="say which stages are cached and which are stale")
     with_config(status)

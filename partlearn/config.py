@@ -1,22 +1,31 @@
 """Frozen dataclass configs, loaded from TOML files that hold only overrides.
 
-Every default lives here, once. A pipeline file (``pipelines/*.toml``) names
-only what differs; ``--set section.key=value`` overrides on top. Unknown keys
-are rejected with a did-you-mean; values are checked against the field's type.
+Every setting is declared here, once (``setting``): its default, its check
+(``partlearn._validation``: ``Interval``, ``Options``, ``Each``...), a one-line doc
+and, when no stage keys it, the reason it cannot change an output. A section
+checks its values when it is built (``check_section``: every field's check,
+then the section's few cross-field ``RULES``), so a config, or an estimator's
+parameters built into their section (``PartLearner.fit``), is valid by
+construction. ``partlearn.stages.NOT_KEYED`` (``not_keyed``) and the README's
+settings table (``settings_table``, ``partlearn settings --write README.md``)
+are derived from the declarations.
+
+A pipeline file (``pipelines/*.toml``) names only what differs; ``--set
+section.key=value`` overrides on top. Unknown keys are rejected with a
+did-you-mean; values are checked against the field's type.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._validation import ConfigError, check_choice, did_you_mean
+from ._validation import (ConfigError, Each, Interval, Options, Pattern, Rule, Type,
+                          check_choice, check_finite, did_you_mean)
 
 DATASET_FORMATS = ("auto", "cub", "mit67", "revisitop", "csv", "folders", "demo")
 BAD_IMAGE_POLICIES = ("error", "skip")
@@ -33,232 +42,467 @@ METHODS = ("global", "parts", "parts+global", "parts[unsup]", "parts[unsup]+glob
            "parts[hier]", "parts[hier]+global", "parts[hier]|global", "2level:parts[hier]",
            "2level:parts[hier]+global", "2level:parts", "2level:global")
 HIERARCHY_SOURCES = ("taxonomy", "cluster", "groups")
+DPNET_VARIANTS = ("wo", "orth", "assign", "cs", "orth+assign", "cs+orth", "cs+assign",
+                  "cs+orth+assign")
+DESCRIPTOR_PARTS = ("global", "parts", "parts[unsup]", "parts[hier]")
+
+SEED_MAX = 2**32 - 1  # numpy's seeds: 0 .. 2**32 - 1
+DEVICE = Pattern(r"auto|cpu|cuda(:\d+)?", "'auto', 'cpu', 'cuda' or 'cuda:N'")
+TEXT, SWITCH = Type(str), Type(bool)
 
 
-@dataclass(frozen=True)
+def _count(low: int = 1, **kw) -> Interval:
+    return Interval(int, low, None, **kw)
+
+
+def _positive(**kw) -> Interval:
+    return Interval(float, 0, None, "neither", **kw)
+
+
+def _fraction(closed: str = "both", **kw) -> Interval:
+    return Interval(float, 0, 1, closed, **kw)
+
+
+def _check_descriptor(name: str, value) -> None:
+    for piece in value.split("+"):
+        if piece not in DESCRIPTOR_PARTS + ("w",):
+            check_choice(name, piece, RETRIEVAL_POOLS + DESCRIPTOR_PARTS)
+
+
+def setting(default, check, doc: str, *, not_keyed: str | None = None):
+    """A config field declared once: its ``default``, its ``check`` (``partlearn.
+    _validation``: ``Interval``, ``Options``, ``Each``...), a one-line ``doc`` (the
+    README's settings table) and, for a field that no stage keys, ``not_keyed``: why it
+    cannot change a cached output (``partlearn.stages.NOT_KEYED``)."""
+    return field(default=default, metadata={"check": check, "doc": doc,
+                                            "not_keyed": not_keyed})
+
+
+_SECTIONS: dict[type, str] = {}  # section class -> its name in Config
+
+
+def _section(name: str):
+    """A frozen config section whose values are checked when it is built
+    (``check_section``)."""
+    def wrap(cls):
+        cls.__post_init__ = lambda self: check_section(self)
+        cls = dataclass(frozen=True)(cls)
+        _SECTIONS[cls] = name
+        return cls
+    return wrap
+
+
+@_section("data")
 class DataConfig:
-    root: str = ""
-    format: str = "auto"
-    csv: str = "labels.csv"
-    classes: tuple[str, ...] = ()
-    on_bad_image: str = "error"
-    min_side: int = 32
-    min_train_per_class: int = 5
+    root: str = setting(
+        "", TEXT, "dataset folder",
+        not_keyed="the dataset stage hashes the files themselves (relative paths, contents): "
+                  "the same files elsewhere are the same data")
+    format: str = setting(
+        "auto", Options(DATASET_FORMATS),
+        "`cub`, `mit67`, `revisitop` (instance retrieval), `csv`, `folders`, `auto` "
+        "(detected), or `demo` (generated into `data.root`)")
+    csv: str = setting("labels.csv", TEXT,
+                       "the CSV manifest (`path,label,split[,md5]`) for `csv`")
+    classes: tuple[str, ...] = setting((), Each(TEXT, distinct=True),
+                                       "a subset of classes by name (empty: all)")
+    on_bad_image: str = setting(
+        "error", Options(BAD_IMAGE_POLICIES),
+        "`error` names every bad image and stops; `skip` drops them, listed in the audit")
+    min_side: int = setting(32, _count(),
+                            "images with a shorter short side (px) are bad images")
+    min_train_per_class: int = setting(5, _count(0),
+                                       "classes with fewer training images are flagged")
 
 
-@dataclass(frozen=True)
+@_section("regions")
 class RegionsConfig:
-    scales: tuple[float, ...] = (0.25, 0.35, 0.5, 0.7)
-    stride: float = 0.4
-    full_image: bool = True
-    flips: bool = False
-    min_size: int = 16
+    scales: tuple[float, ...] = setting(
+        (0.25, 0.35, 0.5, 0.7),
+        Each(_fraction("right"), nonempty=True,
+             expected="be a non-empty list of fractions in (0, 1]"),
+        "square window sides, fractions of the short side")
+    stride: float = setting(0.4, _fraction("right", expected="be a fraction of the window in "
+                                                              "(0, 1]"),
+                            "grid step, fraction of the window side (grids touch every border)")
+    full_image: bool = setting(True, SWITCH, "add the whole image as region 0")
+    flips: bool = setting(False, SWITCH, "repeat every region on the mirrored image")
+    min_size: int = setting(16, _count(0), "windows smaller than this (px) are left out")
 
 
-@dataclass(frozen=True)
+@_section("backbone")
 class BackboneConfig:
-    name: str = "efficientnet_lite0"
-    weights: str = "DEFAULT"
-    tap: str = ""
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
+    name: str = setting("efficientnet_lite0", TEXT,
+                        "`efficientnet_lite0/1/2`, or a torchvision model (`resnet50`, "
+                        "`vgg16`, ...)")
+    weights: str = setting("DEFAULT", TEXT,
+                           "a weights enum (`ResNet50_Weights.IMAGENET1K_V2`), `DEFAULT`, a "
+                           "state-dict file, or `none`")
+    tap: str = setting("", TEXT,
+                       "the layer to read (default: last conv map; `layer4`; VGG16 `conv5_3`; "
+                       "EfficientNet-Lite `blocks.N` or `stride16`, the last block at that "
+                       "stride)")
+    mean: tuple[float, ...] = setting(
+        (), Each(Interval(float), sizes=(0, 3), expected="hold 3 numbers (R, G, B) or be empty"),
+        "the input normalisation's mean (R, G, B); empty: the weights'")
+    std: tuple[float, ...] = setting(
+        (), Each(_positive(), sizes=(0, 3),
+                 expected="hold 3 numbers (R, G, B) > 0 or be empty"),
+        "the input normalisation's standard deviation (R, G, B); empty: the weights'")
 
 
-@dataclass(frozen=True)
+@_section("features")
 class FeaturesConfig:
-    mode: str = "roi"
-    short_side: int = 448
-    roi_size: int = 3
-    roi_pooling: str = "mean"
-    crop_size: int = 224
-    batch_size: int = 8
-    workers: int = -1  # DataLoader workers; -1: none on CPU, up to 8 on CUDA
-    device: str = "auto"
-    amp: bool = True
-    pca_dim: int = 0
-    whiten: bool = False
-    pca_max_regions: int = 200_000
-    shard_size: int = 128
-    pools: tuple[str, ...] = ()  # retrieval descriptors to extract: mac, gem, spoc, rmac
-    gem_p: float = 3.0  # GeM's power
-    # an image pyramid: more short sides, each its own cached features entry; a region's
-    # descriptor comes from the scale that shows it nearest pyramid_target px ("nearest"),
-    # or is the mean over short_side and these ("mean"). []: short_side alone
-    pyramid: tuple[int, ...] = ()
-    pyramid_select: str = "nearest"
-    pyramid_target: int = 224
+    mode: str = setting("roi", Options(FEATURE_MODES),
+                        "`roi`: one forward pass per image + RoIAlign per box; `crop`: crop, "
+                        "resize and forward every region")
+    short_side: int = setting(448, _count(), "images are resized to this short side (px)")
+    roi_size: int = setting(3, _count(), "RoIAlign grid side")
+    roi_pooling: str = setting("mean", Options(ROI_POOLING), "the pooling of the RoIAlign grid")
+    crop_size: int = setting(224, _count(), "`crop` mode: each region resized to this side (px)")
+    batch_size: int = setting(
+        8, _count(), "images per batch, batched by size",
+        not_keyed="batches hold images of one size; an image's features do not depend on the "
+                  "others' beyond float rounding")
+    workers: int = setting(
+        -1, _count(0, also=(-1,), expected="be >= 0, or -1 (auto)"),
+        "DataLoader workers; -1: none on CPU, up to 8 on CUDA",
+        not_keyed="processes that decode images")
+    device: str = setting(
+        "auto", DEVICE,
+        "`auto`, `cpu`, `cuda`, `cuda:N` (on CUDA with `features.amp`: autocast in bfloat16 "
+        "where the GPU has it, else float16)",
+        not_keyed="its effect, the precision, is keyed by the features stage ('precision': "
+                  "fp32, or the CUDA autocast dtype)")
+    amp: bool = setting(True, SWITCH, "autocast on CUDA (`features.device`)",
+                        not_keyed="keyed through 'precision' as well (fp32 on the CPU whatever "
+                                  "it says)")
+    pca_dim: int = setting(0, _count(0),
+                           "PCA fitted on training regions only (0: none)")
+    whiten: bool = setting(False, SWITCH, "PCA-whitening (needs `features.pca_dim`)")
+    pca_max_regions: int = setting(200_000, _count(), "training regions sampled to fit the PCA")
+    shard_size: int = setting(
+        128, _count(),
+        "images per shard: an interrupted extraction resumes from the last complete shard",
+        not_keyed="the shard layout is fixed when an entry's write begins (layout.json); a "
+                  "resumed write keeps it")
+    pools: tuple[str, ...] = setting(
+        (), Each(Options(RETRIEVAL_POOLS)),
+        "retrieval descriptors pooled in the features pass: `mac`, `gem` "
+        "(`features.gem_p`), `spoc`, `rmac` (every region's max-pooled vector)")
+    gem_p: float = setting(3.0, _positive(), "GeM's power")
+    pyramid: tuple[int, ...] = setting(
+        (), Each(_count(32), distinct=True, expected="be short sides >= 32 px, distinct"),
+        "more short sides (e.g. `[672]`): an image pyramid, each scale its own cached "
+        "`features` entry (`features@672`, shared with a run at that short side); each "
+        "region's descriptor from the scale that shows it nearest `features.pyramid_target` "
+        "px, or with `features.pyramid_select = \"mean\"` the mean over the scales; the "
+        "whole-image descriptor stays `short_side`'s; []: `short_side` alone")
+    pyramid_select: str = setting("nearest", Options(PYRAMID_SELECT),
+                                  "how `features.pyramid` gives a region its descriptor")
+    pyramid_target: int = setting(224, _count(),
+                                  "`nearest`: the side (px) a region is best seen at")
 
 
-@dataclass(frozen=True)
+@_section("parts")
 class PartsConfig:
     """Part learning (``partlearn.parts``); scores are in background-std units."""
 
-    n_parts: int = 12  # parts per class, before pruning
-    n_init: int = 1  # k-means restarts for the initial parts
-    kmeans_iter: int = 10
-    beta_start: float = 0.5  # graduated assignment: inverse temperature schedule
-    beta_growth: float = 2.0
-    beta_end: float = 8.0
-    updates_per_beta: int = 1
-    sinkhorn_iter: int = 20
-    slack: float = 3.0  # a region must score above this to be matched rather than none
-    hard_negatives: int = 500  # negative regions mined per part, once per beta level
-    negative_cache: int = 4  # levels after the first mine among each part's top
-    # hard_negatives * negative_cache of the first level; 0: among all negatives every level
-    negative_weight: float = 0.5  # 0: no hard negatives
-    orthogonality: float = 0.0  # 0: off
-    nms_iou: float = 0.5  # 0 or 1: off; needs the region boxes
-    sparsity: bool = True  # a region serves at most one part
-    tol: float = 1e-3  # a beta level stops when no part moves more than this
-    keep: int = 0  # keep the most discriminative parts; 0: all
-    n_negative_images: int = 150  # other-class images sampled per class
-    min_images: int = 2  # per class
-    background_regions: int = 50_000  # regions sampled to fit the background
-    shrinkage: float = 0.3
+    n_parts: int = setting(12, _count(), "parts per class, before pruning")
+    n_init: int = setting(1, _count(), "k-means restarts for the initial parts")
+    kmeans_iter: int = setting(10, _count(), "k-means iterations for the initial parts")
+    beta_start: float = setting(
+        0.5, _positive(expected="be > 0 and satisfy 0 < beta_start <= beta_end"),
+        "graduated assignment: the first inverse temperature β")
+    beta_growth: float = setting(2.0, Interval(float, 1, None, "neither"),
+                                 "β's factor from one level to the next")
+    beta_end: float = setting(8.0, _positive(), "the last β (at most)")
+    updates_per_beta: int = setting(1, _count(), "part updates per β level")
+    sinkhorn_iter: int = setting(20, _count(), "Sinkhorn iterations per matching")
+    slack: float = setting(
+        3.0, Interval(float, 0, None, expected="be >= 0: a z-score under the background "
+                                               "model, how far above the background a region "
+                                               "must score to match"),
+        "a region must score above this to be matched rather than none")
+    hard_negatives: int = setting(500, _count(0),
+                                  "negative regions mined per part, once per β level")
+    negative_cache: int = setting(
+        4, _count(0),
+        "levels after the first mine among each part's top `hard_negatives * "
+        "negative_cache` of the first level; 0: among all negatives every level")
+    negative_weight: float = setting(0.5, Interval(float, 0, None),
+                                     "weight of the hard negatives' mean (0: none)")
+    orthogonality: float = setting(0.0, _fraction(expected="be in [0, 1] (0: off)"),
+                                   "orthogonality between a class's parts (0: off)")
+    nms_iou: float = setting(0.5, _fraction(expected="be an IoU in [0, 1] (0 or 1: off)"),
+                             "spatial competition between parts (0 or 1: off; needs the "
+                             "region boxes)")
+    sparsity: bool = setting(True, SWITCH, "a region serves at most one part")
+    tol: float = setting(1e-3, Interval(float, 0, None),
+                         "a β level stops when no part moves more than this")
+    keep: int = setting(0, _count(0), "keep the most discriminative parts (0: all)")
+    n_negative_images: int = setting(150, _count(), "other-class images sampled per class")
+    min_images: int = setting(2, _count(), "training images a class needs, at least")
+    background_regions: int = setting(50_000, _count(),
+                                      "regions sampled to fit the background model")
+    shrinkage: float = setting(0.3, _fraction(), "the background covariance's shrinkage")
 
 
-@dataclass(frozen=True)
+@_section("encoding")
 class EncodingConfig:
     """Part-response encoding (``partlearn.encoding``)."""
 
-    pyramid: tuple[int, ...] = (1, 2)  # grid sides: 1x1 + 2x2 cells, by region centre
-    top_k: int = 1  # a cell's response: max (1) or mean of the k best regions
-    flip_average: bool = True  # average with the mirrored image (needs regions.flips)
-    leave_one_out: bool = True  # a training image by its class's parts learnt without it
-    device: str = "auto"  # auto: cuda when torch sees one, else cpu (numpy)
-    batch_images: int = 256  # images per block of the matrix products
+    pyramid: tuple[int, ...] = setting(
+        (1, 2), Each(_count(), nonempty=True, distinct=True,
+                     expected="be distinct grid sides >= 1, e.g. [1, 2]"),
+        "grid sides of the spatial pyramid (1×1 + 2×2 cells, by region centre)")
+    top_k: int = setting(1, _count(),
+                         "a cell's response: the max (1) or the mean of the k best regions")
+    flip_average: bool = setting(True, SWITCH, "average each code with the mirrored image's "
+                                               "(with `regions.flips`)")
+    leave_one_out: bool = setting(True, SWITCH,
+                                  "score each training image with its class's parts learnt "
+                                  "without it, so training codes are not inflated")
+    device: str = setting("auto", DEVICE, "the products on CUDA (torch) when present, else "
+                                          "numpy",
+                          not_keyed="numpy or torch products: equal to float32 rounding "
+                                    "(tested)")
+    batch_images: int = setting(256, _count(), "images per block of the matrix products",
+                                not_keyed="images per block of the products: float rounding "
+                                          "only")
 
 
-@dataclass(frozen=True)
+@_section("classifier")
 class ClassifierConfig:
     """Linear SVMs (``partlearn.classify``), evaluation (``partlearn.evaluation``)."""
 
-    methods: tuple[str, ...] = METHODS[:3]  # global, parts, parts+global
-    C: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0, 100.0)  # grid, extended when the best is at an edge
-    extend: int = 3  # decades added at an edge whose C is best, at most, per side
-    cv_folds: int = 5  # stratified, training split only
-    max_iter: int = 20_000
-    solver: str = "liblinear"  # or "torch": the same objective, batched (partlearn.classify._svm_torch)
-    # MiB an SVM's input (n x D float32) may take (0: no limit); past it the torch solver
-    # reads it in row blocks (the same fit to float rounding), liblinear stops with an error
-    memory_mb: float = 4096.0
-    n_bootstrap: int = 10_000  # paired bootstrap of the differences between methods
-    # the CV of a method with part codes relearns the parts without each held-out fold
-    # (the encoding_cv stage): the held-out images are then unseen by the parts too
-    cv_parts: bool = True
+    methods: tuple[str, ...] = setting(
+        METHODS[:3], Each(Options(METHODS)),
+        "what to train and compare; also `parts[unsup]`, `parts[unsup]+global` "
+        "(unsupervised parts), late fusions `parts|global`, `parts[unsup]|global` (the two "
+        "SVMs' scores weighted by training-split CV), hierarchical `parts[hier]`, "
+        "`parts[hier]+global`, `parts[hier]|global` and the two-level `2level:parts[hier]`, "
+        "`2level:parts[hier]+global`, `2level:parts`, `2level:global`; `[]` for a "
+        "retrieval-only run")
+    C: tuple[float, ...] = setting(
+        (0.01, 0.1, 1.0, 10.0, 100.0),
+        Each(_positive(), nonempty=True, expected="be a non-empty list of numbers > 0"),
+        "the C grid, extended by decades (`classifier.extend`) at an edge whose C is best; "
+        "a C still at the edge is flagged")
+    extend: int = setting(3, _count(0),
+                          "decades added at an edge whose C is best, at most, per side")
+    cv_folds: int = setting(5, _count(2), "stratified folds of the training split for C")
+    max_iter: int = setting(20_000, _count(), "the solver's iterations, at most")
+    solver: str = setting(
+        "liblinear", Options(("liblinear", "torch")),
+        "`liblinear` (scikit-learn's `LinearSVC`, folds × C on processes) or `torch`: the "
+        "same squared-hinge objective solved for every class, fold and C at once (Newton-CG, "
+        "warm-started along C; GPU when present), 40–80× faster from 20 classes on "
+        "(BENCHMARKS.md)")
+    memory_mb: float = setting(
+        4096.0, Interval(float, 0, None, expected="be >= 0 (0: no limit)"),
+        "MiB an SVM's input may take as one float32 matrix (0: no limit); past it `torch` "
+        "reads it in row blocks (the same fit), `liblinear` stops with an error",
+        not_keyed="the torch solver's row blocks: the same fit to float rounding (tested); "
+                  "liblinear past it stops with an error, caching nothing")
+    n_bootstrap: int = setting(
+        10_000, _count(), "paired bootstrap draws for the intervals between methods",
+        not_keyed="read by the accuracy evaluator, which runs on every run and caches "
+                  "nothing")
+    cv_parts: bool = setting(
+        True, SWITCH,
+        "the CV of a method with supervised part codes (`parts`, `parts+global`, "
+        "`parts|global`) relearns the parts without each held-out fold (stage "
+        "`encoding_cv`), so C and fusion weights are chosen on images the parts never saw; "
+        "`false`: the CV uses `encoding`'s leave-one-out codes (optimistic)")
 
 
-DPNET_VARIANTS = ("wo", "orth", "assign", "cs", "orth+assign", "cs+orth", "cs+assign",
-                  "cs+orth+assign")
-
-
-@dataclass(frozen=True)
+@_section("dpnet")
 class DPNetConfig:
     """DP-Net on the cached region features (``partlearn.dpnet``): which variants, how trained."""
 
-    variants: tuple[str, ...] = ()  # constraint sets to train, e.g. ["wo", "cs+orth+assign"]
-    seeds: tuple[int, ...] = (0, 1, 2)  # every variant is trained once per seed
-    parts_per_class: int = 10  # q; P = q * classes
-    lr: float = 3e-2  # Adam; chosen by CV on the training split (BENCHMARKS.md)
-    weight_decay: float = 1e-4  # on V
-    epochs: int = 40  # at most; early stopping on the held-out slice
-    batch_size: int = 32  # images
-    val_fraction: float = 0.2  # of each class's training images, held out
-    patience: int = 8  # epochs without a lower held-out cross-entropy
-    refit: bool = True  # then train again on all training images for the best epoch count
+    variants: tuple[str, ...] = setting(
+        (), Each(Options(DPNET_VARIANTS), distinct=True),
+        "DP-Net constraint sets to train: `wo`, `orth`, `assign`, `cs`, `orth+assign`, "
+        "`cs+orth`, `cs+assign`, `cs+orth+assign`")
+    seeds: tuple[int, ...] = setting(
+        (0, 1, 2), Each(Interval(int, 0, SEED_MAX), distinct=True),
+        "every variant is trained once per seed")
+    parts_per_class: int = setting(10, _count(), "q (P = q × classes)")
+    lr: float = setting(3e-2, _positive(),
+                        "Adam's learning rate; chosen by CV on the training split "
+                        "(BENCHMARKS.md)")
+    weight_decay: float = setting(1e-4, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+                                  "Adam's weight decay, on V")
+    epochs: int = setting(40, _count(), "at most; early stopping on the held-out slice")
+    batch_size: int = setting(32, _count(), "images per batch")
+    val_fraction: float = setting(0.2, _fraction("left"),
+                                  "of each class's training images, held out for early "
+                                  "stopping")
+    patience: int = setting(8, _count(), "epochs without a lower held-out cross-entropy")
+    refit: bool = setting(True, SWITCH, "then train again on all training images for the "
+                                        "best epoch count")
     # each constraint's weight when a variant turns it on (0: off everywhere), chosen per
     # constraint by the lowest held-out cross-entropy over 2 splits of CUB c001-020's
     # training split (benchmarks/select_dpnet_by_cv.py; BENCHMARKS "Item 3"); the
     # assignment term at temperature 0.1: at 1 it cannot act (cosines in [-1, 1] leave
     # every region's softmax over the parts within 0.004 nats of uniform)
-    lambda_orth: float = 0.1
-    lambda_assign: float = 0.01
-    lambda_cs: float = 1.0
-    assign_temperature: float = 0.1  # softmax temperature of the assignment term
-    init_from_parts: bool = False  # start U from the two-stage parts
-    device: str = "auto"
+    lambda_orth: float = setting(
+        0.1, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+        "the orthogonality term's weight where a variant turns it on (chosen per constraint "
+        "by training-split CV: benchmarks/select_dpnet_by_cv.py)")
+    lambda_assign: float = setting(
+        0.01, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+        "the assignment term's weight where a variant turns it on (chosen likewise)")
+    lambda_cs: float = setting(
+        1.0, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+        "the class-specificity term's weight where a variant turns it on (chosen likewise)")
+    assign_temperature: float = setting(
+        0.1, _positive(),
+        "the assignment term's softmax temperature (at the paper's 1 the term cannot act on "
+        "cosines)")
+    init_from_parts: bool = setting(False, SWITCH, "start U from the two-stage parts (needs "
+                                                   "`parts.n_parts = dpnet.parts_per_class`)")
+    device: str = setting("auto", DEVICE, "`auto`, `cpu`, `cuda` or `cuda:N`",
+                          not_keyed="CPU or CUDA: float rounding only")
 
 
-@dataclass(frozen=True)
+@_section("groups")
 class GroupsConfig:
     """Unsupervised groups (Sicre et al., CVPR 2017): the training images clustered by
     their global descriptors, no label read; parts are then learnt per group."""
 
-    n_groups: int = 0  # 0: round(sqrt(n_train / 2)), the usual rule of thumb
-    kmeans_iter: int = 25
-    restarts: int = 5  # k-means runs, the best objective kept
-    min_images: int = 10  # smaller groups are merged into the nearest other group
+    n_groups: int = setting(
+        0, _count(2, also=(0,), expected="be >= 2, or 0 (automatic)"),
+        "unsupervised groups of training images for `parts[unsup]` (0: "
+        "`round(sqrt(n_train / 2))`)")
+    kmeans_iter: int = setting(25, _count(), "faiss k-means iterations")
+    restarts: int = setting(5, _count(), "k-means runs, the best objective kept")
+    min_images: int = setting(10, _count(),
+                              "smaller groups are merged into the nearest other group")
 
 
-@dataclass(frozen=True)
+@_section("hierarchy")
 class HierarchyConfig:
     """Hierarchical parts (``partlearn.parts.hierarchy``): classes in groups; parts per group
     (positives the group's images, negatives the other groups') and parts per class
     (negatives mostly its siblings, the group's other classes). Methods ``parts[hier]``,
     ``2level:...``."""
 
-    # "taxonomy": the CSV `taxonomy` (class,group); without labels beyond the classes:
-    # "cluster" (agglomerative, class means of the global descriptor) or "groups" (the
-    # unsupervised groups, [groups], mapped to classes by majority)
-    source: str = "cluster"
-    taxonomy: str = ""  # a CSV with the header class,group, one row per class
-    n_groups: int = 0  # "cluster": G; 0: round(sqrt(classes))
-    shuffle: int = -1  # >= 0: the control, the classes dealt at random (this seed) into
-    # groups of the same sizes
-    group_parts: int = 4  # a group's parts, per class it holds
-    class_parts: int = 8  # parts per class; group_parts + class_parts = parts.n_parts
-    # gives as many parts (and as long a code) as the flat parts
-    sibling_fraction: float = 0.75  # of a class's parts.n_negative_images, from siblings
-    # parts of parts: class parts learnt on the regions at a finer scale inside (or near:
-    # within 25% of their sides) the best regions of their group's parts, in every
-    # training image (theirs and the negatives'); encoded over all regions as usual
-    within_group_parts: bool = False
+    source: str = setting(
+        "cluster", Options(HIERARCHY_SOURCES),
+        "the groups of classes for `parts[hier]` and `2level:` methods: `taxonomy` (the CSV "
+        "`hierarchy.taxonomy`), `cluster` (agglomerative, class means of the global "
+        "descriptor) or `groups` (the unsupervised groups, mapped to classes by majority)")
+    taxonomy: str = setting(
+        "", TEXT, "a CSV with the header `class,group`, one row per class",
+        not_keyed="the hierarchy stage hashes the file's contents, not its path")
+    n_groups: int = setting(0, _count(2, also=(0,), expected="be >= 2, or 0 (automatic)"),
+                            "`cluster`: the number of groups (0: `round(sqrt(classes))`)")
+    shuffle: int = setting(
+        -1, Interval(int, 0, SEED_MAX, also=(-1,),
+                     expected=f"be a seed in [0, {SEED_MAX}], or -1 (off)"),
+        "`>= 0`: the random control with that seed, the classes dealt into groups of the "
+        "same sizes")
+    group_parts: int = setting(4, _count(), "a group's parts, per class it holds")
+    class_parts: int = setting(
+        8, _count(), "parts per class; `group_parts + class_parts = parts.n_parts` gives as "
+                     "many parts (and as long a code) as the flat parts")
+    sibling_fraction: float = setting(
+        0.75, _fraction(), "the share of a class's `parts.n_negative_images` drawn from its "
+                           "siblings")
+    within_group_parts: bool = setting(
+        False, SWITCH, "parts of parts: class parts learnt on the regions at a finer scale "
+                       "inside (or within 25% of) the best regions of their group's parts, in "
+                       "every training image")
 
 
-@dataclass(frozen=True)
+_EVALUATOR = "read by the retrieval evaluator, which caches nothing"
+
+
+@_section("retrieval")
 class RetrievalConfig:
     """Image retrieval (``partlearn.retrieval``; the ``descriptors`` stage, the evaluator)."""
 
-    # what to evaluate, e.g. ["rmac", "gem+w", "global", "parts", "parts+rmac"]; empty: no
-    # retrieval. mac/gem/spoc/rmac need features.pools; "+w": PCA-whitened (on training images)
-    descriptors: tuple[str, ...] = ()
-    ks: tuple[int, ...] = (1, 2, 4, 8)  # recall@K
-    rerank: tuple[str, ...] = ("none", "qe", "diffusion")  # each descriptor, re-ranked so
-    qe_neighbours: int = 5  # average / alpha query expansion
-    aqe_alpha: float = 3.0
-    diffusion_k: int = 50  # reciprocal k-NN graph
-    diffusion_alpha: float = 0.99
-    diffusion_gamma: float = 3.0
-    whiten_shrinkage: float = 0.1  # whitening: variances + shrinkage x their mean
-    whiten_regions: int = 100_000  # training regions sampled to learn the R-MAC whitening
-    # instance-level search of the database: "flat" (exact) or "ivfpq" (faiss IndexIVFPQ,
-    # approximate, for large databases; nprobe cells visited)
-    index: str = "flat"
-    nprobe: int = 16
+    descriptors: tuple[str, ...] = setting(
+        (), Each(Rule(_check_descriptor, "names joined by `+`"), distinct=True),
+        "what the retrieval evaluator ranks: `global`, `parts`, `parts[unsup]`, "
+        "`parts[hier]`, `mac`, `gem`, `spoc` (these need `features.pools`), their whitened "
+        "`mac+w` …, `rmac`, and concatenations (`parts+rmac`, `parts[unsup]+gem+w`); "
+        "empty: no retrieval", not_keyed=_EVALUATOR)
+    ks: tuple[int, ...] = setting(
+        (1, 2, 4, 8), Each(_count(), nonempty=True,
+                           expected="be a non-empty list of K >= 1"),
+        "recall@K (instance level: mP@K)", not_keyed=_EVALUATOR)
+    rerank: tuple[str, ...] = setting(
+        ("none", "qe", "diffusion"), Each(Options(RERANKING)),
+        "each descriptor also re-ranked by average query expansion (`qe`), α-QE (`aqe`), "
+        "diffusion (`diffusion`)", not_keyed=_EVALUATOR)
+    qe_neighbours: int = setting(5, _count(), "neighbours averaged by `qe` and `aqe`",
+                                 not_keyed=_EVALUATOR)
+    aqe_alpha: float = setting(3.0, Interval(float, 0, None),
+                               "`aqe`: the power on the neighbours' similarities",
+                               not_keyed=_EVALUATOR)
+    diffusion_k: int = setting(50, _count(), "diffusion: the reciprocal k-NN graph's k",
+                               not_keyed=_EVALUATOR)
+    diffusion_alpha: float = setting(0.99, _fraction("neither"), "diffusion: α",
+                                     not_keyed=_EVALUATOR)
+    diffusion_gamma: float = setting(3.0, _positive(),
+                                     "diffusion: the power on the graph's similarities",
+                                     not_keyed=_EVALUATOR)
+    whiten_shrinkage: float = setting(0.1, Interval(float, 0, None),
+                                      "whitening (learnt on training images): variances + "
+                                      "shrinkage × their mean")
+    whiten_regions: int = setting(100_000, _count(),
+                                  "training regions sampled to learn the R-MAC whitening")
+    index: str = setting(
+        "flat", Options(SEARCH_INDEXES),
+        "instance-level search of the database: `flat` (exact) or `ivfpq` (faiss "
+        "IndexIVFPQ, approximate, for large databases)", not_keyed=_EVALUATOR)
+    nprobe: int = setting(16, _count(), "`ivfpq`: cells visited", not_keyed=_EVALUATOR)
 
 
-@dataclass(frozen=True)
+@_section("dask")
 class DaskConfig:
     """Where ``backend = "dask"`` runs the independent tasks (``partlearn.backend``)."""
 
-    # a running scheduler, "tcp://host:8786"; "": the run starts a LocalCluster and stops it
-    scheduler: str = ""
-    n_workers: int = 0  # the LocalCluster's worker processes; 0: one per core
-    timeout: float = 30.0  # seconds to reach the scheduler before giving up
-    # a resource that GPU workers declare (`dask worker --resources GPU=1`); when set, the
-    # feature-extraction tasks each ask for one unit of it
-    gpu_resource: str = ""
+    scheduler: str = setting(
+        "", TEXT, "a running scheduler, `tcp://host:8786`; empty: the run starts a "
+                  "`LocalCluster` and stops it at the end",
+        not_keyed="where the dask backend's tasks run")
+    n_workers: int = setting(0, _count(0, expected="be >= 0 (0: one per core)"),
+                             "the `LocalCluster`'s single-threaded worker processes (0: one "
+                             "per core)",
+                             not_keyed="how many workers the dask backend starts")
+    timeout: float = setting(30.0, _positive(expected="be > 0 seconds"),
+                             "seconds to reach the scheduler before giving up",
+                             not_keyed="how long the dask backend waits for its scheduler")
+    gpu_resource: str = setting(
+        "", TEXT, "a resource GPU workers declare (`--resources GPU=1`): the "
+                  "feature-extraction tasks then go to them only",
+        not_keyed="which dask workers get the feature-extraction tasks")
 
 
-@dataclass(frozen=True)
+@_section("")
 class Config:
-    name: str = "experiment"
-    cache_dir: str = "cache"
-    seed: int = 0
-    n_jobs: int = -1  # processes for independent work (classes); -1: every core
-    # where independent tasks run (feature shards, classes, CV folds, DP-Net runs):
-    # "local" (this process, n_jobs) or "dask" ([dask])
-    backend: str = "local"
+    name: str = setting("experiment", TEXT, "run directory prefix",
+                        not_keyed="the run directory's prefix")
+    cache_dir: str = setting("cache", TEXT, "the stage store",
+                             not_keyed="where the entries are stored")
+    seed: int = setting(0, Interval(int, 0, SEED_MAX), "every random choice")
+    n_jobs: int = setting(
+        -1, _count(also=(-1,), expected="be -1 (every core) or a number of workers >= 1"),
+        "threads for independent work on the local backend (classes, CV folds, and on the "
+        "CPU feature shards, each on one torch thread so that its rows do not depend on the "
+        "thread count); `-1`: every core",
+        not_keyed="how many workers; every class and fold is seeded on its own, and every "
+                  "feature shard runs on one torch thread whatever n_jobs is")
+    backend: str = setting(
+        "local", Options(("local", "dask")),
+        "where the independent tasks run: `local` (this process) or `dask` (see \"Running on "
+        "a cluster\"); results are the same",
+        not_keyed="where the independent tasks run: the same functions on the same inputs "
+                  "give the same results (tested, local against dask)")
     data: DataConfig = field(default_factory=DataConfig)
     regions: RegionsConfig = field(default_factory=RegionsConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -271,9 +515,6 @@ class Config:
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
-
-    def __post_init__(self):
-        check(self)
 
 
 # --------------------------------------------------------------------- loading
@@ -433,223 +674,142 @@ def _toml_value(v) -> str:
 
 # ---------------------------------------------------------------------- checks
 
-# long: a flat list of checks, one or a few per field; their order decides which error a
-# config with several shows first, so it is kept in one piece
-def check(cfg) -> None:
-    _check_finite(cfg)
-    if cfg.n_jobs == 0:
-        raise ConfigError("n_jobs=0 must be -1 (every core) or a number of workers >= 1")
-    _check_dpnet(cfg.dpnet)
-    check_choice("backend", cfg.backend, ("local", "dask"))
-    if cfg.retrieval.whiten_regions < 1:
-        raise ConfigError(f"retrieval.whiten_regions={cfg.retrieval.whiten_regions} must be "
-                          ">= 1")
-    if cfg.dask.n_workers < 0:
-        raise ConfigError(f"dask.n_workers={cfg.dask.n_workers} must be >= 0 (0: one per core)")
-    if not cfg.dask.timeout > 0:
-        raise ConfigError(f"dask.timeout={cfg.dask.timeout} must be > 0 seconds")
-    check_choice("data.format", cfg.data.format, DATASET_FORMATS)
-    check_choice("data.on_bad_image", cfg.data.on_bad_image, BAD_IMAGE_POLICIES)
-    check_choice("features.mode", cfg.features.mode, FEATURE_MODES)
-    check_choice("features.roi_pooling", cfg.features.roi_pooling, ROI_POOLING)
-    _check_pyramid(cfg.features)
-    _check_retrieval(cfg)
-    _check_hierarchy(cfg)
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", cfg.features.device):
-        raise ConfigError(
-            f"features.device={cfg.features.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'"
-        )
-    r = cfg.regions
-    if not r.scales or any(not 0 < s <= 1 for s in r.scales):
-        raise ConfigError(
-            f"regions.scales={list(r.scales)} must be a non-empty list of fractions in (0, 1]"
-        )
-    if not 0 < r.stride <= 1:
-        raise ConfigError(f"regions.stride={r.stride} must be a fraction of the window in (0, 1]")
-    positive = {
-        "data.min_side": cfg.data.min_side,
-        "features.short_side": cfg.features.short_side,
-        "features.roi_size": cfg.features.roi_size,
-        "features.crop_size": cfg.features.crop_size,
-        "features.batch_size": cfg.features.batch_size,
-        "features.shard_size": cfg.features.shard_size,
-        "features.pca_max_regions": cfg.features.pca_max_regions,
-        "features.pyramid_target": cfg.features.pyramid_target,
-    }
-    for name, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"{name}={value} must be >= 1")
-    for name, value in {
-        "features.pca_dim": cfg.features.pca_dim,
-        "regions.min_size": r.min_size,
-        "data.min_train_per_class": cfg.data.min_train_per_class,
-    }.items():
-        if value < 0:
-            raise ConfigError(f"{name}={value} must be >= 0")
-    if cfg.features.workers < -1:
-        raise ConfigError(f"features.workers={cfg.features.workers} must be >= 0, or -1 (auto)")
-    if cfg.features.whiten and not cfg.features.pca_dim:
-        raise ConfigError("features.whiten=true needs features.pca_dim > 0")
-    b = cfg.backbone
-    for name, value in (("backbone.mean", b.mean), ("backbone.std", b.std)):
-        if value and len(value) != 3:
-            raise ConfigError(f"{name}={list(value)} must hold 3 numbers (R, G, B) or be empty")
-    p = cfg.parts
-    for name in ("n_parts", "n_init", "kmeans_iter", "updates_per_beta", "sinkhorn_iter",
-                 "n_negative_images", "min_images", "background_regions"):
-        if getattr(p, name) < 1:
-            raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 1")
-    for name in ("hard_negatives", "negative_cache", "keep", "negative_weight", "tol"):
-        if getattr(p, name) < 0:
-            raise ConfigError(f"parts.{name}={getattr(p, name)} must be >= 0")
-    if p.slack < 0:
-        raise ConfigError(f"parts.slack={p.slack} must be >= 0: a z-score under the background "
-                          "model, how far above the background a region must score to match")
+
+def check_section(section) -> None:
+    """Every field's declared check (``setting``), then the section's cross-field
+    ``RULES``; a ``ConfigError`` names ``section.field``, the value and what was expected.
+    Sections run it when built; ``Config`` checks its own fields and the rules between
+    sections (its sections are checked already)."""
+    prefix = _SECTIONS[type(section)]
+    for f in dataclasses.fields(section):
+        if "check" not in f.metadata:
+            continue  # a section of Config
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        value = getattr(section, f.name)
+        check_finite(name, value)
+        f.metadata["check"](name, value)
+    for rule in RULES.get(type(section), ()):
+        rule(section)
+
+
+def check_setting(cls, key: str, value) -> None:
+    """One setting's declared check, for a function that takes it alone
+    (``fit_background``'s ``shrinkage``): ``check_setting(PartsConfig, "shrinkage", v)``."""
+    f = cls.__dataclass_fields__[key]
+    prefix = _SECTIONS[cls]
+    name = f"{prefix}.{key}" if prefix else key
+    check_finite(name, value)
+    f.metadata["check"](name, value)
+
+
+def _beta_schedule(p: PartsConfig) -> None:
+    if not p.beta_start <= p.beta_end:
+        raise ConfigError(f"parts.beta_start={p.beta_start} and parts.beta_end={p.beta_end} "
+                          "must satisfy 0 < beta_start <= beta_end")
+
+
+def _keep_at_most_n_parts(p: PartsConfig) -> None:
     if p.keep > p.n_parts:
         raise ConfigError(f"parts.keep={p.keep} must be <= parts.n_parts={p.n_parts} "
                           "(0 keeps all)")
-    if not 0 < p.beta_start <= p.beta_end:
-        raise ConfigError(f"parts.beta_start={p.beta_start} and parts.beta_end={p.beta_end} "
-                          "must satisfy 0 < beta_start <= beta_end")
-    if p.beta_growth <= 1:
-        raise ConfigError(f"parts.beta_growth={p.beta_growth} must be > 1")
-    if not 0 <= p.orthogonality <= 1:
-        raise ConfigError(f"parts.orthogonality={p.orthogonality} must be in [0, 1] (0: off)")
-    if not 0 <= p.nms_iou <= 1:
-        raise ConfigError(f"parts.nms_iou={p.nms_iou} must be an IoU in [0, 1] (0 or 1: off)")
-    if not 0 <= p.shrinkage <= 1:
-        raise ConfigError(f"parts.shrinkage={p.shrinkage} must be in [0, 1]")
-    e = cfg.encoding
-    if not e.pyramid or any(g < 1 for g in e.pyramid) or len(set(e.pyramid)) != len(e.pyramid):
-        raise ConfigError(f"encoding.pyramid={list(e.pyramid)} must be distinct grid sides "
-                          ">= 1, e.g. [1, 2]")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", e.device):
-        raise ConfigError(f"encoding.device={e.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    for name in ("top_k", "batch_images"):
-        if getattr(e, name) < 1:
-            raise ConfigError(f"encoding.{name}={getattr(e, name)} must be >= 1")
-    k = cfg.classifier
-    if not k.methods and not cfg.retrieval.descriptors:  # methods = []: a retrieval-only run
-        raise ConfigError(f"classifier.methods is empty and so is retrieval.descriptors: "
-                          f"nothing to evaluate; choose methods from {', '.join(METHODS)}")
-    if not k.methods and cfg.dpnet.variants:
-        raise ConfigError("dpnet.variants needs classifier.methods: DP-Net is reported next to "
-                          "the two-stage methods (set dpnet.variants = [] for retrieval only)")
-    for m in k.methods:
-        check_choice("classifier.methods", m, METHODS)
-    if not k.C or any(c <= 0 for c in k.C):
-        raise ConfigError(f"classifier.C={list(k.C)} must be a non-empty list of numbers > 0")
-    if k.cv_folds < 2:
-        raise ConfigError(f"classifier.cv_folds={k.cv_folds} must be >= 2")
-    check_choice("classifier.solver", k.solver, ("liblinear", "torch"))
-    if k.memory_mb < 0:
-        raise ConfigError(f"classifier.memory_mb={k.memory_mb:g} must be >= 0 (0: no limit)")
-    dp = cfg.dpnet
-    for v in dp.variants:
-        check_choice("dpnet.variants", v, DPNET_VARIANTS)
-    if dp.variants and not dp.seeds:
-        raise ConfigError("dpnet.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", dp.device):
-        raise ConfigError(f"dpnet.device={dp.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
-    for name in ("extend", "max_iter", "n_bootstrap"):
-        if getattr(k, name) < (0 if name == "extend" else 1):
-            raise ConfigError(f"classifier.{name}={getattr(k, name)} is out of range")
 
 
-def _check_finite(cfg) -> None:
-    """Every number of every section is finite (NaN and inf are never a setting)."""
-    for section in dataclasses.fields(cfg):
-        value = getattr(cfg, section.name)
-        items = ([(f"{section.name}.{f.name}", getattr(value, f.name))
-                  for f in dataclasses.fields(value)] if dataclasses.is_dataclass(value)
-                 else [(section.name, value)])
-        for name, v in items:
-            for x in (v if isinstance(v, tuple) else (v,)):
-                if isinstance(x, float) and not math.isfinite(x):
-                    raise ConfigError(f"{name}={list(v) if isinstance(v, tuple) else v} must "
-                                      "be finite (no NaN or inf)")
+def _whiten_needs_pca(f: FeaturesConfig) -> None:
+    if f.whiten and not f.pca_dim:
+        raise ConfigError("features.whiten=true needs features.pca_dim > 0")
 
 
-def _check_dpnet(dp) -> None:
-    for name in ("parts_per_class", "epochs", "batch_size", "patience"):
-        if getattr(dp, name) < 1:
-            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be >= 1")
-    for name in ("lr", "assign_temperature"):
-        if not getattr(dp, name) > 0:
-            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be > 0")
-    for name in ("weight_decay", "lambda_orth", "lambda_assign", "lambda_cs"):
-        if getattr(dp, name) < 0:
-            raise ConfigError(f"dpnet.{name}={getattr(dp, name)} must be >= 0 (0: off)")
-    if not 0 <= dp.val_fraction < 1:
-        raise ConfigError(f"dpnet.val_fraction={dp.val_fraction} must be in [0, 1)")
-    for name in ("variants", "seeds"):
-        values = list(getattr(dp, name))
-        twice = sorted({v for v in values if values.count(v) > 1})
-        if twice:
-            raise ConfigError(f"dpnet.{name}={values} lists {twice} more than once")
+def _pyramid_scales(f: FeaturesConfig) -> None:
+    if f.pyramid and f.short_side in f.pyramid:
+        raise ConfigError(f"features.pyramid={list(f.pyramid)} must be short sides >= 32 px, "
+                          f"distinct and other than features.short_side={f.short_side}")
+    if f.pyramid and f.mode != "roi":
+        raise ConfigError(f"features.pyramid={list(f.pyramid)} needs features.mode = 'roi' "
+                          f"(crop mode shows every region at features.crop_size already)")
 
 
-def _check_hierarchy(cfg) -> None:
-    h = cfg.hierarchy
-    check_choice("hierarchy.source", h.source, HIERARCHY_SOURCES)
-    if h.source == "taxonomy" and not h.taxonomy:
-        raise ConfigError('hierarchy.source = "taxonomy" needs hierarchy.taxonomy, a CSV with '
-                          "the header class,group")
-    if h.n_groups < 0 or h.n_groups == 1:
-        raise ConfigError(f"hierarchy.n_groups={h.n_groups} must be >= 2, or 0 (automatic)")
-    for name in ("group_parts", "class_parts"):
-        if getattr(h, name) < 1:
-            raise ConfigError(f"hierarchy.{name}={getattr(h, name)} must be >= 1")
-    if not 0 <= h.sibling_fraction <= 1:
-        raise ConfigError(f"hierarchy.sibling_fraction={h.sibling_fraction} must be in [0, 1]")
-
-
-def _check_retrieval(cfg) -> None:
-    g = cfg.groups
-    for name in ("kmeans_iter", "restarts", "min_images"):
-        if getattr(g, name) < 1:
-            raise ConfigError(f"groups.{name}={getattr(g, name)} must be >= 1")
-    if g.n_groups < 0 or g.n_groups == 1:
-        raise ConfigError(f"groups.n_groups={g.n_groups} must be >= 2, or 0 (automatic)")
-    f, r = cfg.features, cfg.retrieval
-    for pool in f.pools:
-        check_choice("features.pools", pool, RETRIEVAL_POOLS)
+def _rmac_needs_roi(f: FeaturesConfig) -> None:
     if "rmac" in f.pools and f.mode != "roi":
         raise ConfigError('features.pools with "rmac" needs features.mode = "roi" (R-MAC '
                           "pools the regions of one feature map)")
-    if not f.gem_p > 0:
-        raise ConfigError(f"features.gem_p={f.gem_p} must be > 0")
-    for name in r.descriptors:
+
+
+def _variants_need_seeds(dp: DPNetConfig) -> None:
+    if dp.variants and not dp.seeds:
+        raise ConfigError("dpnet.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
+
+
+def _taxonomy_needs_file(h: HierarchyConfig) -> None:
+    if h.source == "taxonomy" and not h.taxonomy:
+        raise ConfigError('hierarchy.source = "taxonomy" needs hierarchy.taxonomy, a CSV with '
+                          "the header class,group")
+
+
+def _something_to_evaluate(cfg: Config) -> None:
+    if not cfg.classifier.methods and not cfg.retrieval.descriptors:  # a retrieval-only run
+        raise ConfigError(f"classifier.methods is empty and so is retrieval.descriptors: "
+                          f"nothing to evaluate; choose methods from {', '.join(METHODS)}")
+    if not cfg.classifier.methods and cfg.dpnet.variants:
+        raise ConfigError("dpnet.variants needs classifier.methods: DP-Net is reported next to "
+                          "the two-stage methods (set dpnet.variants = [] for retrieval only)")
+
+
+def _descriptors_need_pools(cfg: Config) -> None:
+    pools = cfg.features.pools
+    for name in cfg.retrieval.descriptors:
         for piece in name.split("+"):
-            if piece in ("global", "parts", "parts[unsup]", "parts[hier]", "w"):
-                continue
-            check_choice("retrieval.descriptors", piece,
-                         RETRIEVAL_POOLS + ("global", "parts", "parts[unsup]", "parts[hier]"))
-            if piece not in f.pools:
+            if piece in RETRIEVAL_POOLS and piece not in pools:
                 raise ConfigError(f"retrieval.descriptors has {name!r}, which needs {piece!r} "
-                                  f"in features.pools (now {list(f.pools)})")
-    for name in r.rerank:
-        check_choice("retrieval.rerank", name, RERANKING)
-    check_choice("retrieval.index", r.index, SEARCH_INDEXES)
-    if r.nprobe < 1:
-        raise ConfigError(f"retrieval.nprobe={r.nprobe} must be >= 1")
-    if not r.ks or any(k < 1 for k in r.ks):
-        raise ConfigError(f"retrieval.ks={list(r.ks)} must be a non-empty list of K >= 1")
-    if r.qe_neighbours < 1 or r.diffusion_k < 1:
-        raise ConfigError("retrieval.qe_neighbours and retrieval.diffusion_k must be >= 1")
-    if not 0 < r.diffusion_alpha < 1 or r.whiten_shrinkage < 0:
-        raise ConfigError(f"retrieval.diffusion_alpha={r.diffusion_alpha} must be in (0, 1) "
-                          f"and retrieval.whiten_shrinkage={r.whiten_shrinkage} >= 0")
+                                  f"in features.pools (now {list(pools)})")
 
 
-def _check_pyramid(f) -> None:
-    check_choice("features.pyramid_select", f.pyramid_select, PYRAMID_SELECT)
-    if not f.pyramid:
-        return
-    sides = (f.short_side, *f.pyramid)
-    if any(s < 32 for s in f.pyramid) or len(set(sides)) != len(sides):
-        raise ConfigError(f"features.pyramid={list(f.pyramid)} must be short sides >= 32 px, "
-                          f"distinct and other than features.short_side={f.short_side}")
-    if f.mode != "roi":
-        raise ConfigError(f"features.pyramid={list(f.pyramid)} needs features.mode = 'roi' "
-                          f"(crop mode shows every region at features.crop_size already)")
+#: the checks between fields, per section (``Config``: between sections)
+RULES = {
+    PartsConfig: (_beta_schedule, _keep_at_most_n_parts),
+    FeaturesConfig: (_whiten_needs_pca, _pyramid_scales, _rmac_needs_roi),
+    DPNetConfig: (_variants_need_seeds,),
+    HierarchyConfig: (_taxonomy_needs_file,),
+    Config: (_something_to_evaluate, _descriptors_need_pools),
+}
+
+
+# ------------------------------------------------------- the declarations, read
+
+
+def settings() -> list[tuple[str, dataclasses.Field]]:
+    """Every setting as ``(full name, field)``, in ``Config``'s order."""
+    out = []
+    for f in dataclasses.fields(Config):
+        if "check" in f.metadata:
+            out.append((f.name, f))
+        else:
+            out += [(f"{f.name}.{g.name}", g) for g in dataclasses.fields(f.default_factory)]
+    return out
+
+
+def not_keyed() -> dict[str, str]:
+    """The settings that no stage keys, and why each cannot change a cached output."""
+    return {name: f.metadata["not_keyed"] for name, f in settings() if f.metadata["not_keyed"]}
+
+
+def settings_table() -> str:
+    """The README's settings table (Markdown), one row per setting."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, f in settings():
+        cells = [f"`{name}`", f"`{_toml_value(f.default)}`", f.metadata["check"].describe(),
+                 f.metadata["doc"]]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+TABLE_BEGIN, TABLE_END = "<!-- settings:begin -->", "<!-- settings:end -->"
+
+
+def with_settings_table(text: str) -> str:
+    """``text`` (the README) with the table between its settings markers regenerated."""
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        raise ConfigError(f"no {TABLE_BEGIN} ... {TABLE_END} markers to write the table "
+                          "between")
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_BEGIN}\n{settings_table()}{TABLE_END}{tail}"

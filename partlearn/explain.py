@@ -113,8 +113,7 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
         batch_size=1, device=pipe.device(), workers=0)
     if model == "parts":
         learner = pipe.load("parts")
-        e = cfg.encoding
-        code = PartEncoder(learner, prefit=True, pyramid=e.pyramid, top_k=e.top_k).fit() \
+        code = PartEncoder.from_config(cfg.encoding, learner, prefit=True).fit() \
             .transform([ImageRegions(x, boxes, (image.width, image.height))])
         svm = trained.models["parts"]
         scores = method_features("parts", parts=code) @ svm["coef"].T + svm["intercept"]

@@ -86,3 +86,70 @@ def test_bad_values_fail_at_load_naming_the_key(tmp_path, override, message, cap
     assert main(["status", str(config), "--set", "data.root=/x", "--set", override]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_every_setting_is_declared_once_with_default_check_doc_and_keying():
+    import dataclasses
+
+    from partlearn.config import settings
+    from partlearn.stages import NOT_KEYED
+
+    names = [name for name, _ in settings()]
+    assert len(names) == len(set(names)) > 100
+    for name, f in settings():
+        assert f.default is not dataclasses.MISSING, f"{name} has no default"
+        check = f.metadata.get("check")
+        assert callable(check) and check.describe(), f"{name} has no check"
+        check(name, f.default)  # the default passes its own check
+        assert len(f.metadata.get("doc", "")) > 5, f"{name} has no doc"
+        reason = f.metadata.get("not_keyed")
+        assert reason is None or len(reason) > 20, f"{name}: a reason in words"
+        assert (name in NOT_KEYED) == (reason is not None)
+    assert NOT_KEYED["dask.timeout"] == "how long the dask backend waits for its scheduler"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=-1", "seed=-1 must be in [0, 4294967295]"),
+    (f"seed={2**32}", f"seed={2**32} must be in [0, 4294967295]"),
+    ("dpnet.seeds=[-3]", "dpnet.seeds=[-3] must be"),
+    ("hierarchy.shuffle=-2", "hierarchy.shuffle=-2 must be a seed in [0, 4294967295], or -1"),
+    ("retrieval.aqe_alpha=-1", "retrieval.aqe_alpha=-1.0 must be >= 0"),
+    ("retrieval.diffusion_gamma=0", "retrieval.diffusion_gamma=0.0 must be > 0"),
+    ("retrieval.diffusion_alpha=1", "retrieval.diffusion_alpha=1.0 must be in (0, 1)"),
+    ("retrieval.nprobe=0", "retrieval.nprobe=0 must be >= 1"),
+    ("retrieval.whiten_regions=0", "retrieval.whiten_regions=0 must be >= 1"),
+    ("parts.negative_cache=-1", "parts.negative_cache=-1 must be >= 0"),
+    ("parts.hard_negatives=-1", "parts.hard_negatives=-1 must be >= 0"),
+    ("parts.beta_end=0", "parts.beta_end=0.0 must be > 0"),
+    ("features.gem_p=0", "features.gem_p=0.0 must be > 0"),
+    ("features.workers=-2", "features.workers=-2 must be >= 0, or -1 (auto)"),
+    ("groups.n_groups=1", "groups.n_groups=1 must be >= 2, or 0 (automatic)"),
+    ("hierarchy.n_groups=-1", "hierarchy.n_groups=-1 must be >= 2, or 0 (automatic)"),
+    ("dask.n_workers=-1", "dask.n_workers=-1 must be >= 0"),
+    ("dask.timeout=0", "dask.timeout=0.0 must be > 0 seconds"),
+    ("classifier.cv_folds=1", "classifier.cv_folds=1 must be >= 2"),
+    ("classifier.extend=-1", "classifier.extend=-1 must be >= 0"),
+    ("backbone.std=[1, 0, 1]", "backbone.std=[1.0, 0.0, 1.0] must hold 3 numbers (R, G, B) > 0"),
+    ("encoding.pyramid=[1, 1]", "encoding.pyramid=[1, 1] must be distinct grid sides >= 1"),
+    ("retrieval.ks=[]", "retrieval.ks=[] must be a non-empty list of K >= 1"),
+    ('retrieval.rerank=["qe", "bogus"]', "retrieval.rerank='bogus' is not one of"),
+    ('retrieval.descriptors=["parts+foo"]', "retrieval.descriptors='foo' is not one of"),
+    ('retrieval.descriptors=["gem"]', "which needs 'gem' in features.pools"),
+    ('data.classes=["a", "a"]', "data.classes=['a', 'a'] lists ['a'] more than once"),
+    ('hierarchy.source="taxonomy"', "needs hierarchy.taxonomy"),
+    ("classifier.methods=[]", "nothing to evaluate"),
+])
+def test_every_setting_is_checked_at_load(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    assert message in str(e.value)
+
+
+def test_sections_are_checked_when_built():
+    from partlearn.config import HierarchyConfig, PartsConfig
+
+    with pytest.raises(ConfigError, match=r"parts\.n_parts='3' should be of type int"):
+        PartsConfig(n_parts="3")
+    with pytest.raises(ConfigError, match=r"hierarchy\.within_group_parts=1 should be of type "
+                                          "bool"):
+        HierarchyConfig(within_group_parts=1)

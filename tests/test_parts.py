@@ -1,5 +1,7 @@
 """Part learning on planted parts: properties, not golden numbers."""
 
+import dataclasses
+import re
 import subprocess
 import sys
 
@@ -14,8 +16,7 @@ from partlearn import _faiss
 from partlearn._arrays import sample_regions
 from partlearn._validation import ConfigError, DataError
 from partlearn.config import Config, PartsConfig, load_config
-from partlearn.parts import (CLASS_PARAMS, PartLearner, fit_background, learn_class_parts,
-                             negative_pool)
+from partlearn.parts import PartLearner, fit_background, learn_class_parts, negative_pool
 from partlearn._arrays import stack_regions
 
 N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED = 4, 30, 40, 64, 3
@@ -205,8 +206,9 @@ def test_weights_and_bias_give_background_z_scores(data, fitted, one_class):
 
 def test_orthogonality_lowers_mean_abs_cos(one_class):
     c = one_class
-    mac = {g: float(learn_class_parts(c["pos"], c["neg"], c["background"], boxes=c["boxes"],
-                                      n_parts=N_PARTS, orthogonality=g)["mean_abs_cos"])
+    mac = {g: float(learn_class_parts(c["pos"], c["neg"], c["background"],
+                                      PartsConfig(n_parts=N_PARTS, orthogonality=g),
+                                      boxes=c["boxes"])["mean_abs_cos"])
            for g in (0.0, 0.5)}
     assert mac[0.5] < 0.5 * mac[0.0], mac
 
@@ -228,8 +230,8 @@ def test_nms_keeps_chosen_regions_apart(data, one_class):
     for images, matches in zip(est.positive_images_, est.matches_):
         assert worst_iou(matches, [data["boxes"][i] for i in images]) <= threshold
     c = one_class
-    off = learn_class_parts(c["pos"], c["neg"], c["background"], boxes=c["boxes"],
-                            nms_iou=0.0)
+    off = learn_class_parts(c["pos"], c["neg"], c["background"], PartsConfig(nms_iou=0.0),
+                            boxes=c["boxes"])
     assert worst_iou(off["matches"], c["boxes"]) > threshold  # the check is not vacuous
 
 
@@ -240,16 +242,18 @@ def test_sparsity_one_part_per_region(one_class):
         return sum(len(set(m[m >= 0])) < (m >= 0).sum() for m in res["matches"].T)
 
     kw = {"n_parts": N_PARTS, "nms_iou": 0.0}
-    on = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=True, **kw)
-    off = learn_class_parts(c["pos"], c["neg"], c["background"], sparsity=False, **kw)
+    on = learn_class_parts(c["pos"], c["neg"], c["background"], PartsConfig(sparsity=True, **kw))
+    off = learn_class_parts(c["pos"], c["neg"], c["background"],
+                            PartsConfig(sparsity=False, **kw))
     assert shared_regions(on) == 0
     assert shared_regions(off) > 0  # without it, parts collapse onto the same regions
 
 
 def test_keep_prunes_to_the_most_discriminative(one_class):
     c = one_class
-    full = learn_class_parts(c["pos"], c["neg"], c["background"], n_parts=N_PARTS)
-    kept = learn_class_parts(c["pos"], c["neg"], c["background"], n_parts=N_PARTS, keep=2)
+    full = learn_class_parts(c["pos"], c["neg"], c["background"], PartsConfig(n_parts=N_PARTS))
+    kept = learn_class_parts(c["pos"], c["neg"], c["background"],
+                             PartsConfig(n_parts=N_PARTS, keep=2))
     assert kept["weights"].shape == (2, DIM) and kept["matches"].shape == (2, N_IMAGES)
     np.testing.assert_array_equal(np.sort(kept["discriminativeness"]),
                                   np.sort(full["discriminativeness"])[-2:])
@@ -278,10 +282,11 @@ def test_shared_negative_stack_equals_own_negatives(data, one_class):
     neg = np.flatnonzero(y != "c0")
     stack = stack_regions(X)  # every image, the class's own included
     for cache in (0, 2):
-        own = learn_class_parts(c["pos"], c["neg"], c["background"], negative_cache=cache,
-                                random_state=0)
-        shared = learn_class_parts(c["pos"], stack, c["background"], negative_images=neg,
-                                   negative_cache=cache, random_state=0)
+        own = learn_class_parts(c["pos"], c["neg"], c["background"],
+                                PartsConfig(negative_cache=cache), random_state=0)
+        shared = learn_class_parts(c["pos"], stack, c["background"],
+                                   PartsConfig(negative_cache=cache), negative_images=neg,
+                                   random_state=0)
         np.testing.assert_allclose(shared["weights"], own["weights"], atol=1e-4)
         np.testing.assert_allclose(shared["discriminativeness"], own["discriminativeness"],
                                    atol=1e-6)
@@ -409,10 +414,9 @@ def test_fit_is_the_pipeline_procedure():
     cfg = PartsConfig(**SMALL)
     for k, c in enumerate(classes):
         pos = np.flatnonzero(y == c)
-        ref = learn_class_parts([X[i] for i in pos], stack, background,
+        ref = learn_class_parts([X[i] for i in pos], stack, background, cfg,
                                 boxes=[boxes[i] for i in pos], negative_images=negatives[k],
-                                random_state=seed + k, name=c,
-                                **{f: getattr(cfg, f) for f in CLASS_PARAMS})
+                                random_state=seed + k, name=c)
         assert_same_results(est.class_results_[k], ref)
         np.testing.assert_array_equal(est.positive_images_[k], pos)
     # a RandomState (or None) draws the seed: the same procedure with that seed
@@ -516,11 +520,29 @@ def test_import_is_torch_free():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_learn_class_parts_takes_the_config_fields():
-    fields = set(PartsConfig.__dataclass_fields__)
-    assert set(CLASS_PARAMS) <= fields
-    assert fields - set(CLASS_PARAMS) == {"shrinkage", "background_regions",
-                                          "n_negative_images", "min_images"}
+def test_learn_class_parts_takes_the_config_section(one_class):
+    c = one_class
+    with pytest.raises(ConfigError, match="params should be a PartsConfig"):
+        learn_class_parts(c["pos"], c["neg"], c["background"], {"n_parts": 2})
+    with pytest.raises(ConfigError, match="takes the parts section"):
+        PartLearner.from_config(Config())
+
+
+def test_learner_parameters_are_the_declared_settings():
+    """``PartLearner``'s signature is ``PartsConfig``'s fields with their defaults (plus
+    ``random_state`` and ``n_jobs``), so a new setting is declared once."""
+    import inspect
+
+    params = inspect.signature(PartLearner).parameters
+    fields = dataclasses.fields(PartsConfig)
+    assert list(params) == [f.name for f in fields] + ["random_state", "n_jobs"]
+    assert all(params[f.name].default == f.default for f in fields)
+    # fit checks them by the declarations, naming the setting as the config does
+    for bad, message in [(dict(tol=-1.0), "parts.tol=-1.0 must be >= 0"),
+                         (dict(sparsity="yes"), "parts.sparsity='yes' should be of type bool"),
+                         (dict(keep=3, n_parts=2), "parts.keep=3 must be <= parts.n_parts=2")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            PartLearner(**bad).fit(*small())
 
 
 # ------------------------------------------------------------------ bad input
@@ -551,7 +573,7 @@ def test_nan_regions_named():
     X[4][2, 3] = np.inf
     with pytest.raises(DataError, match="NaN or inf"):
         learn_class_parts(X[3:], X[:3], fit_background(np.concatenate(X[:3]), 0.1),
-                          n_parts=2, name="dog")
+                          PartsConfig(n_parts=2), name="dog")
 
 
 def test_mismatched_lengths():
@@ -575,7 +597,7 @@ def test_more_parts_than_regions():
         PartLearner(n_parts=7).fit(X, y)
     bg = fit_background(np.concatenate(X), 0.1)
     with pytest.raises(DataError, match="class 'cat': n_parts=7 is more than the 6 regions"):
-        learn_class_parts(X[:3], X[3:], bg, n_parts=7, name="cat")
+        learn_class_parts(X[:3], X[3:], bg, PartsConfig(n_parts=7), name="cat")
 
 
 def test_one_class_only():

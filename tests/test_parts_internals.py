@@ -14,6 +14,7 @@ from partlearn import explain
 from partlearn.parts import _learner as parts
 from partlearn.parts._learner import _leave_one_out
 from partlearn.parts._assignment import _softassign, _suppression
+from partlearn.config import PartsConfig
 from partlearn.parts import fit_background, learn_class_parts
 
 D, R, N_POS, N_NEG = 16, 10, 12, 40
@@ -125,7 +126,7 @@ def test_learned_loo_directions_leave_out_their_own_image(monkeypatch):
 
     monkeypatch.setattr(parts, "_leave_one_out", record)
     bg = data["background"]
-    res = learn_class_parts(X, data["neg"], bg, n_parts=3, random_state=0)
+    res = learn_class_parts(X, data["neg"], bg, PartsConfig(n_parts=3), random_state=0)
     a, _, _, hard, u, correction = seen["last"]
     z = whiten(bg, np.concatenate(X))
     np.testing.assert_array_equal(seen["offsets"], np.r_[0, np.cumsum([len(x) for x in X])])
@@ -174,10 +175,11 @@ def test_nms_during_learning_keeps_parts_off_overlapping_boxes(seed):
     learning, the B part loses the overlap to A in every image, is suppressed there
     and learns C instead."""
     data = three_prototypes(seed)
-    kw = dict(boxes=data["boxes"], n_parts=2, random_state=seed)
+    kw = dict(boxes=data["boxes"], random_state=seed)
     learned = {}
     for iou in (0.0, 0.5):
-        res = learn_class_parts(data["X"], data["neg"], data["background"], nms_iou=iou, **kw)
+        res = learn_class_parts(data["X"], data["neg"], data["background"],
+                                PartsConfig(n_parts=2, nms_iou=iou), **kw)
         learned[iou] = proto_cos(res["directions"], data["background"],
                                  data["protos"]).max(axis=0) > 0.9  # (A, B, C) found
     assert learned[0.0].tolist() == [True, True, False], learned

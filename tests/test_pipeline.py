@@ -475,8 +475,7 @@ def test_library_route_gives_the_cli_arrays(finished):
     o = feats.offsets
     images = [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
                            (data.width[i], data.height[i])) for i in range(len(feats))]
-    e = cfg.encoding
-    enc = PartEncoder(mine, prefit=True, pyramid=e.pyramid, top_k=e.top_k).fit()
+    enc = PartEncoder.from_config(cfg.encoding, mine, prefit=True).fit()
     codes = pipe.load("encoding").codes
     np.testing.assert_array_equal(enc.codes(images, train=train), codes)
     test = data.test  # test images by the full parts, training images leave-one-out

@@ -23,6 +23,7 @@ image by its class's parts learnt without it).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +31,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .._arrays import signed_sqrt_l2
-from .._validation import DataError
+from .._validation import ConfigError, DataError
 from ..config import EncodingConfig
 
 _E = EncodingConfig
@@ -309,6 +310,19 @@ class PartEncoder(TransformerMixin, BaseEstimator):
         self.batch_images = batch_images
         self.device = device
 
+    @classmethod
+    def from_config(cls, encoding_cfg: EncodingConfig, learner=None, *, prefit=False,
+                    device="cpu") -> PartEncoder:
+        """An unfitted encoder with the parameters of ``encoding_cfg`` (the encoding
+        section, an ``EncodingConfig``); ``device``: the one its ``device`` setting
+        resolves to (``"cpu"``, ``"cuda:0"``), which the caller knows."""
+        if not isinstance(encoding_cfg, EncodingConfig):
+            raise ConfigError(f"PartEncoder.from_config takes the encoding section, an "
+                              f"EncodingConfig, got {type(encoding_cfg).__name__}")
+        params = {f.name: getattr(encoding_cfg, f.name)
+                  for f in dataclasses.fields(EncodingConfig) if f.name != "device"}
+        return cls(learner, prefit=prefit, device=device, **params)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = True  # one region per image
@@ -338,6 +352,8 @@ class PartEncoder(TransformerMixin, BaseEstimator):
         its number of features). Returns ``self``."""
         from ..parts import PartLearner
 
+        EncodingConfig(**{f.name: getattr(self, f.name)  # the declared checks, once
+                          for f in dataclasses.fields(EncodingConfig) if f.name != "device"})
         if X is None and not self.prefit:
             raise DataError("PartEncoder.fit needs X, the training images (or prefit=True "
                             "with a fitted learner)")

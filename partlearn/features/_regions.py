@@ -14,6 +14,9 @@ import math
 import numpy as np
 
 from .._validation import ConfigError
+from ..config import RegionsConfig
+
+_R = RegionsConfig  # the defaults live there, once
 
 
 def _positions(length: float, side: float, step: float) -> np.ndarray:
@@ -23,8 +26,8 @@ def _positions(length: float, side: float, step: float) -> np.ndarray:
     return np.linspace(0.0, length - side, n)
 
 
-def dense_regions(width, height, scales=(0.25, 0.35, 0.5, 0.7), stride=0.4,
-                  full_image=True, flips=False, min_size=16):
+def dense_regions(width, height, scales=_R.scales, stride=_R.stride, full_image=_R.full_image,
+                  flips=_R.flips, min_size=_R.min_size):
     """Boxes ``(R, 4)`` float32 ``x0, y0, x1, y1`` and flip flags ``(R,)`` bool for one image.
 
     Windows whose side is below ``min_size`` pixels are left out; an image too

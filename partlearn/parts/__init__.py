@@ -7,8 +7,8 @@ torch.
 """
 
 from . import hierarchy
-from ._learner import (CLASS_PARAMS, PartLearner, fit_background, learn_class_parts,
-                       learn_classes, negative_pool)
+from ._learner import (PartLearner, fit_background, learn_class_parts, learn_classes,
+                       negative_pool)
 
-__all__ = ["CLASS_PARAMS", "PartLearner", "fit_background", "hierarchy", "learn_class_parts",
-           "learn_classes", "negative_pool"]
+__all__ = ["PartLearner", "fit_background", "hierarchy", "learn_class_parts", "learn_classes",
+           "negative_pool"]

@@ -58,28 +58,16 @@ from ._assignment import (_expected_score, _harden, _iou_overlap,  # noqa: F401 
                           _softassign, _suppression)
 from ._input import _check_background, _check_fit_inputs, _validate_regions
 from .._validation import ConfigError, DataError
-from ..config import Config, PartsConfig
+from ..config import PartsConfig, check_setting
 
 logger = logging.getLogger(__name__)
 
 _P = PartsConfig  # defaults live there, once
 
-#: ``PartsConfig`` fields that ``learn_class_parts`` takes as keyword arguments.
-#: The others belong to its caller: ``shrinkage`` (``fit_background``),
-#: ``background_regions``, ``n_negative_images`` and ``min_images``.
-CLASS_PARAMS = ("n_parts", "n_init", "kmeans_iter", "beta_start", "beta_growth", "beta_end",
-                "updates_per_beta", "sinkhorn_iter", "slack", "hard_negatives", "negative_cache",
-                "negative_weight", "orthogonality", "nms_iou", "sparsity", "tol", "keep")
-
 _BLOCK_ROWS = 16384  # rows per block when reducing large region arrays
 
 
 # ------------------------------------------------------------------ the inputs
-
-
-def _check_params(**params) -> None:
-    """The ``PartsConfig`` checks (``ConfigError`` naming ``parts.<field>``)."""
-    Config(parts=PartsConfig(**params))
 
 
 def _check_boxes(boxes, counts: np.ndarray, who: str) -> list[np.ndarray]:
@@ -104,8 +92,7 @@ def fit_background(x, shrinkage: float = _P.shrinkage) -> dict:
     Returns ``{"mean": μ0 (D,), "whitener": W (D, D)}`` float32, with
     ``W = Σλ^(-1/2)``, ``Σλ = (1 - λ) Σ + λ (tr Σ / D) I``, ``λ = shrinkage``.
     """
-    if not 0 <= shrinkage <= 1:
-        raise ConfigError(f"shrinkage={shrinkage} must be in [0, 1]")
+    check_setting(PartsConfig, "shrinkage", shrinkage)
     shape = np.shape(x)
     if len(shape) != 2 or shape[0] < 2 or shape[1] < 1:
         raise DataError(f"fit_background needs (N, D) regions with N >= 2, got shape {shape}")
@@ -155,21 +142,14 @@ def _mean_abs_cos(u: np.ndarray) -> float:
 
 # long (~150 lines, half of them the signature and docstring): one algorithm whose state
 # (parts u, scores spad, hard negatives, the last update) flows through every step
-def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
-                      negative_images=None, n_parts: int = _P.n_parts, n_init: int = _P.n_init,
-                      kmeans_iter: int = _P.kmeans_iter, beta_start: float = _P.beta_start,
-                      beta_growth: float = _P.beta_growth, beta_end: float = _P.beta_end,
-                      updates_per_beta: int = _P.updates_per_beta,
-                      sinkhorn_iter: int = _P.sinkhorn_iter, slack: float = _P.slack,
-                      hard_negatives: int = _P.hard_negatives,
-                      negative_cache: int = _P.negative_cache,
-                      negative_weight: float = _P.negative_weight,
-                      orthogonality: float = _P.orthogonality, nms_iou: float = _P.nms_iou,
-                      sparsity: bool = _P.sparsity, tol: float = _P.tol, keep: int = _P.keep,
-                      random_state=0, name: str = "") -> dict:
+def learn_class_parts(positives, negatives, background: dict, params: PartsConfig = _P(), *,
+                      boxes=None, negative_images=None, random_state=0, name: str = "") -> dict:
     """Learn the parts of one class.
 
-    ``positives``: the class's images, a list of ``(R_i, D)`` region arrays
+    ``params``: the ``PartsConfig`` section (checked when it was built; its
+    ``shrinkage``, ``background_regions``, ``n_negative_images`` and ``min_images``
+    belong to the caller, ``PartLearner.fit``). ``positives``: the class's images, a list
+    of ``(R_i, D)`` region arrays
     (float16 memmaps are read one image at a time); ``negatives``: other-class
     images, likewise, or a ``RegionStack`` shared by several classes (no
     conversion per class) of which ``negative_images`` (indices) are this
@@ -193,13 +173,18 @@ def learn_class_parts(positives, negatives, background: dict, *, boxes=None,
     ``beta_final``, ``mean_abs_cos`` (between the kept parts),
     ``kmeans_objective``, ``n_positives``, ``n_negatives``.
     """
-    _check_params(n_parts=n_parts, n_init=n_init, kmeans_iter=kmeans_iter,
-                  beta_start=beta_start, beta_growth=beta_growth, beta_end=beta_end,
-                  updates_per_beta=updates_per_beta, sinkhorn_iter=sinkhorn_iter, slack=slack,
-                  hard_negatives=hard_negatives, negative_cache=negative_cache,
-                  negative_weight=negative_weight,
-                  orthogonality=orthogonality, nms_iou=nms_iou, sparsity=sparsity, tol=tol,
-                  keep=keep)
+    if not isinstance(params, PartsConfig):
+        raise ConfigError(f"learn_class_parts: params should be a PartsConfig (the parts "
+                          f"section), got {type(params).__name__}")
+    n_parts, n_init, kmeans_iter = params.n_parts, params.n_init, params.kmeans_iter
+    beta_start, beta_growth, beta_end = params.beta_start, params.beta_growth, params.beta_end
+    updates_per_beta, sinkhorn_iter, slack = (params.updates_per_beta, params.sinkhorn_iter,
+                                              params.slack)
+    hard_negatives, negative_cache, negative_weight = (params.hard_negatives,
+                                                       params.negative_cache,
+                                                       params.negative_weight)
+    orthogonality, nms_iou, sparsity = params.orthogonality, params.nms_iou, params.sparsity
+    tol, keep = params.tol, params.keep
     who = f"class {name!r}" if name else "positives"
     mean = np.asarray(background["mean"], np.float32)
     whitener = np.asarray(background["whitener"], np.float32)
@@ -395,8 +380,10 @@ class PartLearner(TransformerMixin, BaseEstimator):
     - an ``(N, D)`` array: one region per image (no boxes).
 
     ``y`` ``(N,)`` class labels. Parameters are the ``PartsConfig`` fields
-    (``from_config``), plus ``random_state`` and ``n_jobs`` (threads, over
-    classes: see ``learn_classes``).
+    (``from_config``), their defaults its declarations', plus ``random_state`` and
+    ``n_jobs`` (threads, over classes: see ``learn_classes``). ``__init__`` stores them;
+    ``fit`` checks them once, by the declarations, building the ``PartsConfig`` that
+    ``learn_class_parts`` then takes.
 
     Fitted: ``parts_`` (n_total, D) float32 weights and ``part_bias_`` (a
     region's response is ``x @ parts_.T + part_bias_``, a background z-score),
@@ -418,33 +405,18 @@ class PartLearner(TransformerMixin, BaseEstimator):
                  tol=_P.tol, keep=_P.keep, n_negative_images=_P.n_negative_images,
                  min_images=_P.min_images, background_regions=_P.background_regions,
                  shrinkage=_P.shrinkage, random_state=None, n_jobs=None):
-        self.n_parts = n_parts
-        self.n_init = n_init
-        self.kmeans_iter = kmeans_iter
-        self.beta_start = beta_start
-        self.beta_growth = beta_growth
-        self.beta_end = beta_end
-        self.updates_per_beta = updates_per_beta
-        self.sinkhorn_iter = sinkhorn_iter
-        self.slack = slack
-        self.hard_negatives = hard_negatives
-        self.negative_cache = negative_cache
-        self.negative_weight = negative_weight
-        self.orthogonality = orthogonality
-        self.nms_iou = nms_iou
-        self.sparsity = sparsity
-        self.tol = tol
-        self.keep = keep
-        self.n_negative_images = n_negative_images
-        self.min_images = min_images
-        self.background_regions = background_regions
-        self.shrinkage = shrinkage
+        params = locals()  # the signature is explicit (get_params, clone); its names are
+        for f in dataclasses.fields(PartsConfig):  # PartsConfig's, defaults included (tested)
+            setattr(self, f.name, params[f.name])
         self.random_state = random_state
         self.n_jobs = n_jobs
 
     @classmethod
     def from_config(cls, parts_cfg: PartsConfig, random_state=None, n_jobs=None) -> PartLearner:
         """An unfitted learner with the parameters of ``parts_cfg`` (a ``PartsConfig``)."""
+        if not isinstance(parts_cfg, PartsConfig):
+            raise ConfigError(f"PartLearner.from_config takes the parts section, a PartsConfig, "
+                              f"got {type(parts_cfg).__name__}")
         fields = {f.name: getattr(parts_cfg, f.name) for f in dataclasses.fields(PartsConfig)}
         return cls(**fields, random_state=random_state, n_jobs=n_jobs)
 
@@ -474,11 +446,11 @@ class PartLearner(TransformerMixin, BaseEstimator):
         return cls(**params)._set_fitted(classes, background, class_results, positive_images,
                                          n_features)
 
-    def _config(self) -> PartsConfig:
-        fields = dataclasses.fields(PartsConfig)
-        cfg = PartsConfig(**{f.name: getattr(self, f.name) for f in fields})
-        Config(parts=cfg)  # the config's checks
-        return cfg
+    def _validated_params(self) -> PartsConfig:
+        """The parameters as the ``PartsConfig`` section, which checks them by its
+        declarations as it is built: ``fit``'s one check."""
+        return PartsConfig(**{f.name: getattr(self, f.name)
+                              for f in dataclasses.fields(PartsConfig)})
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -526,7 +498,7 @@ class PartLearner(TransformerMixin, BaseEstimator):
           siblings, ``sibling_negatives``); the pool is then their union;
         - ``class_n_parts``: per class, its number of parts instead of ``n_parts``.
         """
-        cfg = self._config()
+        cfg = self._validated_params()
         X, y, form = _validate_regions(self, X, y, boxes=boxes, reset=True, min_samples=2)
         X, codes, classes, names, dim = _check_fit_inputs(X, y, boxes, cfg, class_names,
                                                           finite_checked=form != "list")
@@ -570,11 +542,10 @@ class PartLearner(TransformerMixin, BaseEstimator):
             # once each, from the memory-mapped images (``_negative_stack``)
             pool_regions = (stack_regions(pool_images, dim, "negative pool")
                             if backend.shares_memory else pool_images)
-            params = {f: getattr(cfg, f) for f in CLASS_PARAMS}
             items = [([X[i] for i in positives[k]],
-                      dict(boxes=None if boxes is None else [boxes[i] for i in positives[k]],
-                           negative_images=negatives[k], random_state=seed + k, name=names[k],
-                           **(params | {"n_parts": int(n_parts[k])})))
+                      dict(params=_with_n_parts(cfg, int(n_parts[k])),
+                           boxes=None if boxes is None else [boxes[i] for i in positives[k]],
+                           negative_images=negatives[k], random_state=seed + k, name=names[k]))
                      for k in todo]
             shared = {"negatives": pool_regions, "background": background, "dim": dim,
                       "token": uuid.uuid4().hex}
@@ -624,6 +595,12 @@ class PartLearner(TransformerMixin, BaseEstimator):
             out[start:stop] = np.maximum.reduceat(scores, off[:-1], axis=0)
             start = stop
         return out
+
+
+def _with_n_parts(cfg: PartsConfig, n_parts: int) -> PartsConfig:
+    """``cfg``, or for a class given its own number of parts (``fit``'s ``class_n_parts``)
+    a copy with it, checked as any section is (``keep <= n_parts``)."""
+    return cfg if n_parts == cfg.n_parts else dataclasses.replace(cfg, n_parts=n_parts)
 
 
 def negative_pool(y, n_negative_images: int, rng) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -11,8 +11,11 @@ import scipy.sparse as sp
 from ._base import (_BLOCK_ELEMENTS, _descriptors, _flat_topk, _indices,
                               _positive_int, _real, _unique_rows)
 from .._validation import DataError
+from ..config import RetrievalConfig
 
 logger = logging.getLogger(__name__)
+
+_RC = RetrievalConfig  # the defaults live there, once
 
 
 def query_expansion(q, database, ranks, n: int = 10, alpha: float = 0.0) -> np.ndarray:
@@ -96,7 +99,8 @@ def _cg_columns(a, y: np.ndarray, tol: float, maxiter: int) -> tuple[np.ndarray,
     return x.T, int((np.sqrt(rr) > stop).sum())
 
 
-def diffusion(q, database, k: int = 50, alpha: float = 0.99, gamma: float = 3.0, *,
+def diffusion(q, database, k: int = _RC.diffusion_k, alpha: float = _RC.diffusion_alpha,
+              gamma: float = _RC.diffusion_gamma, *,
               k_query: int | None = None, tol: float = 1e-6, maxiter: int = 20) -> np.ndarray:
     """Diffusion ranking scores on a reciprocal k-NN graph (Iscen et al., CVPR 2017).
 

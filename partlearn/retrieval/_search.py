@@ -29,11 +29,14 @@ import numpy as np
 
 from .. import _faiss
 from .._validation import ConfigError, DataError, check_choice
+from ..config import SEARCH_INDEXES, RetrievalConfig
 from ._rerank import diffusion, query_expansion
 from ._base import (_BLOCK_ELEMENTS, _descriptors, _flat_topk, _indices,
                               _positive_int, _stable, _unique_rows)
 
 logger = logging.getLogger(__name__)
+
+_RC = RetrievalConfig  # the defaults live there, once
 
 __all__ = ["PROTOCOLS", "average_precision", "category_retrieval", "diffusion",
            "instance_map", "query_expansion", "search"]
@@ -51,7 +54,7 @@ def _largest_divisor(d: int, cap: int) -> int:
     return max(m for m in range(1, max(1, cap) + 1) if d % m == 0)
 
 
-def search(queries, database, k: int | None = None, *, index: str = "flat",
+def search(queries, database, k: int | None = None, *, index: str = _RC.index,
            nlist: int | None = None, m: int | None = None, nbits: int = 8,
            nprobe: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` database rows with the largest inner product with each query.
@@ -64,11 +67,11 @@ def search(queries, database, k: int | None = None, *, index: str = "flat",
     database with ``nlist`` cells (default ``round(4 sqrt(n))``, at most
     ``n // 39``), ``m`` sub-quantisers of ``nbits`` bits (default: the largest
     divisor of the dimension ``<= min(64, d // 2)``), ``nprobe`` cells visited
-    (default ``min(nlist, 16)``) and k-means seeded with ``seed``; where the
+    (default ``min(nlist, retrieval.nprobe)``, 16) and k-means seeded with ``seed``; where the
     visited cells hold fewer than ``k`` items the row ends with index ``-1``,
     score ``-inf``. Its ties are broken by index among the results returned.
     """
-    check_choice("index", index, ("flat", "ivfpq"))
+    check_choice("index", index, SEARCH_INDEXES)
     b = _descriptors("search", "database", database)
     q = _descriptors("search", "queries", queries, dim=b.shape[1])
     n, d = b.shape
@@ -77,7 +80,7 @@ def search(queries, database, k: int | None = None, *, index: str = "flat",
         return _flat_topk(q, b, k)
     nlist = max(1, min(round(4 * math.sqrt(n)), n // 39)) if nlist is None else nlist
     m = _largest_divisor(d, min(64, d // 2)) if m is None else m
-    nprobe = min(nlist, 16) if nprobe is None else nprobe
+    nprobe = min(nlist, _RC.nprobe) if nprobe is None else nprobe
     nlist = _positive_int("nlist", nlist, 1, n)
     m = _positive_int("m", m, 1, d)
     if d % m:
@@ -271,7 +274,7 @@ def instance_map(ranks, gnd, protocol: str = "medium", *, kappas: Sequence[int] 
 
 # --------------------------------------------------------------------------- category level
 
-def category_retrieval(x, labels, ks: Sequence[int] = (1, 2, 4, 8), *, queries=None,
+def category_retrieval(x, labels, ks: Sequence[int] = _RC.ks, *, queries=None,
                        scores=None, block_size: int | None = None) -> dict:
     """Category-level retrieval: every image queries all the others (itself excluded).
 

@@ -25,11 +25,10 @@ class Codes(NamedTuple):
     names: list
 
 
-def encoder(cfg, learner) -> PartEncoder:
-    e = cfg.encoding
-    return PartEncoder(learner, prefit=True, pyramid=e.pyramid, top_k=e.top_k,
-                       flip_average=e.flip_average, leave_one_out=e.leave_one_out,
-                       batch_images=e.batch_images, device="cpu")
+def encoder(ctx, learner) -> PartEncoder:
+    """The encoder of ``learner``'s parts at the encoding section's settings."""
+    device = ctx.device_name(ctx.cfg.encoding.device)
+    return PartEncoder.from_config(ctx.cfg.encoding, learner, prefit=True, device=device)
 
 
 def image_regions(data, feats):
@@ -45,7 +44,7 @@ def codes_of(ctx, learner, class_names) -> Codes:
     groups), training images leave-one-out."""
     data, feats = ctx.get("dataset"), ctx.get("features")
     e = ctx.cfg.encoding
-    enc = encoder(ctx.cfg, learner).set_params(device=ctx.device_name(e.device)).fit()
+    enc = encoder(ctx, learner).fit()
     logger.info("%s: %d images x %d parts x %d cells, on %s", ctx.stage.name, len(feats),
                 len(learner.parts_), sum(g * g for g in e.pyramid), enc.device)
     codes = enc.codes(image_regions(data, feats), train=data.train)

@@ -49,13 +49,12 @@ def compute(ctx, w) -> None:
                     len(folds) - len(todo), len(folds))
     X, boxes = feats.images(train), feats.image_boxes(train)
     images = [image_regions(data, feats)[i] for i in train]
-    device = ctx.device_name(ctx.cfg.encoding.device)
     for j in progress(todo, desc="encoding_cv", unit="fold"):
         t0 = time.perf_counter()
         tr, te = folds[j]
         fitted = learner(ctx.cfg).fit([X[i] for i in tr], y[tr], boxes=[boxes[i] for i in tr],
                                       class_names=list(m.classes), backend=ctx.backend)
-        enc = encoder(ctx.cfg, fitted).set_params(device=device).fit()
+        enc = encoder(ctx, fitted).fit()
         codes = enc.codes(images, train=tr)  # tr: the learner's images, in its order
         w.save_shard(j, {"codes": codes.astype(np.float32)})
         logger.info("encoding_cv: fold %d of %d: parts on %d images, %d held out, %d parts, "
