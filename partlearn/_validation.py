@@ -180,8 +180,9 @@ class Each:
             words.insert(0, "distinct")
         if self.sizes:
             words.append("of " + " or ".join(map(str, self.sizes)))
-        return f"{' '.join(words)} of {self.item.describe()}" if not self.expected else \
-            self.expected.removeprefix("be ")
+        if self.expected:
+            return self.expected.removeprefix("be ")
+        return f"{' '.join(words)} of {self.item.describe().removeprefix('one of ')}"
 
     def __call__(self, name: str, value) -> None:
         if not isinstance(value, (tuple, list)):

@@ -81,11 +81,15 @@ def setting(default, check, doc: str, *, not_keyed: str | None = None):
 _SECTIONS: dict[type, str] = {}  # section class -> its name in Config
 
 
+def _check_when_built(section) -> None:
+    check_section(section)  # defined below, with the rules that name the sections
+
+
 def _section(name: str):
     """A frozen config section whose values are checked when it is built
     (``check_section``)."""
     def wrap(cls):
-        cls.__post_init__ = lambda self: check_section(self)
+        cls.__post_init__ = _check_when_built
         cls = dataclass(frozen=True)(cls)
         _SECTIONS[cls] = name
         return cls
