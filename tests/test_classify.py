@@ -299,3 +299,30 @@ def test_fold_inputs_are_what_each_fold_fits_and_scores(solver):
     assert honest.weight <= 0.2
     with pytest.raises(DataError, match="2 arrays for 3 CV folds"):
         fit_svm(x, y, CVSettings(**kw), fold_x=[x, x])
+
+
+def test_cv_settings_from_the_classifier_section():
+    from partlearn.config import load_config
+
+    k = load_config(None, ["classifier.cv_folds=3", 'classifier.solver="torch"']).classifier
+    cv = CVSettings.from_config(k, seed=7, n_jobs=2)
+    assert (cv.Cs, cv.extend, cv.folds, cv.max_iter, cv.solver, cv.memory_mb) == (
+        tuple(k.C), k.extend, 3, k.max_iter, "torch", k.memory_mb)
+    assert (cv.random_state, cv.n_jobs) == (7, 2)
+    assert CVSettings().solver == "liblinear"  # the default solver stays liblinear
+
+
+def test_models_come_back_from_their_arrays_and_info():
+    """What the classifier stage saves (``arrays()``, ``info()`` as JSON) gives the model
+    back: the same scalars and decisions."""
+    import json
+
+    from partlearn.classify import FusedSVM, LinearSVM, fit_late_fusion
+
+    a, b, y = _four_classes(np.random.default_rng(0))
+    ma, mb = fit_svm(a, y, CVSettings(Cs=(0.1, 1))), fit_svm(b, y, CVSettings(Cs=(0.1, 1)))
+    f = fit_late_fusion(a, b, y, ma, mb, name="a|b")
+    for model, cls, x in ((ma, LinearSVM, a), (f, FusedSVM, np.concatenate([a, b], axis=1))):
+        back = cls.from_saved(model.method, model.arrays(), json.loads(json.dumps(model.info())))
+        assert back.info() == model.info() and back.cv == model.cv
+        np.testing.assert_array_equal(back.decision_function(x), model.decision_function(x))
