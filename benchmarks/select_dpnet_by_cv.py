@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partlearn.classify import fit_svm, predict
+from partlearn.classify import CVSettings, fit_svm
 from partlearn.config import load_config
 from partlearn.dpnet._train import _holdout
 from partlearn.dpnet import settings, train_dpnet
@@ -100,8 +100,9 @@ def main(argv=None) -> int:
     svm_acc = []
     for seed in seeds:  # the splits train_dpnet makes for these seeds
         tr, va = _holdout(y, classes, args.val_fraction, seed)
-        svm = fit_svm(glob[tr], labels[tr], Cs=base.classifier.C, n_jobs=base.n_jobs)
-        svm_acc.append(float((predict(svm, glob[va]) == labels[va]).mean()))
+        svm = fit_svm(glob[tr], labels[tr],
+                      CVSettings(Cs=base.classifier.C, n_jobs=base.n_jobs))
+        svm_acc.append(float((svm.predict(glob[va]) == labels[va]).mean()))
     print(f"global SVM on the same held-out images: {100 * np.mean(svm_acc):.2f}% "
           f"(per split {', '.join(f'{100 * a:.1f}' for a in svm_acc)})", flush=True)
 

@@ -10,7 +10,7 @@ import pytest
 from partlearn import PartLearner
 from partlearn.parts import hierarchy as h
 from partlearn._validation import DataError
-from partlearn.classify import decision, fit_two_level
+from partlearn.classify import CVSettings, fit_two_level
 
 CLASSES = ("a_x", "a_y", "b_x", "b_y", "b_z")
 
@@ -141,20 +141,20 @@ def test_two_level_decision():
     centres = rng.normal(size=(5, 6)) * 3
     y = np.repeat(np.arange(5), 12)
     x = (centres[y] + rng.normal(size=(len(y), 6))).astype(np.float32)
-    model = fit_two_level(x, y, g, folds=3, n_jobs=1)
-    scores = decision(model, x)
-    chosen = (x @ model["group_coef"].T + model["group_intercept"]).argmax(axis=1)
+    model = fit_two_level(x, y, g, CVSettings(folds=3, n_jobs=1))
+    scores = model.decision_function(x)
+    chosen = (x @ model.group_coef.T + model.group_intercept).argmax(axis=1)
     pred = scores.argmax(axis=1)
     assert np.array_equal(g[pred], chosen)  # the class is always in the chosen group
-    assert (pred == y).mean() > 0.9 and 0.8 < model["cv_accuracy"] <= 1
-    assert model["C_within"] in model["cv"] and model["cv"][model["C_within"]] == max(
-        model["cv"].values())
+    assert (pred == y).mean() > 0.9 and 0.8 < model.cv_accuracy <= 1
+    assert model.C_within in model.cv and model.cv[model.C_within] == max(model.cv.values())
     # the torch solver: the same Cs and decisions
-    batched = fit_two_level(x, y, g, folds=3, n_jobs=1, solver="torch", device="cpu")
-    assert (batched["C"], batched["C_within"]) == (model["C"], model["C_within"])
-    assert np.array_equal(decision(batched, x).argmax(1), pred)
+    batched = fit_two_level(x, y, g, CVSettings(folds=3, n_jobs=1, solver="torch",
+                                                device="cpu"))
+    assert (batched.C, batched.C_within) == (model.C, model.C_within)
+    assert np.array_equal(batched.decision_function(x).argmax(1), pred)
     # within the chosen group the order is the within-group SVM's
-    within = x @ model["coef"].T + model["intercept"]
+    within = x @ model.coef.T + model.intercept
     for i in range(5):
         members = np.flatnonzero(g == chosen[i])
         assert members[within[i, members].argmax()] == pred[i]
@@ -248,9 +248,11 @@ def test_pipeline_hierarchical_parts(tmp_path_factory):
     assert codes.shape[1] == (4 + 8) * 5  # parts x cells (1x1 + 2x2)
     np.testing.assert_allclose(np.linalg.norm(codes, axis=1), 1, rtol=1e-5)
     # the two-level predictions are its model's, and stay in the group it chose
-    model = pipe.load("classifier").models["2level:parts[hier]"]
-    x = codes[pipe.load("classifier").test_images]
-    assert np.array_equal(decision(model, x).argmax(1), model["test_pred"])
+    clf = pipe.load("classifier")
+    model = clf.model("2level:parts[hier]")
+    x = codes[clf.test_images]
+    assert np.array_equal(model.decision_function(x).argmax(1),
+                          clf.models["2level:parts[hier]"]["test_pred"])
     levels = r["hierarchy"]["levels"]
     assert set(levels) == {"parts", "parts[hier]", "2level:parts[hier]"}
     assert r["hierarchy"]["groups"] == {"blue": ["blueA", "blueB"], "red": ["redA", "redB"]}

@@ -490,19 +490,20 @@ def test_library_route_gives_the_cli_arrays(finished):
 def test_predictions_are_the_classifiers(finished, tiny):
     """predictions.csv and the accuracies are the saved classifier's decisions on the
     test codes, image by image (a stage saving shuffled predictions fails here)."""
-    from partlearn.classify import decision
     from partlearn.stages.classifier import method_inputs
 
     cfg, cache, summary = finished
     pipe = Pipeline(cfg, cache_dir=cache)
-    data, svms = pipe.load("dataset"), pipe.load("classifier").models
-    inputs = method_inputs(cfg, pipe.load("features"), np.asarray(pipe.load("encoding").codes))
+    data, clf = pipe.load("dataset"), pipe.load("classifier")
+    feature = method_inputs(cfg, pipe.load)  # the inputs the stage fits and predicts on
     rows = (tiny / "finished" / "predictions.csv").read_text().splitlines()[1:]
     m = data.manifest
     assert summary["methods"]["global"]["top1"] == 1.0  # red cats, blue dogs
-    for method, model in svms.items():
-        pred = model["classes"][decision(model, inputs[method][data.test]).argmax(axis=1)]
-        np.testing.assert_array_equal(model["test_pred"], pred)
+    for method, saved in clf.models.items():
+        model = clf.model(method)  # the fitted model, back from the cache
+        assert model.info().items() <= saved["info"].items()
+        pred = model.predict(feature(method)[data.test])
+        np.testing.assert_array_equal(saved["test_pred"], pred)
         column = list(summary["methods"]).index(method) + 2
         assert [r.split(",")[column] for r in rows] == [m.classes[p] for p in pred]
         assert summary["methods"][method]["top1"] == np.mean(pred == m.label[data.test])

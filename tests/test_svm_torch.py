@@ -14,7 +14,7 @@ from sklearn.svm import LinearSVC
 
 from partlearn.classify import _svm_torch as st
 from partlearn.classify._svm_torch import fit_ovr_squared_hinge
-from partlearn.classify import fit_svm, predict
+from partlearn.classify import CVSettings, fit_svm
 
 CASES = [(60, 200, 2), (60, 200, 5), (300, 20, 2), (300, 20, 5)]  # n, D, classes: D > n, D < n
 
@@ -119,24 +119,25 @@ def test_fit_svm_torch_is_liblinear_on_separated_classes(k):
     if k == 2:
         y = np.where(y == 0, "cat", "dog")
     common = dict(Cs=(0.01, 0.1, 1.0), folds=3, n_jobs=1)
-    lib = fit_svm(x, y, **common)
-    torch_ = fit_svm(x, y, solver="torch", device="cpu", **common)
-    assert set(torch_) == set(lib) and torch_["C"] == lib["C"]
-    assert set(torch_["cv"]) == set(lib["cv"]) and torch_["converged"]
-    assert max(abs(torch_["cv"][c] - lib["cv"][c]) for c in lib["cv"]) <= 1 / 120
-    assert torch_["coef"].shape == lib["coef"].shape and torch_["coef"].dtype == np.float32
-    np.testing.assert_allclose(rows(torch_["coef"], torch_["intercept"]),
-                               rows(lib["coef"], lib["intercept"]), rtol=0, atol=2e-3)
+    lib = fit_svm(x, y, CVSettings(**common))
+    torch_ = fit_svm(x, y, CVSettings(solver="torch", device="cpu", **common))
+    assert type(torch_) is type(lib) and torch_.C == lib.C
+    assert set(torch_.cv) == set(lib.cv) and torch_.converged
+    assert max(abs(torch_.cv[c] - lib.cv[c]) for c in lib.cv) <= 1 / 120
+    assert torch_.coef.shape == lib.coef.shape and torch_.coef.dtype == np.float32
+    np.testing.assert_allclose(rows(torch_.coef, torch_.intercept),
+                               rows(lib.coef, lib.intercept), rtol=0, atol=2e-3)
     xh, _ = data(400, 40, k, seed=1, sep=1.5)
-    assert (predict(torch_, xh) == predict(lib, xh)).mean() >= 0.99
+    assert (torch_.predict(xh) == lib.predict(xh)).mean() >= 0.99
 
 
 def test_fit_svm_torch_extends_the_grid_like_liblinear():
     x, y = data(90, 30, 3, sep=1.0)
     common = dict(Cs=(1e-4,), extend=2, folds=3, n_jobs=1)
-    lib, torch_ = fit_svm(x, y, **common), fit_svm(x, y, solver="torch", device="cpu", **common)
-    assert sorted(torch_["cv"]) == sorted(lib["cv"]) and len(lib["cv"]) > 1
-    assert torch_["C"] == lib["C"]
+    lib = fit_svm(x, y, CVSettings(**common))
+    torch_ = fit_svm(x, y, CVSettings(solver="torch", device="cpu", **common))
+    assert sorted(torch_.cv) == sorted(lib.cv) and len(lib.cv) > 1
+    assert torch_.C == lib.C
 
 
 def test_solver_is_checked():
@@ -147,7 +148,7 @@ def test_solver_is_checked():
     with pytest.raises(ConfigError, match="classifier.solver"):
         load_config(None, ['classifier.solver="sgd"'])
     with pytest.raises(ValueError, match="solver"):
-        fit_svm(*data(30, 5, 2), solver="sgd")
+        fit_svm(*data(30, 5, 2), CVSettings(solver="sgd"))
 
 
 @pytest.mark.parametrize("dtype, gram", [(np.float16, False), (np.float32, True)])
@@ -177,7 +178,7 @@ def test_fit_svm_out_of_core_is_the_in_memory_fit(tmp_path):
     """A budget of 0.06 MiB against a 120 x 200 input (0.09 MiB as float32): torch reads
     the float16 memmap in blocks of 9 rows; the same C, CV accuracies, predictions, and
     coefficients within 1e-5 of the fit without a budget."""
-    from partlearn.classify import _classify as classify
+    from partlearn.classify import _svm
 
     x, y = data(120, 200, 4)
     mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float16,
@@ -185,15 +186,15 @@ def test_fit_svm_out_of_core_is_the_in_memory_fit(tmp_path):
     mm[:] = x
     mm.flush()
     x16 = np.load(tmp_path / "x.npy", mmap_mode="r")
-    assert classify._budget(*x.shape, 0.06) == (9, False)  # no room for the Gram matrix
+    assert _svm._budget(*x.shape, 0.06) == (9, False)  # no room for the Gram matrix
     common = dict(Cs=(1.0,), extend=0, folds=3, solver="torch", device="cpu")
-    ref = fit_svm(np.asarray(x16, np.float32), y, memory_mb=0, **common)
-    out = fit_svm(x16, y, memory_mb=0.06, **common)
-    assert out["C"] == ref["C"] and out["cv"] == ref["cv"] and out["converged"]
-    np.testing.assert_allclose(rows(out["coef"], out["intercept"]),
-                               rows(ref["coef"], ref["intercept"]), rtol=0, atol=1e-5)
+    ref = fit_svm(np.asarray(x16, np.float32), y, CVSettings(memory_mb=0, **common))
+    out = fit_svm(x16, y, CVSettings(memory_mb=0.06, **common))
+    assert out.C == ref.C and out.cv == ref.cv and out.converged
+    np.testing.assert_allclose(rows(out.coef, out.intercept),
+                               rows(ref.coef, ref.intercept), rtol=0, atol=1e-5)
     xh, _ = data(400, 200, 4, seed=1)
-    np.testing.assert_array_equal(predict(out, xh), predict(ref, xh))
+    np.testing.assert_array_equal(out.predict(xh), ref.predict(xh))
 
 
 def test_liblinear_over_the_budget_says_to_use_torch():
@@ -201,12 +202,12 @@ def test_liblinear_over_the_budget_says_to_use_torch():
 
     x, y = data(120, 200, 4)
     with pytest.raises(ConfigError) as e:
-        fit_svm(x, y, Cs=(1.0,), folds=3, memory_mb=0.06, name="parts")
+        fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, memory_mb=0.06), name="parts")
     msg = str(e.value)
     for part in ("parts: ", "120 x 200 float32 = 0 MiB", "classifier.memory_mb=0.06 MiB",
                  'classifier.solver = "torch"', "0: no limit"):
         assert part in msg, (part, msg)
-    assert fit_svm(x, y, Cs=(1.0,), folds=3, memory_mb=0)["coef"].shape == (4, 200)
+    assert fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, memory_mb=0)).coef.shape == (4, 200)
 
 
 def test_nonfinite_input_is_found_block_by_block():
@@ -215,7 +216,7 @@ def test_nonfinite_input_is_found_block_by_block():
     x, y = data(120, 200, 4)
     x[100, 3] = np.nan
     with pytest.raises(DataError, match="NaN"):
-        fit_svm(x, y, solver="torch", device="cpu", memory_mb=0.06)
+        fit_svm(x, y, CVSettings(solver="torch", device="cpu", memory_mb=0.06))
 
 
 def test_memory_mb_is_checked():

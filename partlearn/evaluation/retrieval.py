@@ -26,7 +26,7 @@ import numpy as np
 from .._arrays import l2_normalize
 from ..data import GND_LISTS
 from .._validation import DataError
-from ..classify import descriptor_blocks as blocks
+from ..classify import CODE_STAGES, descriptor_blocks as blocks
 from ..retrieval import category_retrieval, diffusion, instance_map, query_expansion, search
 from ..stages.descriptors import whiten, whitening
 from ._base import EvalContext, Evaluator
@@ -34,16 +34,13 @@ from ._base import EvalContext, Evaluator
 logger = logging.getLogger(__name__)
 
 
-_CODES = {"parts": "encoding", "parts[unsup]": "encoding_unsup", "parts[hier]": "encoding_hier"}
-
-
 def _block(ctx: EvalContext, block: str) -> np.ndarray:
     """``(N, d)`` float32 rows of one block for every image of the run."""
     base = block.removesuffix("+w")
     if base == "global":
         x = ctx.load("features").global_features(ctx.cfg.encoding.flip_average)
-    elif base in _CODES:
-        x = ctx.load(_CODES[base]).codes
+    elif base in CODE_STAGES:
+        x = ctx.load(CODE_STAGES[base]).codes
     else:  # the pools, whitened or not, come whitened from the descriptors stage
         return np.asarray(ctx.load("descriptors")[block], np.float32)
     x = np.asarray(x, np.float32)

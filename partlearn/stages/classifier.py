@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._validation import DataError
-from ..classify import (decision, fit_late_fusion, fit_svm, fit_two_level, fused, method_blocks,
+from ..classify import (CODE_STAGES, CVSettings, FusedSVM, LinearSVM, TwoLevelSVM,
+                        fit_late_fusion, fit_svm, fit_two_level, fused, method_blocks,
                         method_features, two_level)
 from . import encoding, encoding_cv, encoding_hier, encoding_unsup, hierarchy
 from ._base import Stage
@@ -25,25 +26,39 @@ def file_name(method: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", method.replace("|", "_late_")).strip("_")
 
 
+def model_class(method: str) -> type:
+    """The fitted model of ``method``: ``TwoLevelSVM``, ``FusedSVM`` or ``LinearSVM``."""
+    return TwoLevelSVM if two_level(method) else FusedSVM if fused(method) else LinearSVM
+
+
 @dataclass(frozen=True)
 class Classifiers:
-    """Per method ``models[method]``: ``coef``, ``intercept``, ``classes``, ``test_scores``,
-    ``test_pred`` and ``info`` (C, CV accuracy, ...); ``test_images`` (kept indices)."""
+    """Per method ``models[method]``: the model's arrays (``coef``, ``intercept``,
+    ``classes``; a two-level model's ``group_coef``, ``group_intercept``,
+    ``class_group`` too), ``test_scores``, ``test_pred`` and ``info`` (C, CV accuracy,
+    ...); ``test_images`` (kept indices). ``model(method)``: the fitted model back
+    (``LinearSVM``, ``FusedSVM`` or ``TwoLevelSVM``)."""
 
     models: dict
     test_images: np.ndarray
 
-
-def method_inputs(cfg, feats, codes=None, codes_unsup=None) -> dict:
-    """Each method's ``(n_images, D)`` input, by the same functions for every run."""
-    glob = feats.global_features(cfg.encoding.flip_average)
-    return {m: method_features(m, glob, codes, codes_unsup) for m in cfg.classifier.methods}
+    def model(self, method: str):
+        saved = self.models[method]
+        return model_class(method).from_saved(method, saved, saved["info"])
 
 
-#: the part codes a method may use, by the stage that makes them
-_CODES = ("encoding", "encoding_unsup", "encoding_hier")
-#: the arrays of a two-level model beyond coef, intercept, classes
-_TWO_LEVEL = ("group_coef", "group_intercept", "class_group")
+def method_inputs(cfg, get):
+    """``method → (n_images, D)`` input of every image, from the run's stage outputs
+    (``get(stage)``: a stage context's ``get`` or ``Pipeline.load``): what the stage fits
+    and predicts on."""
+    glob = get("features").global_features(cfg.encoding.flip_average)
+    present = inputs(cfg)
+    codes = [np.asarray(get(stage).codes) if stage in present else None
+             for stage in CODE_STAGES.values()]
+
+    def feature(method: str) -> np.ndarray:
+        return method_features(method, glob, *codes)
+    return feature
 
 
 def inputs(cfg) -> tuple[str, ...]:
@@ -54,16 +69,13 @@ def inputs(cfg) -> tuple[str, ...]:
 
 def compute(ctx, w) -> None:
     k = ctx.cfg.classifier
-    data, feats = ctx.get("dataset"), ctx.get("features")
-    codes = {name: np.asarray(ctx.get(name).codes) if name in inputs(ctx.cfg) else None
-             for name in _CODES}
+    data = ctx.get("dataset")
     m, train, test = data.manifest, data.train, data.test
-    glob = feats.global_features(ctx.cfg.encoding.flip_average)
+    feature = method_inputs(ctx.cfg, ctx.get)
+    glob = ctx.get("features").global_features(ctx.cfg.encoding.flip_average)
     y = m.label[train]
-    fitted: dict[str, dict] = {}
-
-    def feature(method):
-        return method_features(method, glob, *(codes[name] for name in _CODES))
+    cv = CVSettings.from_config(k, ctx.cfg.seed, ctx.backend.n_jobs)
+    fitted: dict = {}
 
     fold_codes = ctx.get("encoding_cv") if "encoding_cv" in inputs(ctx.cfg) else None
 
@@ -75,23 +87,21 @@ def compute(ctx, w) -> None:
             return None
         return [method_features(method, glob[train], np.asarray(c)) for c in fold_codes]
 
-    def fit(method) -> dict:  # a late fusion's two SVMs are fitted once, also as methods
+    def fit(method):  # a late fusion's two SVMs are fitted once, also as methods
         if method not in fitted:
-            common = dict(folds=k.cv_folds, max_iter=k.max_iter, random_state=ctx.cfg.seed,
-                          n_jobs=ctx.backend.n_jobs, name=method, solver=k.solver,
-                          memory_mb=k.memory_mb)
             if fused(method):
                 a, b = fused(method)
                 fitted[method] = fit_late_fusion(feature(a)[train], feature(b)[train], y,
-                                                 fit(a), fit(b), fold_xa=fold_feature(a),
-                                                 fold_xb=fold_feature(b), **common)
+                                                 fit(a), fit(b), cv, name=method,
+                                                 fold_xa=fold_feature(a),
+                                                 fold_xb=fold_feature(b))
             elif two_level(method):
                 fitted[method] = fit_two_level(feature(method)[train], y,
-                                               ctx.get("hierarchy").class_group, Cs=k.C,
-                                               extend=k.extend, **common)
+                                               ctx.get("hierarchy").class_group, cv,
+                                               name=method)
             else:
-                fitted[method] = fit_svm(feature(method)[train], y, Cs=k.C, extend=k.extend,
-                                         fold_x=fold_feature(method), **common)
+                fitted[method] = fit_svm(feature(method)[train], y, cv, name=method,
+                                         fold_x=fold_feature(method))
         return fitted[method]
 
     for method in k.methods:
@@ -101,23 +111,17 @@ def compute(ctx, w) -> None:
         x = feature(method)
         seconds = time.perf_counter() - t0
         name = file_name(method)
-        for a in ("coef", "intercept", "classes") + (_TWO_LEVEL if two_level(method) else ()):
-            w.save_array(f"{name}_{a}", np.asarray(model[a]))
-        scores = decision(model, x[test])
+        for a, array in model.arrays().items():
+            w.save_array(f"{name}_{a}", array)
+        scores = model.decision_function(x[test])
         w.save_array(f"{name}_test_scores", scores)
         w.save_array(f"{name}_test_pred",
-                     np.asarray(model["classes"])[scores.argmax(axis=1)].astype(np.int64))
-        w.meta[method] = {"C": model["C"], "cv_accuracy": model["cv_accuracy"],
-                          "cv_folds": model["cv_folds"], "C_at_edge": model["C_at_edge"],
-                          "converged": model["converged"], "dim": int(x.shape[1]),
-                          "cv": {f"{c:g}": a for c, a in model["cv"].items()},
-                          # the CV's folds were held out of part learning too
-                          "cv_parts": any(fold_feature(m) is not None
-                                          for m in (fused(method) or (method,))),
-                          "train_seconds": round(seconds, 3)} | (
-            {"weight": model["weight"], "C_b": model["C_b"]} if fused(method) else {}) | (
-            {"C_within": model["C_within"], "cv_group_accuracy": model["cv_group_accuracy"]}
-            if two_level(method) else {})
+                     np.asarray(model.classes)[scores.argmax(axis=1)].astype(np.int64))
+        w.meta[method] = model.info() | {
+            "dim": int(x.shape[1]),
+            # the CV's folds were held out of part learning too
+            "cv_parts": any(fold_feature(m) is not None for m in (fused(method) or (method,))),
+            "train_seconds": round(seconds, 3)}
     w.meta["test_images"] = test.tolist()
 
 
@@ -131,8 +135,7 @@ def load(ctx, entry) -> Classifiers:
     for method in ctx.cfg.classifier.methods:
         name = file_name(method)
         models[method] = {a: entry.array(f"{name}_{a}", mmap=False)
-                          for a in ("coef", "intercept", "classes", "test_scores", "test_pred")
-                          + (_TWO_LEVEL if two_level(method) else ())}
+                          for a in model_class(method).ARRAYS + ("test_scores", "test_pred")}
         models[method]["info"] = entry.meta[method]
     return Classifiers(models, np.asarray(entry.meta["test_images"], np.int64))
 
