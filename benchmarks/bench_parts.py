@@ -45,22 +45,14 @@ from _machine import cpu_model  # benchmarks/ is on sys.path when run as a scrip
 from partlearn.parts import _learner as P
 from partlearn.backend import LocalBackend
 from partlearn.config import PartsConfig
+from partlearn.data import make_planted_regions
 
 
 def synthetic(n_classes, n_images, n_regions, dim, seed=0, n_clutter=300, k=5, noise=1.0):
     """``(X, y)``: float16 ``(n_regions, dim)`` arrays, ``n_images`` per class."""
-    rng = np.random.default_rng(seed)
-    clutter = rng.standard_normal((n_clutter, dim)).astype(np.float32)
-    planted = rng.standard_normal((n_classes, k, dim)).astype(np.float32)
-    X, y = [], []
-    for c in range(n_classes):
-        for _ in range(n_images):
-            x = clutter[rng.integers(n_clutter, size=n_regions)]
-            x[rng.choice(n_regions, k, replace=False)] = planted[c]
-            x += noise * rng.standard_normal(x.shape, dtype=np.float32)
-            X.append(x.astype(np.float16))
-            y.append(c)
-    return X, np.array(y)
+    d = make_planted_regions(n_classes, n_images, n_regions, dim, k=k, noise=noise,
+                             n_clutter=n_clutter, seed=seed)
+    return [x.astype(np.float16) for x in d["X"]], d["label"]
 
 
 def one_class_inputs(args, n_regions, seed=0):

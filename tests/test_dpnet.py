@@ -9,6 +9,7 @@ from partlearn.dpnet import (DPNet, assignment, class_specificity, orthogonality
                              part_responses, predict, predict_scores, train_dpnet)
 from partlearn.dpnet._train import _holdout
 from partlearn.config import DPNetConfig
+from partlearn.data import make_planted_regions
 
 N_CLASSES, N_IMAGES, N_REGIONS, DIM, K_PLANTED, Q = 4, 40, 30, 32, 2, 3
 FAST = {"parts_per_class": Q, "epochs": 30, "batch_size": 8, "lr": 3e-2, "patience": 10,
@@ -16,20 +17,11 @@ FAST = {"parts_per_class": Q, "epochs": 30, "batch_size": 8, "lr": 3e-2, "patien
 
 
 def planted_data(seed=0, noise=0.5, n_clutter=40):
-    """Every image: clutter regions (vectors shared by all classes) plus ``K_PLANTED``
-    noisy copies of its class's planted prototypes; region counts vary per image."""
-    rng = np.random.default_rng(seed)
-    clutter = rng.standard_normal((n_clutter, DIM))
-    planted = rng.standard_normal((N_CLASSES, K_PLANTED, DIM))
-    X, y = [], []
-    for c in range(N_CLASSES):
-        for _ in range(N_IMAGES):
-            r = int(rng.integers(N_REGIONS // 2, N_REGIONS + 1))
-            x = clutter[rng.integers(n_clutter, size=r)]
-            x[rng.choice(r, K_PLANTED, replace=False)] = planted[c]
-            X.append((x + noise * rng.standard_normal(x.shape)).astype(np.float16))
-            y.append(f"c{c}")
-    return X, np.array(y)
+    """Every image: clutter regions shared by all classes plus ``K_PLANTED`` noisy copies of
+    its class's planted prototypes; region counts vary per image (float16, as cached)."""
+    d = make_planted_regions(N_CLASSES, N_IMAGES, N_REGIONS, DIM, k=K_PLANTED, noise=noise,
+                             n_clutter=n_clutter, vary_regions=True, seed=seed)
+    return [x.astype(np.float16) for x in d["X"]], d["y"]
 
 
 @pytest.fixture(scope="module")

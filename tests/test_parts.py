@@ -16,6 +16,7 @@ from partlearn import _faiss
 from partlearn._arrays import sample_regions
 from partlearn._validation import ConfigError, DataError
 from partlearn.config import Config, PartsConfig, load_config
+from partlearn.data import make_planted_regions
 from partlearn.parts import PartLearner, fit_background, learn_class_parts, negative_pool
 from partlearn._arrays import stack_regions
 
@@ -24,28 +25,8 @@ N_PARTS = PartsConfig.n_parts  # the tests run the defaults
 
 
 def planted_data(seed=0, noise=0.5, n_clutter=40):
-    """Every image: ``N_REGIONS`` noisy copies of vectors from a clutter set shared by all
-    classes, except ``K_PLANTED`` regions (random positions) that are noisy copies of its
-    class's planted prototypes. Boxes at random in a 100x100 image, many overlapping."""
-    rng = np.random.default_rng(seed)
-    clutter = rng.standard_normal((n_clutter, DIM))
-    planted = rng.standard_normal((N_CLASSES, K_PLANTED, DIM))
-    X, y, boxes, where = [], [], [], []
-    for c in range(N_CLASSES):
-        for _ in range(N_IMAGES):
-            x = clutter[rng.integers(n_clutter, size=N_REGIONS)]
-            pos = rng.choice(N_REGIONS, K_PLANTED, replace=False)
-            x[pos] = planted[c]
-            x = x + noise * rng.standard_normal(x.shape)
-            xy = rng.uniform(0, 60, (N_REGIONS, 2))
-            wh = rng.uniform(20, 40, (N_REGIONS, 2))
-            X.append(x.astype(np.float32))
-            boxes.append(np.c_[xy, xy + wh].astype(np.float32))
-            y.append(c)
-            where.append(pos)
-    names = np.array([f"c{c}" for c in range(N_CLASSES)])
-    return {"X": X, "y": names[np.array(y)], "boxes": boxes, "planted": planted,
-            "clutter": clutter, "where": where, "names": names}
+    return make_planted_regions(N_CLASSES, N_IMAGES, N_REGIONS, DIM, k=K_PLANTED, noise=noise,
+                                n_clutter=n_clutter, seed=seed)
 
 
 def cos(a, b):
