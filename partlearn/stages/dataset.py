@@ -95,6 +95,7 @@ def fingerprint(manifest, memo: Path | None = None) -> str:
 
 
 def derive(ctx) -> dict:
+    check_manifest(ctx.manifest)  # before a file is hashed: none outside data.root is read
     return {"files": fingerprint(ctx.manifest, ctx.memo)}
 
 
