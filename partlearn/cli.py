@@ -157,6 +157,7 @@ def cmd_audit(args) -> int:
     check_manifest(manifest)  # the checks the run's dataset stage makes before the audit
     audit = datasets.audit_dataset(manifest, min_side=d.min_side,
                                    min_train_per_class=d.min_train_per_class)
+    datasets.clip_boxes(manifest, audit.width, audit.height)  # the run's box policy too
     text = datasets.audit_markdown(audit.report)
     if args.out:
         out = Path(args.out)

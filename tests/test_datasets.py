@@ -257,6 +257,30 @@ def test_a_short_name_matching_two_classes_is_an_error(tmp_path):
     assert read_dataset(root, classes=["004.OWL"]).classes == ("004.Owl",)
 
 
+# --------------------------------------------------------------------------- the box policy
+
+def test_boxes_outside_their_image_are_clipped_and_empty_ones_rejected(tmp_path, caplog):
+    from partlearn.data import clip_boxes
+
+    root = _cub(tmp_path / "a")
+    _write(root / "bounding_boxes.txt", "3 0 0 0 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    with pytest.raises(DataError, match=r"bounding_boxes.txt, line 1: width 0 and height 10 "
+                                        r"should be > 0 \(a box with no area\)"):
+        read_cub(root)
+    _write(root / "bounding_boxes.txt", "3 -5 2 50 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    m = read_cub(root)
+    size = np.array([40, 40, 40, 40]), np.array([36, 36, 36, 36])
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
+        clipped = clip_boxes(m, *size)
+    assert clipped.bbox[0].tolist() == [0, 2, 40, 12] and (clipped.bbox[1:] == m.bbox[1:]).all()
+    assert any("1 annotation box(es) stick out" in r.getMessage() for r in caplog.records)
+    assert clip_boxes(clipped, *size) is clipped  # nothing left to clip: no warning
+    _write(root / "bounding_boxes.txt", "3 45 2 5 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    with pytest.raises(DataError, match=r"b1.jpg: the box \[45.0, 2.0, 50.0, 12.0\] .* of "
+                                        r"image 3 has no area inside its 40x36 px image"):
+        clip_boxes(read_cub(root), *size)
+
+
 def test_read_folders_needs_both_splits(tmp_path):
     _write(tmp_path / "train/a/x.jpg", "")
     with pytest.raises(DataError, match="test is missing"):

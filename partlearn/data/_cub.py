@@ -114,8 +114,9 @@ def _cub_boxes(root: Path, images: _Lines, ids: list[int]) -> np.ndarray | None:
 
     def parse_box(lineno, p):
         x, y, w, h = (boxes.float(lineno, k, v) for k, v in zip("x y width height".split(), p))
-        if w < 0 or h < 0:
-            raise boxes.error(lineno, f"width {w:g} and height {h:g} should be >= 0")
+        if w <= 0 or h <= 0:  # the box policy (``clip_boxes``): no area is an error
+            raise boxes.error(lineno, f"width {w:g} and height {h:g} should be > 0 (a box "
+                              "with no area)")
         return (x, y, x + w, y + h)
 
     return np.asarray(_per_image(images, ids, boxes, boxes.keyed("image_id", parse_box)),

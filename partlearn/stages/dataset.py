@@ -119,7 +119,8 @@ def compute(ctx, w) -> None:
     audit = datasets.audit_dataset(ctx.manifest, min_side=d.min_side,
                                    min_train_per_class=d.min_train_per_class,
                                    n_jobs=max(1, os.cpu_count() or 1))
-    w.save_json("manifest", ctx.manifest.to_dict())
+    manifest = datasets.clip_boxes(ctx.manifest, audit.width, audit.height)
+    w.save_json("manifest", manifest.to_dict())
     w.save_json("audit", audit.report)
     w.save_array("width", audit.width)
     w.save_array("height", audit.height)

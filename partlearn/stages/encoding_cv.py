@@ -24,6 +24,7 @@ import numpy as np
 
 from ..classify import cv_splits, uses
 from .._progress import progress
+from .._validation import DataError
 from ._base import Stage
 from .encoding import encoder, image_regions
 from .parts import learner
@@ -71,6 +72,32 @@ def load(ctx, entry) -> list[np.ndarray]:
     return [entry.shard_array(j, "codes") for j in range(entry.n_shards)]
 
 
+def check(ctx) -> None:
+    """Each fold's parts are learnt without that fold's images: every class needs
+    ``parts.min_images`` training images in every fold's remaining images, not only in
+    the whole training split (the ``parts`` stage's check). Said before any stage runs."""
+    from .classifier import check as classifier_check
+
+    classifier_check(ctx)  # the folds are the classifier's: its own problems first
+    data = ctx.get("dataset")
+    m = data.manifest
+    y = m.label[data.train]
+    need = ctx.cfg.parts.min_images
+    for j, (tr, _) in enumerate(splits(ctx)):
+        counts = np.bincount(y[tr], minlength=len(m.classes))
+        low = np.flatnonzero(counts < need)
+        if len(low):
+            c = int(low[0])
+            total = int((y == c).sum())
+            raise DataError(
+                f"the dataset at {m.root}: class {m.classes[c]!r} has {total} training images, "
+                f"and with classifier.cv_parts each of the {len(splits(ctx))} CV folds learns "
+                f"parts without its own images: fold {j + 1} leaves {int(counts[c])}, fewer "
+                f"than parts.min_images={need} ({len(low)} class(es) short); add training "
+                "images, lower parts.min_images or classifier.cv_folds, set "
+                "classifier.cv_parts = false, or leave such classes out with data.classes")
+
+
 def applies(cfg) -> bool:
     return cfg.classifier.cv_parts and uses(cfg, "parts") and bool(cfg.classifier.methods)
 
@@ -81,4 +108,4 @@ STAGE = Stage(
     fields=("parts.*", "seed", "encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out", "classifier.cv_folds"),
     libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
-    compute=compute, load=load, applies=applies)
+    compute=compute, load=load, applies=applies, check=check)
