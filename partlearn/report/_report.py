@@ -270,6 +270,7 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
     paths, labels, preds = read_predictions(run)
     classes = summary["classes"]
     index = {c: k for k, c in enumerate(classes)}
+    folded = {c.casefold(): k for k, c in enumerate(classes)}  # the name rule: case-insensitive
     by_path = {p: k for k, p in enumerate(paths)}
     names = [Path(p).name for p in paths]
     by_name = {n: k for k, n in enumerate(names) if names.count(n) == 1}
@@ -304,11 +305,11 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
                         raise DataError(f"{file}, line {reader.line_num}: image_id {key!r} "
                                         f"is predicted already on line {line_of[k]}; one row "
                                         "per test image")
-                    if label not in index:
+                    if label.casefold() not in folded:
                         raise DataError(f"{file}, line {reader.line_num}: predicted_label "
                                         f"{label!r} is not one of the {len(classes)} classes"
                                         f"{did_you_mean(label, classes)}")
-                    got[k], line_of[k] = index[label], reader.line_num
+                    got[k], line_of[k] = folded[label.casefold()], reader.line_num
         except FileNotFoundError:
             raise DataError(f"external results {file} do not exist") from None
         except IsADirectoryError:
@@ -430,7 +431,21 @@ def _results(run: Path) -> dict:
                         "re-run `partlearn run` with the same --out") from None
     if not isinstance(summary, dict):
         raise DataError(f"{file} holds no run summary (a JSON object); re-run `partlearn run`")
+    methods = summary.get("methods")
+    if methods is not None and not isinstance(methods, dict):
+        raise DataError(f"{file}: 'methods' is not a JSON object; re-run `partlearn run`")
+    for name, m in (methods or {}).items():
+        lacks = [k for k in _METHOD_KEYS if not isinstance(m, dict) or k not in m]
+        if lacks:
+            raise DataError(f"{file}: method {name!r} lacks {', '.join(lacks)}; the file was "
+                            "changed or damaged: re-run `partlearn run`")
+    if methods and not isinstance(summary.get("classes"), list):
+        raise DataError(f"{file}: 'classes' is missing; re-run `partlearn run`")
     return summary
+
+
+#: what every method of a results.json holds (``evaluation.metrics``), which the report reads
+_METHOD_KEYS = ("top1", "mean_class_accuracy", "per_class_accuracy", "n_test")
 
 
 def compare_runs(runs, externals: dict | None = None, out=None, names=None) -> dict:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class Dataset:
 
 
 def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
-    """The sha256 of every file ``root/rel`` (``"missing"`` for one that is not there),
+    """The sha256 of every file ``root/rel`` (``"missing"`` for one that is not there,
+    ``"not a file"`` for a folder),
     each remembered in ``memo`` by its size and mtime, so a file is read again only
     when either changes (DVC's state): a copy of the data, whose times differ, is
     hashed once and keeps its key."""
@@ -71,6 +73,9 @@ def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
             st = os.stat(root / rel)
         except OSError:
             out.append("missing")
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a folder listed as an image: the audit says it is bad
+            out.append("not a file")
             continue
         stamp = [st.st_size, st.st_mtime_ns]
         seen = known.get(rel)
