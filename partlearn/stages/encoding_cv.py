@@ -72,13 +72,11 @@ def load(ctx, entry) -> list[np.ndarray]:
     return [entry.shard_array(j, "codes") for j in range(entry.n_shards)]
 
 
-def check(ctx) -> None:
+def check_folds(ctx) -> None:
     """Each fold's parts are learnt without that fold's images: every class needs
     ``parts.min_images`` training images in every fold's remaining images, not only in
-    the whole training split (the ``parts`` stage's check). Said before any stage runs."""
-    from .classifier import check as classifier_check
-
-    classifier_check(ctx)  # the folds are the classifier's: its own problems first
+    the whole training split (the ``parts`` stage's check). The classifier's check calls
+    it (the folds are the classifier's), after the dataset stage, before the features."""
     data = ctx.get("dataset")
     m = data.manifest
     y = m.label[data.train]
@@ -108,4 +106,4 @@ STAGE = Stage(
     fields=("parts.*", "seed", "encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out", "classifier.cv_folds"),
     libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
-    compute=compute, load=load, applies=applies, check=check)
+    compute=compute, load=load, applies=applies)
