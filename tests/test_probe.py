@@ -339,6 +339,8 @@ ROWS = [
     ("run: full disk writing the run directory", lambda e: run(e), 1,
      "No space left on device;"),
     ("run: read-only empty cache", lambda e: run(e), 1, "writable"),
+    ("run: cache folder not permitted (EPERM)", lambda e: run(e), 1,
+     "Operation not permitted; "),
     ("run: --out not writable", lambda e: run(e), 1, "Permission denied; it cannot be written"),
     # -- run: config values (CONFIG: the declared range checks)
     ("run: n_jobs=0", lambda e: run(e, "n_jobs=0"), 2, "n_jobs"),
@@ -494,7 +496,27 @@ ROWS = [
     ("cache: unknown subcommand", lambda e: ["cache", "ls2"], 2, "invalid choice"),
 ]
 
+def not_permitted_cache(env, monkeypatch):
+    """EPERM wherever the cache folder is made or locked (a read-only, empty cache)."""
+    import partlearn.cache as cache_mod
+
+    real_mkdir, real_open = Path.mkdir, os.open
+
+    def mkdir(self, *a, **k):
+        if str(self).startswith(str(env.top / "cache")):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(self))
+        return real_mkdir(self, *a, **k)
+
+    def os_open(path, *a, **k):
+        if str(path).startswith(str(env.top / "cache")):
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM), str(path))
+        return real_open(path, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    monkeypatch.setattr(cache_mod.os, "open", os_open)
+
+
 PATCHES = {
+    "run: cache folder not permitted (EPERM)": not_permitted_cache,
     "run: full disk, numpy short write without errno": full_disk_numpy,
     "run: full disk writing the run directory": full_disk_run_dir,
     "run: read-only empty cache": read_only_cache,
