@@ -1,7 +1,7 @@
 """``partlearn`` command line: a thin ``main(argv)`` over the pipeline.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 runtime error
-(bad data included), 130 interrupted. A user's mistake gets one clear line,
+(bad data included), 130 interrupted, 141 output pipe closed by its reader. A user's mistake gets one clear line,
 never a traceback.
 """
 
@@ -376,6 +376,9 @@ def main(argv=None) -> int:
         except PartlearnError as e:
             print(f"partlearn: error: {e}", file=sys.stderr)
             return e.exit_code
+        except BrokenPipeError:  # the reader went away (`partlearn cache ls | head -1`)
+            _silence_stdout()
+            return 141
         except OSError as e:  # a full disk, a path of the wrong kind, a folder one cannot write
             print(f"partlearn: error: {_os_error_line(e)}", file=sys.stderr)
             return 1
@@ -388,12 +391,25 @@ def main(argv=None) -> int:
             return 130
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush
+    would otherwise print a BrokenPipeError at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def entry_point() -> None:
     """``python -m partlearn``: ``main``, then exit. After an interrupt the process ends
     at once (``os._exit``): threads still inside torch or a thread pool would otherwise
     be torn down by the interpreter's shutdown, which can abort ("terminate called
     without an active exception", exit 134) instead of exiting 130."""
     rc = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        rc = 141 if rc == 0 else rc
     if rc == 130:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):

@@ -610,5 +610,19 @@ def test_probe_signals(tmp_path, what, mode, argv):
     assert p.stderr.strip().splitlines()[-1] == INTERRUPTED
 
 
+def test_probe_output_into_a_closed_pipe(tmp_path):
+    """``partlearn cache ls | head -0``: the reader is gone before the listing is written;
+    exit 141 (as if by SIGPIPE), nothing on stderr."""
+    for i in range(3):
+        (tmp_path / "cache" / "dataset" / f"{i:024x}").mkdir(parents=True)
+    p = subprocess.Popen([sys.executable, "-m", "partlearn", "cache", "--cache-dir",
+                          str(tmp_path / "cache"), "ls"], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_the_table_is_large_enough():
-    assert len(ROWS) + len(SIGNALS) >= 60
+    assert len(ROWS) + len(SIGNALS) + 1 >= 60
