@@ -330,6 +330,11 @@ class Pipeline:
             self.key(stage)  # here (the dataset's reads the annotations)
         if self.cfg.backend == "dask" and self.cfg.dask.scheduler:
             self.backend  # an unreachable scheduler, too (a LocalCluster starts when needed)
+        if not out and (not self.cfg.name or Path(self.cfg.name).name != self.cfg.name
+                        or self.cfg.name in (".", "..")):
+            raise ConfigError(f"name={self.cfg.name!r} names the run directory "
+                              "runs/NAME-TIMESTAMP: give a plain name (no '/', not '..'), "
+                              "or the run directory with --out")
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(dump_toml(self.recorded_config()))

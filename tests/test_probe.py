@@ -254,6 +254,8 @@ ROWS = [
     ("run: --device cuda without a GPU",
      lambda e: run(e, "backbone.weights=none", until="features") + ["--device", "cuda"], 1,
      "CUDA is not available"),
+    ("run: a name leaving runs/", lambda e: run(e, 'name="../../evil"')[:-4] + [
+        "--until", "dataset"], 2, "give a plain name"),
     # -- run: data.root
     ("run: data.root missing", lambda e: run(e, f"data.root={e.top / 'nope'}"), 1,
      "does not exist"),
