@@ -1,7 +1,7 @@
 """``partlearn`` command line: a thin ``main(argv)`` over the pipeline.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 runtime error
-(bad data included), 130 interrupted. A user's mistake gets one clear line,
+(bad data included), 130 interrupted, 141 output pipe closed by its reader. A user's mistake gets one clear line,
 never a traceback.
 """
 
@@ -12,6 +12,7 @@ import contextlib
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -22,22 +23,51 @@ from ._validation import ConfigError, PartlearnError
 logger = logging.getLogger("partlearn")
 
 
-def _config(args):
+def _config_file(path) -> Path:
+    """``path`` checked to be a readable UTF-8 file before the TOML parser sees it (a
+    folder, or bytes that are not text, are one line, not a traceback)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; expected a TOML file "
+                          "(e.g. pipelines/cub200.toml)")
+    if path.exists():
+        try:
+            path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path} is not UTF-8 text ({e.reason} at byte "
+                              f"{e.start}); expected a TOML file") from None
+    return path
+
+
+def _load_config(path, overrides=()):
     from .config import load_config
 
+    return load_config(_config_file(path), list(overrides))
+
+
+def _config(args):
     overrides = list(args.set or [])
     if getattr(args, "device", None):
         overrides.append(f'features.device="{args.device}"')
-    return load_config(args.config, overrides)
+    return _load_config(args.config, overrides)
+
+
+def _folder_arg(option: str, value) -> None:
+    """``--cache-dir``/``--out`` must name a folder (or nothing yet), not a file."""
+    if value and Path(value).exists() and not Path(value).is_dir():
+        raise ConfigError(f"{option} {value}: is a file; expected a folder (or a path that "
+                          "does not exist yet)")
 
 
 def _pipeline(args):
     from .runner import Pipeline
 
+    _folder_arg("--cache-dir", args.cache_dir)
     return Pipeline(_config(args), cache_dir=args.cache_dir)
 
 
 def cmd_run(args) -> int:
+    _folder_arg("--out", args.out)
     pipe = _pipeline(args)
     summary = pipe.run(until=args.until, force=args.force or (), out=args.out)
     for stage, info in summary["stages"].items():
@@ -83,14 +113,25 @@ def cmd_compare(args) -> int:
         if not sep or not name or not path:
             raise ConfigError(f"--external {item!r} should look like NAME=FILE.csv")
         externals[name] = path
-    out = args.out or args.runs[0]
-    compare_runs(args.runs, externals, out)
+    names, runs = [], []
+    for item in args.runs:  # RUN_DIR, or NAME=RUN_DIR where RUN_DIR is no folder as given
+        name, sep, path = item.partition("=")
+        if sep and not Path(item).exists():
+            if not name or not path:
+                raise ConfigError(f"{item!r} should be RUN_DIR or NAME=RUN_DIR")
+            names.append(name)
+            runs.append(path)
+        else:
+            names.append(None)
+            runs.append(item)
+    _folder_arg("--out", args.out)
+    out = args.out or runs[0]
+    compare_runs(runs, externals, out, names=names)
     print(f"report written to {Path(out) / 'report.html'} and {Path(out) / 'report.md'}")
     return 0
 
 
 def cmd_explain(args) -> int:
-    from .config import load_config
     from .explain import explain_image
     from .runner import Pipeline
 
@@ -98,7 +139,15 @@ def cmd_explain(args) -> int:
     if not (run / "config.toml").is_file():
         raise ConfigError(f"{run / 'config.toml'} is missing: is {run} a run directory of "
                           "`partlearn run`?")
-    pipe = Pipeline(load_config(run / "config.toml"), cache_dir=args.cache_dir)
+    if not Path(args.image).is_file():
+        raise ConfigError(f"image {args.image} " + ("is a folder; expected an image file"
+                                                    if Path(args.image).is_dir()
+                                                    else "does not exist"))
+    if args.top < 1:
+        raise ConfigError(f"--top {args.top}: expected 1 or more parts to draw")
+    _folder_arg("--cache-dir", args.cache_dir)
+    _folder_arg("--out", args.out)
+    pipe = Pipeline(_load_config(run / "config.toml"), cache_dir=args.cache_dir)
     info = explain_image(pipe, args.image, args.out or run / "explain", top=args.top,
                          model=args.model)
     print(f"predicted {info['predicted']}; top parts: "
@@ -115,14 +164,18 @@ def cmd_status(args) -> int:
 
 def cmd_audit(args) -> int:
     from . import data as datasets
+    from .stages.dataset import check_manifest
 
     cfg = _config(args)
     d = cfg.data
     if not d.root:
         raise ConfigError("data.root is not set: give it in the config or with --set data.root=PATH")
+    _folder_arg("--out", args.out)
     manifest = datasets.read_dataset(d.root, format=d.format, csv=d.csv, classes=d.classes)
+    check_manifest(manifest)  # the checks the run's dataset stage makes before the audit
     audit = datasets.audit_dataset(manifest, min_side=d.min_side,
                                    min_train_per_class=d.min_train_per_class)
+    datasets.clip_boxes(manifest, audit.width, audit.height)  # the run's box policy too
     text = datasets.audit_markdown(audit.report)
     if args.out:
         out = Path(args.out)
@@ -138,6 +191,7 @@ def cmd_cache(args) -> int:
     from .cache import Cache, human_size
 
     cache_dir = args.cache_dir or "cache"
+    _folder_arg("--cache-dir", cache_dir)
     cache = Cache(cache_dir)
     if args.cache_cmd == "ls":
         rows = cache.entries()
@@ -152,12 +206,11 @@ def cmd_cache(args) -> int:
     else:
         keep = None
         if args.keep:
-            from .config import load_config
             from .runner import Pipeline
 
             keep = set()
             for path in args.keep:
-                pipe = Pipeline(load_config(path), cache_dir=cache_dir)
+                pipe = Pipeline(_load_config(path), cache_dir=cache_dir)
                 keep.update(pipe.entries())
         removed = cache.gc(keep)
     skipped = [r for r in removed if "skipped" in r]
@@ -196,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     compare = sub.add_parser("compare", help="rebuild the comparison report from finished "
                              "runs (nothing is recomputed)")
-    compare.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("runs", nargs="+", metavar="[NAME=]RUN_DIR",
+                         help="finished run directories; NAME= names a run in the report "
+                              "(default: the shortest end of its path that tells it apart)")
     compare.add_argument("--external", action="append", metavar="NAME=FILE.csv",
                          help="another implementation's test predictions "
                               "(image_id,predicted_label), scored on the same split")
@@ -266,47 +321,127 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     root.setLevel(level)
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
+class _Interrupts:
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, a scheduler's time limit) stop the command:
+    the first one raises ``KeyboardInterrupt`` in the main thread (Python runs handlers
+    there, whichever thread the signal hit); later ones are ignored while the command
+    unwinds, so a second signal cannot turn the one-line exit into a traceback. The
+    previous handlers are back when ``main`` returns. Only the main thread can set
+    handlers: elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.previous = {}
+        self.fired = False
+
+    def _handle(self, signum, frame):
+        if self.fired:
+            return
+        self.fired = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        return False
 
 
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (``kill``, a scheduler's time limit) stops the command as Ctrl-C does;
-    the previous handler is back afterwards. Only the main thread can set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+_INTERRUPTED = "partlearn: interrupted; finished shards are kept and a re-run resumes"
+
+
+def _free(path) -> str:
+    """Free space on the disk holding ``path`` (or its nearest existing parent)."""
+    import shutil
+
+    from .cache import human_size
+
+    p = Path(os.path.abspath(path))
+    while not p.exists() and p != p.parent:
+        p = p.parent
     try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        return human_size(shutil.disk_usage(p).free)
+    except OSError:
+        return "unknown"
 
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+def _os_error_line(e: OSError) -> str:
+    """One line for an ``OSError`` a user can cause: what path, what went wrong, and
+    what to do."""
+    where = e.filename or "a file"
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) or (e.errno is None and "written" in str(e)):
+        return (f"{where}: {e.strerror or e}; {_free(e.filename or '.')} free on that disk, "
+                "not enough for it: free space there or point --cache-dir/--out at a larger "
+                "disk, then re-run (finished shards are kept)")
+    if e.errno == errno.EISDIR:
+        return f"{where}: is a folder; expected a file"
+    if e.errno == errno.ENOTDIR:
+        return f"{where}: a part of this path is a file; expected a folder"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"{where}: {e.strerror or 'not permitted'}; it cannot be written here: give "
+                "a writable folder (--cache-dir, --out) or change its permissions")
+    if e.errno == errno.ENOENT:
+        return f"{where}: does not exist"
+    return f"{where}: {e.strerror or e}"
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
-    try:
-        with _sigterm_interrupts():
+    with _Interrupts():
+        try:
             return args.func(args)
-    except PartlearnError as e:
-        print(f"partlearn: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except OSError as e:  # a full disk or a folder one cannot write (the run directory...)
-        if e.errno not in _DISK_ERRNOS:
-            raise
-        print(f"partlearn: error: {e.filename or 'a file'}: {e.strerror}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("partlearn: interrupted; finished shards are kept and a re-run resumes",
-              file=sys.stderr)
-        return 130
+        except PartlearnError as e:
+            print(f"partlearn: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except BrokenPipeError:  # the reader went away (`partlearn cache ls | head -1`)
+            _silence_stdout()
+            return 141
+        except OSError as e:  # a full disk, a path of the wrong kind, a folder one cannot write
+            print(f"partlearn: error: {_os_error_line(e)}", file=sys.stderr)
+            return 1
+        except UnicodeDecodeError as e:
+            print(f"partlearn: error: a file is not UTF-8 text ({e.reason} at byte {e.start})",
+                  file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(_INTERRUPTED, file=sys.stderr)
+            return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null: its reader is gone, and the interpreter's last flush
+    would otherwise print a BrokenPipeError at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def entry_point() -> None:
+    """``python -m partlearn``: ``main``, then exit. After an interrupt the process ends
+    at once (``os._exit``): threads still inside torch or a thread pool would otherwise
+    be torn down by the interpreter's shutdown, which can abort ("terminate called
+    without an active exception", exit 134) instead of exiting 130."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        rc = 141 if rc == 0 else rc
+    if rc == 130:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(130)
+    sys.exit(rc)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -109,7 +109,7 @@ class DataConfig:
     csv: str = setting("labels.csv", TEXT,
                        "the CSV manifest (`path,label,split[,md5]`) for `csv`")
     classes: tuple[str, ...] = setting((), Each(TEXT, distinct=True),
-                                       "a subset of classes by name (empty: all)")
+                                       "a subset of classes by name, case-insensitive (empty: all)")
     on_bad_image: str = setting(
         "error", Options(BAD_IMAGE_POLICIES),
         "`error` names every bad image and stops; `skip` drops them, listed in the audit")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
 from .stages._base import package_version
-from ._validation import ConfigError, DataError
+from ._validation import CacheError, ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -262,13 +263,34 @@ class Pipeline:
         else:
             logger.info("%s: not cached, computing %s", label, key)
         computed = False
-        with self.cache.writer(stage, key, self._desc[stage]) as w:
-            if w is not None:
-                s.compute(Context(self, s), w)
-                computed = True
+        try:
+            with self.cache.writer(stage, key, self._desc[stage]) as w:
+                if w is not None:
+                    s.compute(Context(self, s), w)
+                    computed = True
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, None):
+                raise
+            raise self._disk_full(stage, key, e) from e
         if not computed:
             logger.info("%s: another run computed %s meanwhile; reusing it", label, key)
         return self.cache.get(stage, key), not computed
+
+    def _disk_full(self, stage: str, key: str, e: OSError) -> CacheError:
+        """A full disk met while computing ``stage`` (also numpy's short write, an
+        ``OSError`` without errno): the entry's path, what the disk has free, and what
+        the stage had written, which it needs more than."""
+        partial = self.cache.root / stage / f"{key}.partial"
+        written = _size(partial) if partial.exists() else 0
+        try:
+            free = human_size(shutil.disk_usage(self.cache.root).free)
+        except OSError:
+            free = "unknown"
+        return CacheError(
+            f"cannot write the cache entry {self.cache.root / stage / key}: the disk is full "
+            f"({e.strerror or e}); {free} free there, and {stage} needs more than the "
+            f"{human_size(written)} it had written; free space on that disk or point "
+            "--cache-dir elsewhere; finished shards are kept and a re-run resumes")
 
     def _todo(self, until: str | None, force) -> tuple[list[str], set[str]]:
         until = until or self.stages[-1]
@@ -308,6 +330,11 @@ class Pipeline:
             self.key(stage)  # here (the dataset's reads the annotations)
         if self.cfg.backend == "dask" and self.cfg.dask.scheduler:
             self.backend  # an unreachable scheduler, too (a LocalCluster starts when needed)
+        if not out and (not self.cfg.name or Path(self.cfg.name).name != self.cfg.name
+                        or self.cfg.name in (".", "..")):
+            raise ConfigError(f"name={self.cfg.name!r} names the run directory "
+                              "runs/NAME-TIMESTAMP: give a plain name (no '/', not '..'), "
+                              "or the run directory with --out")
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(dump_toml(self.recorded_config()))

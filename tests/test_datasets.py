@@ -225,6 +225,62 @@ def test_read_folders_merges_case(tmp_path, caplog):
     assert read_folders(tmp_path) == m
 
 
+# --------------------------------------------------------------------------- the name rule
+
+def test_every_reader_folds_case_the_same_way(tmp_path, caplog):
+    """One rule: class names are case-insensitive; names that differ only in case are one
+    class (lower case), with a warning; ``data.classes`` can then never pick the wrong one."""
+    _csv(tmp_path / "csv", [("a.jpg", "Cat", "train"), ("b.jpg", "cat", "train"),
+                            ("c.jpg", "dog", "test"), ("d.jpg", "CAT", "test")])
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
+        m = read_csv(tmp_path / "csv")
+    assert m.classes == ("cat", "dog") and m.label.tolist() == [0, 0, 1, 0]
+    merged = [r.getMessage() for r in caplog.records if "differ only in case" in r.getMessage()]
+    assert len(merged) == 1 and "'CAT' (1) + 'Cat' (1) + 'cat' (1) -> 'cat'" in merged[0]
+    assert read_dataset(tmp_path / "csv", classes=["CAT"]).label.tolist() == [0, 0, 0]
+    for split, name in (("TrainImages.txt", "Kitchen/a.jpg\nbar/b.jpg\n"),
+                        ("TestImages.txt", "kitchen/c.jpg\nbar/d.jpg\n")):
+        _write(tmp_path / "mit" / split, name)
+    assert read_mit67(tmp_path / "mit").classes == ("bar", "kitchen")
+    root = _cub(tmp_path / "cub")
+    _write(root / "classes.txt", "1 001.Ant\n2 Bee\n3 003.Cat\n4 bee\n")
+    m = read_cub(root)
+    assert m.classes == ("bee",) and m.label.tolist() == [0, 0, 0, 0]
+
+
+def test_a_short_name_matching_two_classes_is_an_error(tmp_path):
+    root = _cub(tmp_path)
+    _write(root / "classes.txt", "1 001.Ant\n2 002.Owl\n3 003.Cat\n4 004.Owl\n")
+    with pytest.raises(DataError, match=r"'owl' matches 2 classes .*: 002.Owl, 004.Owl; "
+                                        "class names are compared case-insensitively"):
+        read_dataset(root, classes=["owl"])
+    assert read_dataset(root, classes=["004.OWL"]).classes == ("004.Owl",)
+
+
+# --------------------------------------------------------------------------- the box policy
+
+def test_boxes_outside_their_image_are_clipped_and_empty_ones_rejected(tmp_path, caplog):
+    from partlearn.data import clip_boxes
+
+    root = _cub(tmp_path / "a")
+    _write(root / "bounding_boxes.txt", "3 0 0 0 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    with pytest.raises(DataError, match=r"bounding_boxes.txt, line 1: width 0 and height 10 "
+                                        r"should be > 0 \(a box with no area\)"):
+        read_cub(root)
+    _write(root / "bounding_boxes.txt", "3 -5 2 50 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    m = read_cub(root)
+    size = np.array([40, 40, 40, 40]), np.array([36, 36, 36, 36])
+    with caplog.at_level(logging.WARNING, logger="partlearn.data"):
+        clipped = clip_boxes(m, *size)
+    assert clipped.bbox[0].tolist() == [0, 2, 40, 12] and (clipped.bbox[1:] == m.bbox[1:]).all()
+    assert any("1 annotation box(es) stick out" in r.getMessage() for r in caplog.records)
+    assert clip_boxes(clipped, *size) is clipped  # nothing left to clip: no warning
+    _write(root / "bounding_boxes.txt", "3 45 2 5 10\n5 1 1 5 5\n8 1 1 5 5\n9 1 1 5 5\n")
+    with pytest.raises(DataError, match=r"b1.jpg: the box \[45.0, 2.0, 50.0, 12.0\] .* of "
+                                        r"image 3 has no area inside its 40x36 px image"):
+        clip_boxes(read_cub(root), *size)
+
+
 def test_read_folders_needs_both_splits(tmp_path):
     _write(tmp_path / "train/a/x.jpg", "")
     with pytest.raises(DataError, match="test is missing"):

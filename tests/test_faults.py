@@ -560,3 +560,66 @@ def test_bad_config_is_one_line_exit_2_before_any_stage(tiny, tmp_path, capsys, 
     if field == "regions.strid":
         assert "--set" in lines[0] and "'stride'" in lines[0]
     assert not cache.exists() and not out.exists()
+
+
+# ---- 7. SIGTERM and SIGINT inside the features stage's threads: always exit 130
+
+SLOW_FEATURES = r"""
+import sys, time
+import partlearn.features as features
+
+real = features.extract_features
+
+
+def extract(*a, **k):  # each image a little slower: the stage lasts long enough to be hit
+    for item in real(*a, **k):
+        time.sleep(0.05)
+        yield item
+
+
+features.extract_features = extract
+import partlearn.cli
+sys.argv = ["partlearn", *sys.argv[1:]]
+partlearn.cli.entry_point()
+"""
+
+
+def test_signals_inside_the_feature_threads_always_exit_130(tiny, reference, tmp_path):
+    """10 runs (n_jobs=2: the shards are extracted on 2 threads), each sent SIGTERM or
+    SIGINT at a random moment of its features stage: every one exits 130 with the resume
+    hint as its last line, no traceback, no abort (an interpreter torn down under a torch
+    thread printed "terminate called without an active exception" and exited 134)."""
+    import random
+
+    rng = random.Random(28)
+    hit = 0
+    for i in range(10):
+        cache = seed_cache(reference, tmp_path / f"cache{i}", ("dataset", "regions"))
+        err = tmp_path / f"run{i}.err"
+        sig = (signal.SIGTERM, signal.SIGINT)[i % 2]
+        with open(err, "w") as f:
+            p = subprocess.Popen([sys.executable, "-c", SLOW_FEATURES,
+                                  *run_argv(tiny, cache, tmp_path / f"run{i}", "n_jobs=2"),
+                                  "--until", "features"],
+                                 cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=f)
+        try:
+            wait_for_text(err, "features: not cached, computing", p, f"run {i}")
+            time.sleep(rng.uniform(0, 0.8))
+            finished = p.poll() is not None
+            if not finished:
+                p.send_signal(sig)
+            rc = p.wait(TIMEOUT)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        text = err.read_text()
+        assert "Traceback" not in text and "terminate called" not in text, text[-3000:]
+        if finished:
+            assert rc == 0, text[-3000:]
+            continue
+        hit += 1
+        assert rc == 130, (i, sig, rc, text[-3000:])
+        assert text.strip().splitlines()[-1] == (
+            "partlearn: interrupted; finished shards are kept and a re-run resumes"), text[-3000:]
+    assert hit >= 8  # the signals did land inside the stage

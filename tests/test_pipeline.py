@@ -207,6 +207,10 @@ _TRAIN4 = "".join(f"train/{c}/{i}.png,{c},train\n" for c in ("Cat", "dog") for i
     ("train/Cat/0.png,Cat,train\ntrain/dog/0.png,dog,train\n",
      "fewer training images than parts.min_images=2: Cat (1), dog (1)"),
     ("train/Cat/0.png,Cat,train\ntrain/Cat/1.png,Cat,train\n", "has 1 class"),
+    # exactly parts.min_images=2 per class: enough for the parts, not for a CV fold's parts
+    (_TRAIN4 + "test/Cat/0.png,Cat,test\ntest/dog/0.png,dog,test\n",
+     "class 'Cat' has 2 training images, and with classifier.cv_parts each of the 2 CV folds "
+     "learns parts without its own images: fold 1 leaves 1, fewer than parts.min_images=2"),
     (_TRAIN4, "has no test images"),
     (_TRAIN4 + "test/Cat/0.png,Cat,test\n", "1 class(es) have no test images: dog"),
     ("train/Cat/0.png,Cat,train\n../outside.png,Cat,test\n", "leads outside data.root"),

@@ -139,3 +139,19 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert loaded == f"{page.read_text().count('<img ')}:true"  # every image decoded
     blue = (np.abs(rgb - [0x4a, 0x7a, 0xb5]).sum(axis=2) < 30).sum()  # the method bars
     assert blue > 500  # the plots were drawn, not just the text
+
+
+def test_runs_sharing_a_folder_name_stay_apart_and_can_be_named(tmp_path, capsys):
+    fake_run(tmp_path / "x" / "run", seed=0)
+    fake_run(tmp_path / "y" / "run", seed=1)
+    summary = compare_runs([tmp_path / "x" / "run", tmp_path / "y" / "run"],
+                           out=tmp_path / "cmp")
+    assert len(summary["methods"]) == 8  # 4 methods of each run, none lost
+    assert {m.rsplit(":", 1)[0] for m in summary["methods"]} == {"x/run", "y/run"}
+    assert main(["compare", f"A={tmp_path / 'x' / 'run'}", f"B={tmp_path / 'y' / 'run'}",
+                 "--out", str(tmp_path / "cmp2")]) == 0
+    report = (tmp_path / "cmp2" / "report.md").read_text()
+    assert "| A:parts |" in report and "| B:parts |" in report
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "x" / "run"), str(tmp_path / "x" / "run")]) == 1
+    assert "is given twice" in capsys.readouterr().err

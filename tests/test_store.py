@@ -486,8 +486,11 @@ def test_a_full_disk_outside_the_cache_is_one_line(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(cli, "cmd_cache", full)
     assert main(["cache", "--cache-dir", str(tmp_path), "ls"]) == 1
-    assert capsys.readouterr().err == ("partlearn: error: runs/x/results.json: "
-                                       "No space left on device\n")
+    assert capsys.readouterr().err == (
+        "partlearn: error: runs/x/results.json: No space left on device; "
+        f"{cli._free('runs/x/results.json')} free on that disk, not enough for it: free space "
+        "there or point --cache-dir/--out at a larger disk, then re-run (finished shards are "
+        "kept)\n")
 
 
 # ---- 7. SIGTERM is Ctrl-C

@@ -7,7 +7,8 @@ happens to the bad ones.
 """
 
 from . import demo
-from ._audit import Audit, apply_bad_image_policy, audit_dataset, audit_markdown
+from ._audit import (Audit, apply_bad_image_policy, audit_dataset, audit_markdown,
+                     clip_boxes)
 from ._dataset import read_dataset
 from ._images import BadImageError, load_image, probe_image
 from ._manifest import GND_LISTS, Manifest
@@ -16,5 +17,6 @@ from ._readers import read_csv, read_folders, read_mit67
 from ._cub import read_cub
 
 __all__ = ["GND_LISTS", "Audit", "BadImageError", "Manifest", "apply_bad_image_policy",
-           "audit_dataset", "audit_markdown", "demo", "load_image", "make_planted_regions",
-           "probe_image", "read_csv", "read_cub", "read_dataset", "read_folders", "read_mit67"]
+           "audit_dataset", "audit_markdown", "clip_boxes", "demo", "load_image",
+           "make_planted_regions", "probe_image", "read_csv", "read_cub", "read_dataset",
+           "read_folders", "read_mit67"]

@@ -8,6 +8,7 @@ renders the report. Import them from ``partlearn.data``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -273,3 +274,36 @@ def audit_markdown(report: dict) -> str:
             lambda r: (r["path"], r["from_mode"]))
     section("EXIF-rotated", report["exif_rotated"], ["path"], lambda r: (r,))
     return "\n".join(out) + "\n"
+
+
+def clip_boxes(manifest: Manifest, width, height) -> Manifest:
+    """The policy for annotation boxes (``manifest.bbox``, x0, y0, x1, y1) against the
+    image sizes the audit found: a box that sticks out of its image is clipped to it,
+    and one warning says how many were and names the first; a box left with no area
+    (zero width or height, or wholly outside its image) is a ``DataError`` naming the
+    image, the box and the image's size. Bad images (size 0) are left to
+    ``apply_bad_image_policy``. Both ``run`` and ``datasets audit`` apply it."""
+    if manifest.bbox is None or not len(manifest):
+        return manifest
+    width, height = np.asarray(width, np.float32), np.asarray(height, np.float32)
+    box = np.asarray(manifest.bbox, np.float32)
+    good = width > 0
+    clipped = box.copy()
+    clipped[:, [0, 2]] = np.clip(box[:, [0, 2]], 0, width[:, None])
+    clipped[:, [1, 3]] = np.clip(box[:, [1, 3]], 0, height[:, None])
+    clipped[~good] = box[~good]
+    empty = good & ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1]))
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise DataError(f"{manifest.filepath(i)}: the box {box[i].tolist()} (x0, y0, x1, y1) of "
+                        f"image {manifest.image_id[i]} has no area inside its "
+                        f"{int(width[i])}x{int(height[i])} px image ({int(empty.sum())} such "
+                        "box(es)); fix bounding_boxes.txt or leave the image out")
+    moved = np.flatnonzero((clipped != box).any(axis=1))
+    if len(moved):
+        i = int(moved[0])
+        logger.warning("%d annotation box(es) stick out of their image and were clipped to it, "
+                       "e.g. image %s: %s -> %s in %dx%d px", len(moved), manifest.image_id[i],
+                       box[i].tolist(), clipped[i].tolist(), int(width[i]), int(height[i]))
+        return dataclasses.replace(manifest, bbox=clipped)
+    return manifest

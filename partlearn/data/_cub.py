@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ._manifest import Manifest
-from ._readers import _abs_root, _check_relative, _Lines
+from ._readers import _abs_root, _check_relative, _Lines, fold_case
 from .._validation import DataError
 
 
@@ -29,7 +29,17 @@ def read_cub(root) -> Manifest:
     ids = list(names)
     split, class_names, class_ids = _cub_labels(root, images, ids)
     present = sorted(set(class_ids))
+    # the name rule of every reader (``fold_case``): names that differ only in case are one
+    # class, at its first id
+    folded = dict(zip(present, fold_case([class_names[c] for c in present],
+                                         f"read_cub({root})", "names")))
+    first = {}
+    for c in present:
+        first.setdefault(folded[c], c)
+    class_names = {c: folded[c] for c in present}
+    present = sorted(set(first.values()))
     index = {c: i for i, c in enumerate(present)}
+    index.update({c: index[first[folded[c]]] for c in folded})
     bbox = _cub_boxes(root, images, ids)
     keypoints, keypoint_names = _cub_keypoints(root, ids)
     return Manifest(
@@ -104,8 +114,9 @@ def _cub_boxes(root: Path, images: _Lines, ids: list[int]) -> np.ndarray | None:
 
     def parse_box(lineno, p):
         x, y, w, h = (boxes.float(lineno, k, v) for k, v in zip("x y width height".split(), p))
-        if w < 0 or h < 0:
-            raise boxes.error(lineno, f"width {w:g} and height {h:g} should be >= 0")
+        if w <= 0 or h <= 0:  # the box policy (``clip_boxes``): no area is an error
+            raise boxes.error(lineno, f"width {w:g} and height {h:g} should be > 0 (a box "
+                              "with no area)")
         return (x, y, x + w, y + h)
 
     return np.asarray(_per_image(images, ids, boxes, boxes.keyed("image_id", parse_box)),

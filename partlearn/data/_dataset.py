@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,8 +60,9 @@ def _detect(root: Path, csv: str) -> str | None:
 def read_dataset(root, format: str = "auto", csv: str = "labels.csv", classes=()) -> Manifest:
     """Read the dataset at ``root`` in ``format`` ("auto" detects it), keeping ``classes``.
 
-    ``classes``: names of the classes to keep (case-insensitive; CUB names may omit their
-    ``001.`` prefix), empty for all. Labels are re-indexed 0..C-1 in the dataset's class order.
+    ``classes``: names of the classes to keep (case-insensitive, like every reader's class
+    names; CUB names may omit their ``001.`` prefix, unless two classes then match), empty
+    for all. Labels are re-indexed 0..C-1 in the dataset's class order.
     """
     check_choice("data.format", format, DATASET_FORMATS)
     if format == "demo":  # generated into root once, then read as a CSV dataset
@@ -90,15 +92,21 @@ def _select_classes(manifest: Manifest, classes) -> Manifest:
         classes = (classes,)
     if not classes:
         return manifest
-    lookup: dict[str, int] = {}
-    for i, name in enumerate(manifest.classes):  # exact names win over prefix-less ones
-        short = re.sub(r"^\d+\.", "", name).casefold()
-        lookup.setdefault(short, i)
+    full: dict[str, list[int]] = defaultdict(list)  # case-folded name: classes
+    short: dict[str, list[int]] = defaultdict(list)  # the same without a "001." prefix
     for i, name in enumerate(manifest.classes):
-        lookup[name.casefold()] = i
+        full[name.casefold()].append(i)
+        short[re.sub(r"^\d+\.", "", name).casefold()].append(i)
     keep = set()
     for name in classes:
-        i = lookup.get(str(name).strip().casefold())
+        key = str(name).strip().casefold()
+        found = full.get(key) or short.get(key) or []  # a full name wins over a short one
+        if len(found) > 1:  # the readers fold case, so only a prefix-less name gets here
+            raise DataError(f"data.classes: {name!r} matches {len(found)} classes of the "
+                            f"dataset at {manifest.root}: "
+                            f"{', '.join(manifest.classes[j] for j in found)}; class names "
+                            "are compared case-insensitively: give the full name")
+        i = found[0] if found else None
         if i is None:
             short = [re.sub(r"^\d+\.", "", c) for c in manifest.classes]
             hint = did_you_mean(str(name), list(manifest.classes) + short)

@@ -102,6 +102,29 @@ def _sort_classes(names) -> list[str]:
     return sorted(names, key=lambda n: (n.casefold(), n))
 
 
+def fold_case(labels, who: str, what: str = "labels") -> list[str]:
+    """The name rule, shared by every reader: class names are case-insensitive. Labels
+    that differ only in case are one class, named by the lower-cased first of its
+    spellings (``Coast``, ``coast`` -> ``coast``), and one warning names the spellings
+    merged; a name spelt one way only is kept as it is. Returns each label's class."""
+    spellings: dict[str, dict[str, int]] = defaultdict(dict)
+    for label in labels:
+        spelled = spellings[label.casefold()]
+        spelled[label] = spelled.get(label, 0) + 1
+    names = {}
+    merged = []
+    for spelled in spellings.values():
+        name = next(iter(spelled)) if len(spelled) == 1 else min(spelled).lower()
+        names.update((s, name) for s in spelled)
+        if len(spelled) > 1:
+            merged.append(" + ".join(f"{s!r} ({n})" for s, n in sorted(spelled.items()))
+                          + f" -> {name!r}")
+    if merged:
+        logger.warning("%s: merged %d class %s whose names differ only in case: %s", who,
+                       len(merged), what, "; ".join(merged))
+    return [names[label] for label in labels]
+
+
 def _check_relative(where: str, value: str) -> str:
     if not value:
         raise DataError(f"{where}: empty path")
@@ -130,12 +153,13 @@ def read_mit67(root) -> Manifest:
                 raise lines.error(lineno, f"{rel!r} is already listed in {seen[rel]}")
             seen[rel] = where
             rows.append((rel, parts[0], split))
-    classes = _sort_classes(c for _, c, _ in rows)
+    labels = fold_case([c for _, c, _ in rows], f"read_mit67({root})", "folders")
+    classes = _sort_classes(labels)
     index = {c: i for i, c in enumerate(classes)}
     paths = tuple("Images/" + rel for rel, _, _ in rows)
     return Manifest(
         root=str(root), classes=tuple(classes), image_id=paths, path=paths,
-        label=np.asarray([index[c] for _, c, _ in rows], dtype=np.int64),
+        label=np.asarray([index[c] for c in labels], dtype=np.int64),
         split=np.asarray([s for _, _, s in rows], dtype="<U5"),
     )
 
@@ -147,7 +171,8 @@ def read_csv(root, csv: str = "labels.csv") -> Manifest:
     """``<root>/<csv>`` with columns ``path,label,split`` (others allowed; ``md5`` is kept).
 
     Paths are relative to ``root``; labels are class names (classes sorted, numerically when
-    all are integers); split is ``train`` or ``test``.
+    all are integers; labels that differ only in case are one class, see ``fold_case``);
+    split is ``train`` or ``test``.
     """
     root = _abs_root(root)
     file = root / csv
@@ -184,6 +209,7 @@ def read_csv(root, csv: str = "labels.csv") -> Manifest:
         paths.append(path)
         labels.append(label)
         splits.append(split)
+    labels = fold_case(labels, f"read_csv({file})")
     classes = _sort_classes(labels)
     index = {c: i for i, c in enumerate(classes)}
     return Manifest(
@@ -218,7 +244,7 @@ def read_folders(root) -> Manifest:
     """``train/<class>/*`` and ``test/<class>/*``; class folders matched case-insensitively.
 
     Folder names that differ only in case are one class (named in lower case) and a warning
-    names the spellings merged. Only files with an image extension are listed; anything else
+    names the spellings merged (the rule of ``fold_case``, here with each folder named). Only files with an image extension are listed; anything else
     in the class folders (not hidden) is named in a warning.
     """
     root = _abs_root(root)

@@ -16,12 +16,13 @@ import base64
 import csv
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ._plots import _figures_memo
-from .._validation import DataError
+from .._validation import DataError, did_you_mean
 from ..evaluation import metrics, paired_comparison
 
 
@@ -29,6 +30,10 @@ def _pct(x, std=None) -> str:
     if x is None:
         return "—"
     return f"{100 * x:.1f}%" if std is None else f"{100 * x:.1f} ± {100 * std:.1f}%"
+
+
+def _seconds(x) -> str:
+    return "—" if x is None else f"{x:.1f}"
 
 
 def results_markdown(summary: dict) -> str:
@@ -75,7 +80,8 @@ def _methods_md(methods: dict) -> list[str]:
             c, check = "—", m.get("val_accuracy")
         lines.append(f"| {name} | {_pct(m['top1'], m.get('top1_std'))} | "
                      f"{_pct(m['mean_class_accuracy'], m.get('mean_class_accuracy_std'))} | "
-                     f"{c} | {_pct(check)} | {m['dim']} | {m['train_seconds']:.1f} |")
+                     f"{c} | {_pct(check)} | {m.get('dim', '—')} | "
+                     f"{_seconds(m.get('train_seconds'))} |")
     return lines + [""]
 
 
@@ -238,11 +244,18 @@ def read_predictions(run: Path) -> tuple[list[str], list[str], dict[str, list[st
     """A run's ``predictions.csv``: ``(paths, labels, {method: predicted labels})``."""
     file = Path(run) / "predictions.csv"
     try:
-        with open(file, newline="") as f:
+        with open(file, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise DataError(f"{file} is missing: is {run} a run directory of `partlearn run`?") \
             from None
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"{file} is not readable as CSV ({e}); re-run `partlearn run`") \
+            from None
+    if not rows or rows[0][:2] != ["path", "label"] or any(len(r) != len(rows[0])
+                                                            for r in rows[1:]):
+        raise DataError(f"{file} is damaged or cut short (expected a header path,label,... "
+                        "and one full row per test image); re-run `partlearn run`")
     header, rows = rows[0], rows[1:]
     return ([r[0] for r in rows], [r[1] for r in rows],
             {m: [r[k] for r in rows] for k, m in enumerate(header[2:], start=2)})
@@ -257,12 +270,20 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
     paths, labels, preds = read_predictions(run)
     classes = summary["classes"]
     index = {c: k for k, c in enumerate(classes)}
+    folded = {c.casefold(): k for k, c in enumerate(classes)}  # the name rule: case-insensitive
     by_path = {p: k for k, p in enumerate(paths)}
     names = [Path(p).name for p in paths]
     by_name = {n: k for k, n in enumerate(names) if names.count(n) == 1}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise DataError(f"{Path(run) / 'predictions.csv'}: label {unknown[0]!r} is not a class "
+                        f"of {Path(run) / 'results.json'}; the run directory is inconsistent")
     y = np.array([index[c] for c in labels])
     for name, file in externals.items():
-        got = {}
+        if name in summary["methods"]:
+            raise DataError(f"--external {name}={file}: the report has a method {name!r} "
+                            "already; give the external predictions another NAME")
+        got, line_of = {}, {}
         try:
             with open(file, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
@@ -271,20 +292,36 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
                     raise DataError(f"{file}, line 1: columns {sorted(missing)} are missing; "
                                     "expected image_id,predicted_label")
                 for row in reader:
+                    if None in row.values() or None in row:
+                        raise DataError(f"{file}, line {reader.line_num}: expected "
+                                        f"{len(reader.fieldnames)} fields "
+                                        f"({','.join(reader.fieldnames)})")
                     key, label = row["image_id"].strip(), row["predicted_label"].strip()
                     k = by_path.get(key, by_name.get(key))
                     if k is None:
                         raise DataError(f"{file}, line {reader.line_num}: image_id {key!r} is "
                                         f"not a test image of {run}")
-                    if label not in index:
+                    if k in got:
+                        raise DataError(f"{file}, line {reader.line_num}: image_id {key!r} "
+                                        f"is predicted already on line {line_of[k]}; one row "
+                                        "per test image")
+                    if label.casefold() not in folded:
                         raise DataError(f"{file}, line {reader.line_num}: predicted_label "
-                                        f"{label!r} is not one of the {len(classes)} classes")
-                    got[k] = index[label]
+                                        f"{label!r} is not one of the {len(classes)} classes"
+                                        f"{did_you_mean(label, classes)}")
+                    got[k], line_of[k] = folded[label.casefold()], reader.line_num
         except FileNotFoundError:
             raise DataError(f"external results {file} do not exist") from None
+        except IsADirectoryError:
+            raise DataError(f"external results {file} is a folder; expected a CSV file") \
+                from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise DataError(f"{file} is not readable as UTF-8 CSV ({e})") from None
         if len(got) != len(paths):
+            lost = [paths[k] for k in range(len(paths)) if k not in got]
             raise DataError(f"{file}: predictions for {len(got)} of the {len(paths)} test "
-                            "images; every test image needs one")
+                            f"images; every test image needs one (missing: "
+                            f"{', '.join(lost[:5])}{', ...' if len(lost) > 5 else ''})")
         pred = np.array([got[k] for k in range(len(paths))])
         summary["methods"][name] = metrics(y, pred, len(classes)) | {"external": str(file)}
         if "global" in preds:
@@ -347,7 +384,71 @@ def report_html(summary: dict, run: Path | None = None, memo: Path | None = None
 # ------------------------------------------------------------------ compare
 
 
-def compare_runs(runs, externals: dict | None = None, out=None) -> dict:
+def run_names(runs, names=None) -> list[str]:
+    """The name of each run in a comparison: the one given (``names[i]``, None for none),
+    else the shortest end of its path that no other run's path ends with (``a/run``,
+    ``b/run``). Two runs with one name, or one folder given twice, is a ``DataError``."""
+    runs = [Path(r) for r in runs]
+    names = list(names or [None] * len(runs))
+    where = [os.path.realpath(r) for r in runs]
+    for i, w in enumerate(where):
+        if w in where[:i]:
+            raise DataError(f"run {runs[i]} is given twice (as {runs[where.index(w)]} too); "
+                            "give each run once")
+    out = list(names)
+    for i, run in enumerate(runs):
+        if out[i] is not None:
+            continue
+        parts = Path(os.path.abspath(run)).parts
+        for n in range(1, len(parts) + 1):
+            name = "/".join(parts[-n:])
+            others = [Path(os.path.abspath(r)).parts for j, r in enumerate(runs) if j != i]
+            if all("/".join(o[-n:]) != name for o in others):
+                break
+        out[i] = name
+    seen: dict[str, int] = {}
+    for i, name in enumerate(out):
+        if name in seen:
+            j = seen[name]
+            raise DataError(f"runs {runs[j]} and {runs[i]} are both named {name!r} in the "
+                            "comparison; give each its own NAME=RUN_DIR")
+        seen[name] = i
+    return out
+
+
+def _results(run: Path) -> dict:
+    """A run's ``results.json``; missing, damaged or not a summary: a ``DataError``."""
+    file = Path(run) / "results.json"
+    if Path(run).exists() and not Path(run).is_dir():
+        raise DataError(f"{run} is a file; expected a run directory of `partlearn run`")
+    try:
+        summary = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{file} is missing: is {run} a run directory of "
+                        "`partlearn run`?") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{file} does not parse ({e}); it is damaged or was cut short: "
+                        "re-run `partlearn run` with the same --out") from None
+    if not isinstance(summary, dict):
+        raise DataError(f"{file} holds no run summary (a JSON object); re-run `partlearn run`")
+    methods = summary.get("methods")
+    if methods is not None and not isinstance(methods, dict):
+        raise DataError(f"{file}: 'methods' is not a JSON object; re-run `partlearn run`")
+    for name, m in (methods or {}).items():
+        lacks = [k for k in _METHOD_KEYS if not isinstance(m, dict) or k not in m]
+        if lacks:
+            raise DataError(f"{file}: method {name!r} lacks {', '.join(lacks)}; the file was "
+                            "changed or damaged: re-run `partlearn run`")
+    if methods and not isinstance(summary.get("classes"), list):
+        raise DataError(f"{file}: 'classes' is missing; re-run `partlearn run`")
+    return summary
+
+
+#: what every method of a results.json holds (``evaluation.metrics``), which the report reads
+_METHOD_KEYS = ("top1", "mean_class_accuracy", "per_class_accuracy", "n_test")
+
+
+def compare_runs(runs, externals: dict | None = None, out=None, names=None) -> dict:
     """Rebuild the report from finished run directories (their ``results.json``,
     ``predictions.csv`` and ``config.toml``; nothing is recomputed) into ``out``
     (default: the first run). Several runs must share the dataset and test split;
@@ -357,16 +458,13 @@ def compare_runs(runs, externals: dict | None = None, out=None) -> dict:
     from ..config import load_config
 
     runs = [Path(r) for r in runs]
+    labels = run_names(runs, names)
     summaries = []
     for run in runs:
-        file = run / "results.json"
-        try:
-            summaries.append(json.loads(file.read_text()))
-        except FileNotFoundError:
-            raise DataError(f"{file} is missing: is {run} a run directory of "
-                            "`partlearn run`?") from None
+        summaries.append(_results(run))
         if not summaries[-1].get("methods"):
-            raise DataError(f"{file} holds no methods: run the pipeline to its end first")
+            raise DataError(f"{run / 'results.json'} holds no methods: run the pipeline to "
+                            "its end first")
     first = summaries[0]
     tests = [read_predictions(run)[0] for run in runs]
     for run, s, t in zip(runs[1:], summaries[1:], tests[1:]):
@@ -378,10 +476,10 @@ def compare_runs(runs, externals: dict | None = None, out=None) -> dict:
     else:
         summary = {k: first.get(k) for k in ("dataset", "backbone", "classes")}
         summary.update(name="comparison", methods={}, comparisons=[], stages={}, timings={})
-        for run, s in zip(runs, summaries):
-            summary["methods"].update({f"{run.name}:{m}": v for m, v in s["methods"].items()})
-            summary["comparisons"] += [c | {"a": f"{run.name}:{c['a']}",
-                                            "b": f"{run.name}:{c['b']}"}
+        for label, s in zip(labels, summaries):
+            summary["methods"].update({f"{label}:{m}": v for m, v in s["methods"].items()})
+            summary["comparisons"] += [c | {"a": f"{label}:{c['a']}",
+                                            "b": f"{label}:{c['b']}"}
                                        for c in s.get("comparisons", [])]
     curve: dict[str, list] = {}
     for run, s in zip(runs, summaries):

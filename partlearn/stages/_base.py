@@ -140,6 +140,11 @@ class Context:
         self.cfg = _Declared(pipeline.cfg, set(stage.field_names()) | set(NOT_KEYED))
         self.memo = pipeline.cache.root / "_memo"
 
+    def of(self, stage: Stage) -> "Context":
+        """The context ``stage`` sees in this run (a check made on another stage's behalf
+        reads that stage's fields)."""
+        return Context(self._pipe, stage)
+
     def get(self, name: str):
         """The value of input ``name`` (``features``: the run's region features)."""
         allowed = self.stage.input_names(self._pipe.cfg)

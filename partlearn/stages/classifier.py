@@ -143,7 +143,8 @@ def load(ctx, entry) -> Classifiers:
 # encoding.flip_average: the global descriptor is averaged with its mirror's too
 def check(ctx) -> None:
     """The SVMs need training images of two classes or more; accuracy, test images of
-    every class."""
+    every class; with ``classifier.cv_parts``, every CV fold enough images per class for
+    its parts (``encoding_cv.check_folds``)."""
     from .parts import check_classes
 
     data = ctx.get("dataset")
@@ -159,6 +160,8 @@ def check(ctx) -> None:
         raise DataError(f"the dataset at {m.root}: {len(missing)} class(es) have no test "
                         f"images: {', '.join(missing[:10])}{', ...' if len(missing) > 10 else ''}"
                         "; add test images or leave the class out with data.classes")
+    if encoding_cv.applies(ctx.cfg):  # each CV fold's parts: parts.min_images in every fold
+        encoding_cv.check_folds(ctx.of(encoding_cv.STAGE))
 
 
 STAGE = Stage(

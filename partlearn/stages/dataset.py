@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +53,8 @@ class Dataset:
 
 
 def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
-    """The sha256 of every file ``root/rel`` (``"missing"`` for one that is not there),
+    """The sha256 of every file ``root/rel`` (``"missing"`` for one that is not there,
+    ``"not a file"`` for a folder),
     each remembered in ``memo`` by its size and mtime, so a file is read again only
     when either changes (DVC's state): a copy of the data, whose times differ, is
     hashed once and keeps its key."""
@@ -71,6 +73,9 @@ def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
             st = os.stat(root / rel)
         except OSError:
             out.append("missing")
+            continue
+        if not stat.S_ISREG(st.st_mode):  # a folder listed as an image: the audit says it is bad
+            out.append("not a file")
             continue
         stamp = [st.st_size, st.st_mtime_ns]
         seen = known.get(rel)
@@ -95,6 +100,7 @@ def fingerprint(manifest, memo: Path | None = None) -> str:
 
 
 def derive(ctx) -> dict:
+    check_manifest(ctx.manifest)  # before a file is hashed: none outside data.root is read
     return {"files": fingerprint(ctx.manifest, ctx.memo)}
 
 
@@ -118,7 +124,8 @@ def compute(ctx, w) -> None:
     audit = datasets.audit_dataset(ctx.manifest, min_side=d.min_side,
                                    min_train_per_class=d.min_train_per_class,
                                    n_jobs=max(1, os.cpu_count() or 1))
-    w.save_json("manifest", ctx.manifest.to_dict())
+    manifest = datasets.clip_boxes(ctx.manifest, audit.width, audit.height)
+    w.save_json("manifest", manifest.to_dict())
     w.save_json("audit", audit.report)
     w.save_array("width", audit.width)
     w.save_array("height", audit.height)

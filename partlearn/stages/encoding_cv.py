@@ -24,6 +24,7 @@ import numpy as np
 
 from ..classify import cv_splits, uses
 from .._progress import progress
+from .._validation import DataError
 from ._base import Stage
 from .encoding import encoder, image_regions
 from .parts import learner
@@ -68,6 +69,30 @@ def load(ctx, entry) -> list[np.ndarray]:
     """Per fold, ``(n_train, d_j)`` float32: the training images' codes by that fold's
     parts, in the order of the dataset's training images."""
     return [entry.shard_array(j, "codes") for j in range(entry.n_shards)]
+
+
+def check_folds(ctx) -> None:
+    """Each fold's parts are learnt without that fold's images: every class needs
+    ``parts.min_images`` training images in every fold's remaining images, not only in
+    the whole training split (the ``parts`` stage's check). The classifier's check calls
+    it (the folds are the classifier's), after the dataset stage, before the features."""
+    data = ctx.get("dataset")
+    m = data.manifest
+    y = m.label[data.train]
+    need = ctx.cfg.parts.min_images
+    for j, (tr, _) in enumerate(splits(ctx)):
+        counts = np.bincount(y[tr], minlength=len(m.classes))
+        low = np.flatnonzero(counts < need)
+        if len(low):
+            c = int(low[0])
+            total = int((y == c).sum())
+            raise DataError(
+                f"the dataset at {m.root}: class {m.classes[c]!r} has {total} training images, "
+                f"and with classifier.cv_parts each of the {len(splits(ctx))} CV folds learns "
+                f"parts without its own images: fold {j + 1} leaves {int(counts[c])}, fewer "
+                f"than parts.min_images={need} ({len(low)} class(es) short); add training "
+                "images, lower parts.min_images or classifier.cv_folds, set "
+                "classifier.cv_parts = false, or leave such classes out with data.classes")
 
 
 def applies(cfg) -> bool:
