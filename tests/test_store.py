@@ -676,3 +676,24 @@ def test_a_damaged_memo_is_recomputed_with_a_warning_and_gc_removes_them(tmp_pat
     assert cache.entries()[0]["key"] == k  # entries untouched
     cache.gc(keep=set())  # the entry goes: its memo with it
     assert sorted(p.name for p in memo.iterdir()) == [f".y.{os.getpid()}.tmp.json", "ok.json"]
+
+
+def test_a_run_file_is_whole_or_untouched_when_its_write_fails(tmp_path, monkeypatch):
+    pipeline = tiny_pipeline(tmp_path)
+    out = tmp_path / "run"
+    pipeline().run(until="dataset", out=out, report=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "results.json" in before
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):  # the disk fills up mid-file
+        if "results" not in self.name:
+            return real(self, text, *args, **kwargs)
+        real(self, text[:len(text) // 2], *args, **kwargs)
+        no_space()
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline().run(until="dataset", out=out, report=False)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no tmp
