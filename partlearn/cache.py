@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from . import _files, _store_check
 from ._store_check import HASH, load_array
@@ -127,7 +128,7 @@ def _locked(f, how):
 
 def _json_hash(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != HASH}
-    return _store_check.xxhash.xxh3_128_hexdigest(
+    return xxhash.xxh3_128_hexdigest(
         json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -618,9 +619,17 @@ def _memo_items(folder: Path):
     """What ``gc_memos`` judges under ``folder``: JSON memos, memo folders (one with a
     ``memo.json``, or without JSON files: an older one), leftovers; folders of memos
     (``file_hashes/``) are walked."""
-    for p in sorted(folder.iterdir()):
-        if p.is_dir() and not _is_tmp(p) and not (p / _MEMO_FILES).exists() and any(
-                c.is_dir() or c.suffix == ".json" for c in p.iterdir()):
+    try:
+        items = sorted(folder.iterdir())
+    except FileNotFoundError:  # removed meanwhile
+        return
+    for p in items:
+        try:
+            walk = p.is_dir() and not _is_tmp(p) and not (p / _MEMO_FILES).exists() and any(
+                c.is_dir() or c.suffix == ".json" for c in p.iterdir())
+        except FileNotFoundError:
+            continue
+        if walk:
             yield from _memo_items(p)
         else:
             yield p
