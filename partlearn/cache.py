@@ -140,7 +140,8 @@ def _sealed(obj, needs=()) -> dict:
 
 
 def _unsealed(text: str):
-    """``(value, None)`` of a sealed memo record, else ``(None, what is wrong)``."""
+    """``(record, None)`` of a sealed memo record (its ``value``, its ``needs``), else
+    ``(None, what is wrong)``."""
     try:
         record = json.loads(text)
     except ValueError as e:
