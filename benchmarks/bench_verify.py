@@ -3,7 +3,7 @@ them), hashed in full (the first verification, nothing remembered) and checked a
 the remembered verification (the stat of each file only), as a fraction of a warm run.
 
     python benchmarks/bench_verify.py pipelines/cub200.toml --cache-dir COPY \\
-        --stages features multiscale --warm-run /tmp/store_warm
+        --stages features multiscale --warm-run /tmp/store_warm [--set data.root=...]
 
 ``--adopt`` first rewrites, in ``COPY`` (never the original store), every entry of an
 older partlearn as the current store writes it: its old digests are checked, then
@@ -76,12 +76,14 @@ def main(argv=None):
     p.add_argument("--adopt", action="store_true")
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--warm-run", help="also time `partlearn run` into this folder, twice")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config overrides, as `partlearn run --set`")
     args = p.parse_args(argv)
 
     from partlearn.config import load_config
     from partlearn.runner import Pipeline
 
-    pipe = Pipeline(load_config(args.config), cache_dir=args.cache_dir)
+    pipe = Pipeline(load_config(args.config, args.set), cache_dir=args.cache_dir)
     entries = [(s, k) for s, k in pipe.entries() if not args.stages or s in args.stages]
     cache = Cache(args.cache_dir)
     if args.adopt:
@@ -102,7 +104,8 @@ def main(argv=None):
         out["remembered_s"].append(timed_check(args.cache_dir, entries))
     if args.warm_run:
         cmd = [sys.executable, "-m", "partlearn", "-q", "run", args.config,
-               "--cache-dir", args.cache_dir, "--out", args.warm_run]
+               "--cache-dir", args.cache_dir, "--out", args.warm_run,
+               *[x for kv in args.set for x in ("--set", kv)]]
         out["warm_run_s"] = []
         for _ in range(2):  # the first also redraws memos of an older format
             t0 = time.perf_counter()
