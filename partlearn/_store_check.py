@@ -126,7 +126,9 @@ def check(path: Path, stage: str, key: str,
         problem = next(filter(None, (_legacy_problem(path, rel, rec)
                                      for rel, rec in files.items())), None)
         return (None, problem, {}) if problem else (meta, None, {})
-    if meta.get("store") != FORMAT or meta.get(META_HASH) != meta_hash(meta):
+    if meta.get("store") != FORMAT:
+        return None, f"written in store format {meta.get('store')!r}, not {FORMAT}", {}
+    if meta.get(META_HASH) != meta_hash(meta):
         return None, f"{META} has changed since it was written (its hash differs)", {}
     known = known or {}
     verified = {}

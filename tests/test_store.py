@@ -115,6 +115,9 @@ DAMAGE = {
     "meta of another entry": (lambda p: (p / "meta.json").write_text(json.dumps(
         {**json.loads((p / "meta.json").read_text()), "key": "other"})), "s/other"),
     "meta deleted": (lambda p: (p / "meta.json").unlink(), "meta.json is missing"),
+    "meta edited": (lambda p: (p / "meta.json").write_text(json.dumps(
+        {**json.loads((p / "meta.json").read_text()), "n_shards": 1})),
+        "meta.json has changed since it was written (its hash differs)"),
 }
 
 
