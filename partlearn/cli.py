@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import _files
 from ._validation import ConfigError, PartlearnError
 
 logger = logging.getLogger("partlearn")
@@ -180,8 +181,8 @@ def cmd_audit(args) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "audit.json").write_text(json.dumps(audit.report, indent=1))
-        (out / "audit.md").write_text(text)
+        _files.write_text(out / "audit.json", json.dumps(audit.report, indent=1))
+        _files.write_text(out / "audit.md", text)
         logger.info("audit written to %s", out)
     print(text)
     return 0
@@ -213,13 +214,18 @@ def cmd_cache(args) -> int:
                 pipe = Pipeline(_load_config(path), cache_dir=cache_dir)
                 keep.update(pipe.entries())
         removed = cache.gc(keep)
+    memos = [r for r in removed if r.get("memo")]
+    for r in memos:
+        print(f"removed memo {r['key']} ({human_size(r['bytes'])}): {r['reason']}")
     skipped = [r for r in removed if "skipped" in r]
-    removed = [r for r in removed if "skipped" not in r]
+    removed = [r for r in removed if "skipped" not in r and not r.get("memo")]
     for r in removed:
         print(f"removed {r['stage']} {r['key']} ({human_size(r['bytes'])})")
     for r in skipped:
         print(f"kept    {r['stage']} {r['key']} ({human_size(r['bytes'])}): {r['skipped']}")
     print(f"{len(removed)} entries removed, {human_size(sum(r['bytes'] for r in removed))} freed")
+    if memos:
+        print(f"{len(memos)} memos removed (damaged, or their entries gone)")
     return 0
 
 

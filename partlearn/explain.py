@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _files
 from ._arrays import l2_normalize
 from ._validation import DataError
 
@@ -176,5 +177,6 @@ def _draw(image, heat, drawn, title, file) -> None:
     axes[1].set_title("the top parts' best boxes", fontsize=9)
     for ax in axes:
         ax.axis("off")
-    fig.savefig(file, format="png", dpi=100, bbox_inches="tight")
+    with _files.replacing(Path(file)) as tmp:  # a run directory's file: whole or not at all
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)

@@ -17,6 +17,7 @@ import shutil
 import time
 from pathlib import Path
 
+from . import _files
 from . import data as datasets
 from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml, with_values
@@ -337,7 +338,7 @@ class Pipeline:
                               "or the run directory with --out")
         out = Path(out) if out else Path("runs") / f"{self.cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.toml").write_text(dump_toml(self.recorded_config()))
+        _files.write_text(out / "config.toml", dump_toml(self.recorded_config()))
         logger.info("run directory: %s", out)
         summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
                    "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
@@ -370,7 +371,7 @@ class Pipeline:
             pins.close()
             self.close()
             summary["peak_memory_mb"] = peak_memory_mb()
-            (out / "results.json").write_text(json.dumps(summary, indent=1))
+            _files.write_text(out / "results.json", json.dumps(summary, indent=1))
         if evaluated:
             from .report import write_results
 

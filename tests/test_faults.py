@@ -525,6 +525,53 @@ def test_damaged_files_inside_entries_are_reported_and_recomputed(tiny, referenc
     assert leftovers(cache) == []
 
 
+def test_damaged_memos_are_recomputed_with_a_warning_and_gc_removes_them(tiny, reference,
+                                                                        tmp_path, capsys):
+    """A garbled JSON memo (the backbone's identity, the report's figures) and a truncated
+    gallery PNG in ``_memo/`` are not served: the run warns, draws them again and ends
+    with the reference's results and figures; ``cache gc`` removes such memos, and those
+    of an entry that is gone."""
+    cache = seed_cache(reference, tmp_path / "cache", STAGES)
+    memo = cache / "_memo"
+    garbled = sorted(memo.glob("*.json"))  # the backbone's identity, the report's figures
+    assert len(garbled) >= 2
+    for f in garbled:
+        f.write_text(f.read_text()[:-7])
+    gallery = sorted(memo.glob("galleries-*"))[0]
+    png = sorted(gallery.glob("*.png"))[0]
+    with open(png, "r+b") as f:
+        f.truncate(png.stat().st_size // 2)
+
+    capsys.readouterr()
+    assert main(["status", str(tiny / "p.toml"), *settings(tiny), "--cache-dir", str(cache)]) == 0
+    assert all(line.split()[-1] == "cached" for line in capsys.readouterr().out.splitlines())
+    p = cli(*run_argv(tiny, cache, tmp_path / "rerun"))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    assert f"memo {gallery} {png.name} is " in p.stderr
+    assert all(str(f) in p.stderr for f in garbled), p.stderr[-3000:]
+    assert all(s["cached"] for s in results(tmp_path / "rerun")["stages"].values())
+    assert_same_as_reference(tmp_path / "rerun", reference)
+    drawn = sorted((reference["out"] / "figures").glob("*.png"))
+    assert drawn and [f.read_bytes() for f in drawn] == [
+        (tmp_path / "rerun" / "figures" / f.name).read_bytes() for f in drawn]
+
+    for f in garbled:
+        f.write_text("{garbled")
+    (png := sorted(sorted(memo.glob("galleries-*"))[0].glob("*.png"))[0]).write_bytes(b"")
+    assert main(["cache", "--cache-dir", str(cache), "gc"]) == 0
+    gc = capsys.readouterr().out
+    assert "0 entries removed" in gc
+    assert all(f"removed memo {f.name} " in gc for f in garbled), gc
+    assert f"removed memo {png.parent.name} " in gc and not png.parent.exists()
+    assert main(["cache", "--cache-dir", str(cache), "rm", "features"]) == 0
+    assert main(["cache", "--cache-dir", str(cache), "gc"]) == 0
+    gc = capsys.readouterr().out
+    assert not list(memo.glob("galleries-*")) and not list(memo.glob("heatmap-*"))
+    assert f"its entry features/{reference['keys']['features']} is gone" in gc
+    assert leftovers(cache) == []
+
+
 # ---- 6. bad configs: exit 2, one line naming the field, before any stage
 
 BAD = [

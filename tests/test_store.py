@@ -86,7 +86,7 @@ def test_meta_records_every_file_with_size_and_digest(tmp_path):
     assert set(files) == {"x.npy", "info.json", "shard_00000/r.npy", "shard_00001/r.npy"}
     for rel, rec in files.items():
         size = (path / rel).stat().st_size
-        assert rec == {"bytes": size, "digest": _store_check.digest(path / rel, size)}
+        assert rec == {"bytes": size, "xxh3_128": _store_check.file_hash(path / rel)}
 
 
 def truncate(path, rel):
@@ -115,6 +115,9 @@ DAMAGE = {
     "meta of another entry": (lambda p: (p / "meta.json").write_text(json.dumps(
         {**json.loads((p / "meta.json").read_text()), "key": "other"})), "s/other"),
     "meta deleted": (lambda p: (p / "meta.json").unlink(), "meta.json is missing"),
+    "meta edited": (lambda p: (p / "meta.json").write_text(json.dumps(
+        {**json.loads((p / "meta.json").read_text()), "n_shards": 1})),
+        "meta.json has changed since it was written (its hash differs)"),
 }
 
 
@@ -134,15 +137,15 @@ def test_damaged_entry_is_logged_set_aside_and_recomputed(tmp_path, caplog, dama
     assert float(fresh.get("s", k).shard_array(1, "r")[0]) == 1.0
 
 
-def test_big_files_are_checked_by_sampled_digest(tmp_path):
+def test_big_files_are_checked_in_full(tmp_path):
     cache = Cache(tmp_path)
     k = key(big=1)
     path = write(cache, k, shards=0, x=np.arange(10 << 17, dtype=np.float64))  # 10 MB
-    assert (path / "x.npy").stat().st_size > _store_check.WHOLE
+    assert (path / "x.npy").stat().st_size > 8 << 20
     assert Cache(tmp_path).get("s", k) is not None
-    flip_last_byte(path, "x.npy")  # the last MB is always read
+    flip_last_byte(path, "x.npy")
     assert Cache(tmp_path).check("s", k) == (
-        "damaged", "x.npy has changed since it was written (its digest differs)")
+        "damaged", "x.npy has changed since it was written (its hash differs)")
 
 
 def test_check_moves_nothing_and_status_tells_the_truth(tmp_path):
@@ -189,31 +192,53 @@ def test_status_says_damaged_and_a_run_recomputes(tmp_path):
     assert pipeline().status()[0]["state"] == "cached"
 
 
-def test_entry_without_recorded_files_is_checked_by_npy_headers(tmp_path):
-    cache = Cache(tmp_path)
-    k = key(a=1)
-    path = write(cache, k)
+def as_older_format(path, files=True):
+    """Rewrite the entry's meta.json as an older partlearn wrote it: blake2b digests
+    (whole up to 8 MB, sampled above), no format, no hash of its own; or no files."""
     meta = json.loads((path / "meta.json").read_text())
-    del meta["files"]  # written before files were recorded
+    for name in ("store", "meta_xxh3_128"):
+        del meta[name]
+    if files:
+        meta["files"] = {rel: {"bytes": rec["bytes"],
+                               "digest": _store_check.legacy_digest(path / rel, rec["bytes"])}
+                         for rel, rec in meta["files"].items()}
+    else:
+        del meta["files"]
     (path / "meta.json").write_text(json.dumps(meta))
-    assert Cache(tmp_path).get("s", k) is not None  # intact: served
-    with open(path / "shard_00001" / "r.npy", "r+b") as f:
-        f.truncate(f.seek(0, os.SEEK_END) - 4)  # one float32 short
-    state, reason = Cache(tmp_path).check("s", k)
-    assert state == "damaged" and reason.startswith("shard_00001/r.npy is 524 bytes, its .npy "
-                                                    "header says 528")
-    (path / "shard_00001" / "r.npy").write_bytes(b"junk")
-    assert "does not read as a .npy file" in Cache(tmp_path).check("s", k)[1]
-    shutil.rmtree(path / "shard_00001")
-    assert Cache(tmp_path).check("s", k) == ("damaged", "shard_00001/ is missing")
+
+
+def test_an_older_entry_is_served_only_where_its_record_covers_every_byte(tmp_path, caplog):
+    cache = Cache(tmp_path)
+    small, big, bare = key(a=1), key(a=2), key(a=3)
+    as_older_format(write(cache, small))
+    as_older_format(write(cache, big, x=np.arange(10 << 17, dtype=np.float64)))  # 10 MB
+    as_older_format(write(cache, bare), files=False)
+    assert Cache(tmp_path).get("s", small) is not None  # whole-file digests: verified, served
+    flip_last_byte(cache.path("s", small), "shard_00000/r.npy")
+    assert Cache(tmp_path).check("s", small) == (
+        "damaged", "shard_00000/r.npy has changed since it was written (its digest differs)")
+    state, reason = Cache(tmp_path).check("s", big)
+    assert state == "damaged" and reason.startswith("x.npy (10,485,888 bytes) was recorded by "
+                                                    "an older partlearn by a digest of a sample")
+    assert reason.endswith("not verifiable")
+    assert Cache(tmp_path).check("s", bare) == (
+        "damaged", "written by an older partlearn that recorded no file hashes, so nothing "
+                   "vouches for its bytes: not verifiable")
+    fresh = Cache(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="partlearn.cache"):
+        assert fresh.get("s", big) is None and fresh.get("s", bare) is None  # recomputed once
+    assert "not verifiable; removing it, a run recomputes it" in caplog.text
+    write(fresh, big)
+    assert Cache(tmp_path).get("s", big).meta["store"] == 2
 
 
 def test_verification_is_done_once_per_entry_and_process(tmp_path, monkeypatch):
     k = key(a=1)
     write(Cache(tmp_path), k)
+    (tmp_path / "s" / f"{k}.verified.json").unlink()  # as if another machine had written it
     calls = []
-    real = _store_check.digest
-    monkeypatch.setattr(_store_check, "digest", lambda p, n: calls.append(p) or real(p, n))
+    real = _store_check._hash_open
+    monkeypatch.setattr(_store_check, "_hash_open", lambda p: calls.append(p) or real(p))
     cache = Cache(tmp_path)
     assert cache.get("s", k) is not None and len(calls) == 4
     assert cache.get("s", k) is not None and cache.has("s", k) and len(calls) == 4
@@ -530,5 +555,151 @@ def test_keep_lets_the_first_memo_win(tmp_path):
     memo = tmp_path / "_memo" / "fig-abc"
     keep([theirs], memo)
     keep([ours], memo)  # another run got there first
-    assert [p.name for p in memo.iterdir()] == ["theirs.png"]
+    assert sorted(p.name for p in memo.iterdir()) == ["memo.json", "theirs.png"]
+    assert (memo / "theirs.png").read_bytes() == b"theirs"
     assert [p.name for p in memo.parent.iterdir()] == ["fig-abc"]
+
+
+# ---- 9. every byte served is verified (issue 28)
+
+# The sampled digest of the store before issue 28 read a file's size, its first and last
+# MB and 16 blocks of 64 KB; these bytes lie between two of its blocks.
+OLD_SAMPLES = {"WHOLE": 64, "EDGE": 16, "BLOCK": 16, "N_BLOCKS": 2}
+
+
+def zero_span(file: Path, start: int, n: int) -> None:
+    """Zero ``n`` bytes of ``file`` from ``start``, which were not all zero."""
+    with open(file, "r+b") as f:
+        f.seek(start)
+        assert f.read(n).strip(b"\0"), "the span was zero already"
+        f.seek(start)
+        f.write(bytes(n))
+
+
+def test_damage_anywhere_in_a_big_file_is_found_before_use(tmp_path, caplog):
+    cache = Cache(tmp_path)
+    k = key(big=2)
+    path = write(cache, k, shards=0, x=np.arange(20 << 17, dtype=np.float64) + 1)  # 20 MB
+    size = (path / "x.npy").stat().st_size
+    assert size > 8 << 20
+    blocks = [(size - (64 << 10)) * i // 15 for i in range(16)]  # the old samples' offsets
+    start = blocks[7] + (80 << 10)  # 16 KB past block 7's end, far from block 8
+    assert start + (4 << 10) < blocks[8]
+    zero_span(path / "x.npy", start, 4 << 10)
+    fresh = Cache(tmp_path)  # another process
+    assert fresh.check("s", k) == (
+        "damaged", "x.npy has changed since it was written (its hash differs)")
+    with caplog.at_level(logging.WARNING, logger="partlearn.cache"):
+        assert fresh.get("s", k) is None  # set aside before anything reads it
+    assert "x.npy has changed" in caplog.text and not path.exists()
+
+
+def test_verification_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    cache = Cache(tmp_path)
+    k = key(big=3)
+    path = write(cache, k, shards=1, x=np.arange(20 << 17, dtype=np.float64) + 1)
+    state = tmp_path / "s" / f"{k}.verified.json"
+    assert set(json.loads(state.read_text())["value"]) == {"x.npy", "info.json",
+                                                           "shard_00000/r.npy"}
+    calls = []
+    real = _store_check._hash_open
+    monkeypatch.setattr(_store_check, "_hash_open", lambda p: calls.append(p.name) or real(p))
+    assert Cache(tmp_path).get("s", k) is not None and calls == []  # remembered: not read
+    file = path / "x.npy"
+    st = file.stat()
+    zero_span(file, 9 << 20, 4096)
+    os.utime(file, ns=(st.st_atime_ns, st.st_mtime_ns))  # its mtime set back: ctime moved
+    assert (file.stat().st_size, file.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert Cache(tmp_path).check("s", k)[0] == "damaged" and calls == ["x.npy"]
+    state.write_text("{garbled")  # a record that does not verify itself is not believed
+    calls.clear()
+    assert Cache(tmp_path).check("s", k)[0] == "damaged" and "x.npy" in calls
+
+
+def test_a_run_recomputes_an_entry_damaged_away_from_any_sample(tmp_path, monkeypatch):
+    for name, value in OLD_SAMPLES.items():  # the tiny run's files count as big to the old
+        monkeypatch.setattr(_store_check, name, value, raising=False)  # store (absent now)
+    pipeline = tiny_pipeline(tmp_path)
+    pipe = pipeline()
+    pipe.run(until="regions", out=tmp_path / "run1", report=False)
+    entry = pipe.cache.path("regions", pipe.key("regions"))
+    clean = {p.relative_to(entry): np.load(p) for p in entry.rglob("*.npy")}
+    file = max(entry.rglob("*.npy"), key=lambda p: p.stat().st_size)
+    zero_span(file, file.stat().st_size // 2, 16)
+    state = pipeline().status()[1]["state"]
+    assert state.startswith("damaged (") and "has changed since it was written" in state
+    summary = pipeline().run(until="regions", out=tmp_path / "run2", report=False)
+    assert summary["stages"]["regions"]["cached"] is False
+    again = pipeline()
+    assert again.status()[1]["state"] == "cached"
+    for rel, a in clean.items():
+        np.testing.assert_array_equal(np.load(entry / rel), a)
+
+
+def test_a_damaged_memo_is_recomputed_with_a_warning_and_gc_removes_them(tmp_path, caplog):
+    from partlearn.cache import load_memo, save_memo
+    from partlearn.evaluation._base import restore
+
+    cache = Cache(tmp_path)
+    k = key(a=1)
+    write(cache, k)
+    memo = tmp_path / "_memo"
+    save_memo(memo / "ok.json", {"a": 1})
+    save_memo(memo / "garbled.json", {"a": 1})
+    (memo / "garbled.json").write_text('{"memo": 1, "value": {"a": 2')
+    png = tmp_path / "fig.png"
+    Image.new("RGB", (32, 32), "red").save(png)
+    keep([png], memo / "fig-ok", needs=[("s", k)])
+    keep([png], memo / "fig-cut", needs=[("s", k)])
+    with open(memo / "fig-cut" / "fig.png", "r+b") as f:
+        f.truncate(40)
+    keep([png], memo / "fig-orphan", needs=[("s", key(a=9))])  # its entry is not there
+    (memo / "fig-old").mkdir()  # written before memo folders recorded their hashes
+    shutil.copy(png, memo / "fig-old")
+    (memo / "x.999999999.tmp").mkdir()  # left by a process that is gone
+    (memo / f".y.{os.getpid()}.tmp.json").write_text("{")  # being written by a live one
+    with caplog.at_level(logging.WARNING, logger="partlearn.cache"):
+        assert load_memo(memo / "ok.json") == {"a": 1}
+        assert load_memo(memo / "garbled.json") is None
+        out = tmp_path / "run"
+        assert restore(memo / "fig-ok", out) == ["figures/fig.png"]
+        assert (out / "figures" / "fig.png").read_bytes() == png.read_bytes()
+        (out / "figures" / "fig.png").unlink()
+        assert restore(memo / "fig-cut", out) is None  # not served: drawn again
+    assert not (out / "figures" / "fig.png").exists()
+    assert f"memo {memo / 'garbled.json'} does not parse" in caplog.text
+    assert f"memo {memo / 'fig-cut'} fig.png is 40 bytes" in caplog.text
+    assert not (memo / "garbled.json").exists() and not (memo / "fig-cut").exists()
+    (memo / "garbled.json").write_text("{garbled")
+    keep([png], memo / "fig-cut")
+    (memo / "fig-cut" / "fig.png").write_bytes(png.read_bytes()[:-9])
+    removed = {r["key"]: r["reason"] for r in cache.gc() if r.get("memo")}
+    assert set(removed) == {"garbled.json", "fig-cut", "fig-orphan", "fig-old",
+                            "x.999999999.tmp"}, removed
+    assert removed["fig-orphan"] == f"its entry s/{key(a=9)} is gone"
+    assert sorted(p.name for p in memo.iterdir()) == [f".y.{os.getpid()}.tmp.json",
+                                                      "fig-ok", "ok.json"]
+    assert cache.entries()[0]["key"] == k  # entries untouched
+    cache.gc(keep=set())  # the entry goes: its memo with it
+    assert sorted(p.name for p in memo.iterdir()) == [f".y.{os.getpid()}.tmp.json", "ok.json"]
+
+
+def test_a_run_file_is_whole_or_untouched_when_its_write_fails(tmp_path, monkeypatch):
+    pipeline = tiny_pipeline(tmp_path)
+    out = tmp_path / "run"
+    pipeline().run(until="dataset", out=out, report=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "results.json" in before
+    real = Path.write_text
+
+    def half_then_full(self, text, *args, **kwargs):  # the disk fills up mid-file
+        if "results" not in self.name:
+            return real(self, text, *args, **kwargs)
+        real(self, text[:len(text) // 2], *args, **kwargs)
+        no_space()
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        pipeline().run(until="dataset", out=out, report=False)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no half file, no tmp

@@ -11,15 +11,14 @@ earlier one's results (``ctx.results``).
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ..cache import make_key
+from .. import _files
+from ..cache import keep_files, make_key, memo_files
 from ..explain import PartModel
 from ..stages.dpnet import method_name
 
@@ -99,6 +98,12 @@ class EvalContext:
         key = make_key(kind, 1, what, {"features": self.pipe.key(self.pipe.features_stage)}, {})
         return self.pipe.cache.root / "_memo" / f"{kind}-{key}"
 
+    @property
+    def memo_needs(self) -> list[tuple[str, str]]:
+        """The cache entry a memo is drawn from (``cache gc`` drops the memo with it)."""
+        pipe, base = self.pipe._where(self.pipe.features_stage)
+        return [(base, pipe.key(base))]
+
 
 def digest(*arrays) -> str:
     h = hashlib.sha256()
@@ -107,22 +112,24 @@ def digest(*arrays) -> str:
     return h.hexdigest()
 
 
-def keep(files: list[Path], memo: Path) -> None:
-    """Copy ``files`` into the memo folder ``memo``, all at once (rename into place).
-    When a concurrent run has written ``memo`` first, its copy is kept."""
-    tmp = memo.with_name(memo.name + f".{os.getpid()}.tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    for f in files:
-        shutil.copy(f, tmp)
+def keep(files: list[Path], memo: Path, needs=()) -> None:
+    """Copy ``files`` into the memo folder ``memo``, with their hashes, all at once
+    (``partlearn.cache.keep_files``). When a concurrent run has written ``memo`` first,
+    its copy is kept."""
+    keep_files(files, memo, needs)
+
+
+def restore(memo: Path, out: Path) -> list[str] | None:
+    """Copy a memo folder's figures into ``out/figures`` (each file atomically); their
+    run-relative names. None when there is no memo, or one that does not verify (it is
+    removed, with a warning) or went away meanwhile: the caller draws the figures."""
+    files = memo_files(memo)
+    if files is None:
+        return None
+    (out / "figures").mkdir(parents=True, exist_ok=True)
     try:
-        os.replace(tmp, memo)
-    except OSError:
-        if not memo.is_dir():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)  # another run won: the same figures
-
-
-def restore(memo: Path, out: Path) -> list[str]:
-    """Copy a memo folder's figures into ``out/figures``; their run-relative names."""
-    shutil.copytree(memo, out / "figures", dirs_exist_ok=True)
-    return [f"figures/{p.name}" for p in sorted(memo.glob("*.png"))]
+        for f in files:
+            _files.copy(f, out / "figures" / f.name)
+    except FileNotFoundError:  # removed by another process (gc) meanwhile
+        return None
+    return [f"figures/{f.name}" for f in files]

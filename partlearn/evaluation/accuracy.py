@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import _files
 from ..stages.dpnet import method_name
 from ._base import EvalContext, Evaluator
 from ._stats import holm, metrics, paired_comparison, paired_comparison_seeds
@@ -60,7 +61,7 @@ def run(ctx: EvalContext) -> dict:
         comparisons.append({"a": a, "b": b} | c)
     for c, p in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = p
-    with open(ctx.out / "predictions.csv", "w", newline="") as f:
+    with _files.replacing(ctx.out / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
         f.write("path,label," + ",".join(names) + "\n")
         for j, i in enumerate(test):
             f.write(f"{m.path[i]},{m.classes[y[j]]},"

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from ..encoding import part_names
 from ._base import EvalContext, Evaluator, digest, keep, restore
 
@@ -40,7 +41,8 @@ def gallery_figure(rows, file: Path, size: int = 96, load=None) -> None:
             x = left + c * (size + pad)
             draw.text((x, y), caption, fill="black")
             canvas.paste(crop, (x, y + text))
-    canvas.save(file)
+    with _files.replacing(file) as tmp:
+        canvas.save(tmp)
 
 
 def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_class,
@@ -51,8 +53,9 @@ def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_cla
     boxes, scores = best
     memo = ctx.memo("galleries", {"participation": participation, "n_parts": n_parts, "k": k,
                                   "prefix": prefix, "best": digest(scores)})
-    if memo.is_dir():  # drawn before from the same parts and participation
-        return restore(memo, ctx.out)
+    restored = restore(memo, ctx.out)
+    if restored is not None:  # drawn before from the same parts and participation
+        return restored
     m, test = ctx.data.manifest, ctx.test
     names = part_names(part_class, m.classes)
     (ctx.out / "figures").mkdir(exist_ok=True)
@@ -68,7 +71,7 @@ def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_cla
         name = f"figures/{prefix}_{c:03d}.png"
         gallery_figure(rows, ctx.out / name, load=ctx.data.image)
         files.append(name)
-    keep([ctx.out / f for f in files], memo)
+    keep([ctx.out / f for f in files], memo, ctx.memo_needs)
     return files
 
 

@@ -15,15 +15,16 @@ def heatmap(ctx: EvalContext, prefix: str, model, pred: int, class_coef) -> str:
     i = int(ctx.test[0])
     memo = ctx.memo("heatmap", {"image": m.path[i], "pred": pred, "prefix": prefix,
                                 "parts": digest(class_coef, model.weights)})
-    if memo.is_dir():  # drawn once for the same image, parts and classifier
-        return restore(memo, ctx.out)[0]
+    restored = restore(memo, ctx.out)
+    if restored:  # drawn once for the same image, parts and classifier
+        return restored[0]
     x, boxes = ctx.load(ctx.pipe.features_stage).own(i)
     name = f"figures/{prefix}_{Path(m.path[i]).stem}.png"
     (ctx.out / "figures").mkdir(exist_ok=True)
     draw_explanation(ctx.data.image(i), boxes, model.responses(x),
                      class_coef, model.part_class, m.classes,
                      f"{Path(m.path[i]).name}: {m.classes[pred]}?", ctx.out / name)
-    keep([ctx.out / name], memo)
+    keep([ctx.out / name], memo, ctx.memo_needs)
     return name
 
 

@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from .. import _files
 from .._arrays import l2_normalize
 from ..data import GND_LISTS
 from .._validation import DataError
@@ -237,7 +238,8 @@ def _strip_figure(ctx: EvalContext, stem: str, strips, size: int = 112) -> str:
             canvas.paste(tile, (x + frame, y + text + frame))
     name = f"figures/{stem}.png"
     (ctx.out / "figures").mkdir(exist_ok=True)
-    canvas.save(ctx.out / name)
+    with _files.replacing(ctx.out / name) as tmp:
+        canvas.save(tmp)
     return name
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import save_memo
+from ..cache import load_memo, save_memo
 
 
 def _png(fig) -> str:
@@ -225,8 +225,9 @@ def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
         if run is not None and (Path(run) / name).is_file():
             h.update((Path(run) / name).read_bytes())
     file = Path(memo) / f"figures-{h.hexdigest()[:24]}.json"
-    if file.is_file():
-        return [tuple(f) for f in json.loads(file.read_text())]
+    drawn = load_memo(file, list)
+    if drawn is not None:
+        return [tuple(f) for f in drawn]
     figures = _figures(summary, run)
     save_memo(file, figures)
     return figures

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from ._plots import _figures_memo
 from .._validation import DataError, did_you_mean
 from ..evaluation import metrics, paired_comparison
@@ -232,9 +233,9 @@ def write_results(summary: dict, out: Path, memo: Path | None = None) -> None:
     ``memo``: a directory where the rendered plots are kept, keyed by what they show,
     so that a re-run with the same results does not draw them again."""
     text = results_markdown(summary)
-    (Path(out) / "results.md").write_text(text)
-    (Path(out) / "report.md").write_text(text)
-    (Path(out) / "report.html").write_text(report_html(summary, out, memo))
+    _files.write_text(Path(out) / "results.md", text)
+    _files.write_text(Path(out) / "report.md", text)
+    _files.write_text(Path(out) / "report.html", report_html(summary, out, memo))
 
 
 # ------------------------------------------------------------------ external rows

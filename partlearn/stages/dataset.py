@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import _files
 from .. import data as datasets
-from ..cache import save_memo
+from ..cache import load_memo, save_memo
 from .._validation import DataError
 from ._base import Stage
 
@@ -63,10 +64,7 @@ def _file_hashes(root: Path, rels, memo: Path | None) -> list[str]:
     if memo is not None:
         name = hashlib.sha256(os.path.realpath(root).encode()).hexdigest()[:24]
         file = memo / "file_hashes" / f"{name}.json"
-        try:
-            known = json.loads(file.read_text())
-        except (OSError, ValueError):
-            known = {}
+        known = load_memo(file, dict) or {}
     out, changed = [], False
     for rel in rels:
         try:
@@ -142,8 +140,8 @@ def write_run_files(ctx, entry, value: Dataset | None, out: Path) -> None:
     """``audit.json``/``audit.md``: with the skipped images when the policy skipped some,
     and also when it stopped the run (``value`` None)."""
     report = value.audit if value is not None else entry.json("audit")
-    (out / "audit.json").write_text(json.dumps(report, indent=1))
-    (out / "audit.md").write_text(datasets.audit_markdown(report))
+    _files.write_text(out / "audit.json", json.dumps(report, indent=1))
+    _files.write_text(out / "audit.md", datasets.audit_markdown(report))
 
 
 _CROP_TOLERANCE = 0.5  # pixels a crop box may stick out of its image (clipped)

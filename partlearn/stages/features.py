@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from .. import data as datasets
 from .._progress import progress
-from ..cache import make_key, save_memo
+from ..cache import load_memo, make_key, save_memo
 from ..config import to_dict
 from ._base import Stage, package_version
 
@@ -124,8 +123,9 @@ def backbone_identity(ctx) -> dict:
         weights_file = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
     libs = {name: package_version(name) for name in _BACKBONE_PACKAGES}
     memo = ctx.memo / (make_key("backbone", 1, to_dict(b) | weights_file, {}, libs) + ".json")
-    if memo.is_file():
-        return json.loads(memo.read_text())
+    identity = load_memo(memo, dict)
+    if identity is not None:
+        return identity
     bb = ctx.backbone
     identity = {"backbone": bb.name, "weights": bb.weights_id, "tap": bb.tap,
                 "mean": list(bb.mean), "std": list(bb.std)}
