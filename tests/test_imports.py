@@ -117,7 +117,7 @@ def test_every_reexport_is_used(package):
     """A name a package's ``__init__`` re-exports is used outside that package."""
     init = ROOT / package / "__init__.py"
     names = _all(init)
-    outside = [p for p in list(REPO.glob("partlearn/**/*.py")) + list(REPO.glob("tests/*.py"))
+    outside = [p for p in list(REPO.glob("partlearn/**/*.py")) + list(REPO.glob("tests/**/*.py"))
                + list(REPO.glob("benchmarks/*.py")) + [REPO / "README.md"]
                if ROOT / package not in p.parents]
     text = "\n".join(p.read_text() for p in outside)

@@ -17,7 +17,7 @@ at once as columns of one Newton problem, each C warm-started from the nearest C
 already solved, on a GPU when ``device`` finds one; imported only when used). The torch
 solver stops where its coefficients are provably within 1e-6 relative of the exact
 minimiser; liblinear at its default tolerance is the less exact of the two
-(tests/test_svm_torch.py).
+(tests/classify/test_svm_torch.py).
 
 ``memory_mb`` (``classifier.memory_mb``; 0: no limit) bounds what an input may take as a
 whole ``(n, D)`` float32 matrix: past it the torch solver reads the array it is given

@@ -14,7 +14,7 @@ convolution:
   elsewhere (CUDA, another dtype) ``conv2d`` then an in-place clamp.
 
 The output equals the package model's up to float rounding (about 1e-5 of its scale;
-``tests/test_backbones.py``). ``tap``: the head's map (``extract_features``) or the
+``tests/features/test_backbones.py``). ``tap``: the head's map (``extract_features``) or the
 output of block ``N`` (``blocks.N``), so that an earlier, finer map can be read.
 """
 

@@ -10,11 +10,6 @@ from partlearn._validation import ConfigError, PartlearnError
 from partlearn.features import Backbone, available_backbones, create_backbone
 
 
-@pytest.fixture(scope="module")
-def resnet18():
-    return create_backbone("resnet18", weights="none")
-
-
 def test_available_backbones_lists_lite_and_torchvision():
     names = available_backbones()
     for name in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
@@ -138,11 +133,6 @@ def test_enum_download_failure_is_a_clear_error(monkeypatch):
     assert "resnet18-" in msg  # the file to fetch by hand
     with pytest.raises(PartlearnError, match="downloading"):
         create_backbone("resnet18")  # DEFAULT resolves to the same enum
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    return create_backbone("efficientnet_lite0")
 
 
 def test_efficientnet_lite0_real_weights(lite0):

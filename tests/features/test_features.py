@@ -4,12 +4,11 @@ import torch
 import torchvision
 from PIL import Image
 
+from partlearn._arrays import signed_sqrt_l2
 from partlearn._validation import ConfigError, DataError
-from partlearn.features import create_backbone
+from partlearn.features import apply_pca, extract_features, fit_pca
 from partlearn.features._extract import _batches, _resized_size, _signed_sqrt_l2_torch
 from partlearn.features._roi import _pool_regions
-from partlearn.features import apply_pca, extract_features, fit_pca
-from partlearn._arrays import signed_sqrt_l2
 
 
 def load_rgb(path):
@@ -21,16 +20,6 @@ def smooth_noise(width, height, seed):
     rng = np.random.default_rng(seed)
     small = (rng.random((height // 8 + 1, width // 8 + 1, 3)) * 255).astype(np.uint8)
     return np.array(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
-
-
-@pytest.fixture(scope="module")
-def resnet18():
-    return create_backbone("resnet18", weights="none")
-
-
-@pytest.fixture(scope="module")
-def lite0():
-    return create_backbone("efficientnet_lite0")
 
 
 @pytest.fixture(scope="module")
