@@ -98,6 +98,16 @@ def human_size(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _free_space(path: Path) -> str:
+    """What the disk holding ``path`` (or its nearest existing folder) has free."""
+    for folder in (path, *path.parents):
+        try:
+            return human_size(shutil.disk_usage(folder).free)
+        except OSError:
+            continue
+    return "unknown"
+
+
 @contextlib.contextmanager
 def _writing(entry: Path):
     """Turn a read-only folder or a full disk met while writing ``entry`` into a ``CacheError``."""
@@ -107,8 +117,8 @@ def _writing(entry: Path):
         if e.errno in _READ_ONLY:
             advice = "point --cache-dir at a writable folder"
         elif e.errno in _FULL:
-            advice = ("free space on that disk or point --cache-dir elsewhere; finished shards "
-                      "are kept and a re-run resumes")
+            advice = (f"{_free_space(entry)} free there; free space on that disk or point "
+                      "--cache-dir elsewhere; finished shards are kept and a re-run resumes")
         else:
             raise
         raise CacheError(f"cannot write the cache entry {entry}: {e.strerror}; {advice}") from e
