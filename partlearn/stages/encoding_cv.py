@@ -48,7 +48,7 @@ def compute(ctx, w) -> None:
         logger.info("encoding_cv: %d of %d folds already done, resuming",
                     len(folds) - len(todo), len(folds))
     X, boxes = feats.images(train), feats.image_boxes(train)
-    images = [image_regions(data, feats)[i] for i in train]
+    images = image_regions(data, feats, train)  # once: n_train views, not n_train x N
     device = ctx.device_name(ctx.cfg.encoding.device)
     for j in progress(todo, desc="encoding_cv", unit="fold"):
         t0 = time.perf_counter()
