@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from . import data as datasets
+from ._memory import PeakSampler
 from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
@@ -38,7 +39,9 @@ def cuda_possible(setting: str) -> bool:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process and of its finished children, in MB."""
+    """Peak resident memory of this process and of its finished children, in MB: with
+    the page cache of the memory-mapped features (results.json's ``memory`` has the
+    process's own, anonymous, memory beside it)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
@@ -316,8 +319,11 @@ class Pipeline:
                    "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
                    "stages": {}}
         pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
+        memory = PeakSampler().start()  # per stage: peak RSS, anonymous and unique memory
+        summary["memory"] = {"stages": {}}
         try:
             for stage in todo:
+                memory.mark()
                 pipe, base = self._where(stage)
                 pins.enter_context(self.cache.pin(base, pipe.key(base)))
                 t0 = time.perf_counter()
@@ -329,6 +335,7 @@ class Pipeline:
                     if s.write_run_files is not None:
                         s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
+                summary["memory"]["stages"][stage] = memory.mark()
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
                 if stage == "dataset":  # what the later stages cannot use, before they run
                     for later in todo:
@@ -336,13 +343,17 @@ class Pipeline:
                         if BY_NAME[base].check is not None:
                             BY_NAME[base].check(Context(pipe, BY_NAME[base]))
             if evaluated:
+                memory.mark()
                 found = evaluate(self, out)
+                summary["memory"]["stages"]["evaluate"] = memory.mark()
                 summary["timings"].update(found.pop("timings"))
                 summary.update(found)
         finally:
             pins.close()
             self.close()
             summary["peak_memory_mb"] = peak_memory_mb()
+            memory.stop()
+            summary["memory"].update(memory.overall())
             (out / "results.json").write_text(json.dumps(summary, indent=1))
         if evaluated:
             from .report import write_results
