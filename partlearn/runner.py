@@ -317,7 +317,7 @@ class Pipeline:
         logger.info("run directory: %s", out)
         summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
                    "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
-                   "stages": {}}
+                   "cpu_seconds": {}, "stages": {}}
         pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
         memory = PeakSampler().start()  # per stage: peak RSS, anonymous and unique memory
         summary["memory"] = {"stages": {}}
@@ -326,7 +326,7 @@ class Pipeline:
                 memory.mark()
                 pipe, base = self._where(stage)
                 pins.enter_context(self.cache.pin(base, pipe.key(base)))
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 entry, cached = self._compute(stage, base in forced)
                 s = BY_NAME[base]
                 try:
@@ -335,6 +335,8 @@ class Pipeline:
                     if s.write_run_files is not None:
                         s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
+                # every thread of this process: the work, whatever else the cores ran
+                summary["cpu_seconds"][stage] = round(time.process_time() - c0, 3)
                 summary["memory"]["stages"][stage] = memory.mark()
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
                 if stage == "dataset":  # what the later stages cannot use, before they run
@@ -344,7 +346,9 @@ class Pipeline:
                             BY_NAME[base].check(Context(pipe, BY_NAME[base]))
             if evaluated:
                 memory.mark()
+                c0 = time.process_time()
                 found = evaluate(self, out)
+                summary["cpu_seconds"]["evaluate"] = round(time.process_time() - c0, 3)
                 summary["memory"]["stages"]["evaluate"] = memory.mark()
                 summary["timings"].update(found.pop("timings"))
                 summary.update(found)

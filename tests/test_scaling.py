@@ -26,7 +26,8 @@ SETTINGS = [
     "features.workers=0", "features.device=\"cpu\"", "features.pca_dim=16",
     "features.pools=[\"mac\", \"rmac\"]", "regions.scales=[0.4, 0.7]", "regions.stride=0.5",
     "regions.flips=true", "data.format=\"csv\"", "data.min_train_per_class=1",
-    "parts.n_parts=3", "parts.min_images=1", "parts.background_regions=500", "parts.n_negative_images=1000",
+    "parts.n_parts=3", "parts.min_images=1", "parts.background_regions=500",
+    "parts.n_negative_images=1000",
     "groups.n_groups=2", "groups.min_images=1", "groups.restarts=1",
     "hierarchy.n_groups=2", "hierarchy.group_parts=1", "hierarchy.class_parts=2",
     "classifier.methods=[\"global\", \"parts\", \"parts+global\", \"parts[unsup]\", "
