@@ -98,3 +98,18 @@ def test_per_image_work_grows_linearly(tmp_path, monkeypatch):
         if large > 2.5 * small + n_images:
             too_many[name] = (small, large)
     assert not too_many, f"per-image views that grow faster than the images: {too_many}"
+
+
+def test_indices_by_label_is_flatnonzero_per_label():
+    import numpy as np
+
+    from partlearn._arrays import indices_by_label
+
+    rng = np.random.default_rng(0)
+    for n_labels in (0, 1, 5):
+        for n in (0, 1, 50):
+            y = rng.integers(0, n_labels + 2, n)  # labels past n_labels too: left out
+            got = indices_by_label(y, n_labels)
+            assert len(got) == n_labels
+            for k, idx in enumerate(got):
+                assert np.array_equal(idx, np.flatnonzero(y == k))

@@ -57,8 +57,9 @@ def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_cla
     names = part_names(part_class, m.classes)
     (ctx.out / "figures").mkdir(exist_ok=True)
     files = []
+    column = {n: q for q, n in enumerate(names)}  # not names.index per part: P each
     for c, row in enumerate(participation):
-        parts = [names.index(n) for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
+        parts = [column[n] for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
         rows = []
         for q in parts:
             top = np.argsort(-scores[:, q], kind="stable")[:k]

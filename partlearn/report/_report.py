@@ -13,6 +13,7 @@ predictions (``image_id,predicted_label``) on the same split.
 from __future__ import annotations
 
 import base64
+import collections
 import csv
 import html
 import json
@@ -270,7 +271,8 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
     index = {c: k for k, c in enumerate(classes)}
     by_path = {p: k for k, p in enumerate(paths)}
     names = [Path(p).name for p in paths]
-    by_name = {n: k for k, n in enumerate(names) if names.count(n) == 1}
+    times = collections.Counter(names)  # not names.count per name: N x N
+    by_name = {n: k for k, n in enumerate(names) if times[n] == 1}
     y = np.array([index[c] for c in labels])
     for name, file in externals.items():
         got = {}
