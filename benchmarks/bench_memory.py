@@ -3,7 +3,8 @@
 Each stage is computed in a fresh process of its own, its inputs already cached (the
 pipeline run ``--until`` that stage on the cache the previous processes filled), so a
 process's peak resident memory (``ru_maxrss``) is that stage's (plus loading its
-inputs). ``evaluate`` is a last process: every stage cached, the evaluators and the
+inputs); beside it, what the process itself holds, sampled: anonymous memory and USS
+(``partlearn._memory``: resident memory counts the memory-mapped features' page cache). ``evaluate`` is a last process: every stage cached, the evaluators and the
 report. ``import`` is the baseline: python + numpy + torch + partlearn, imported by every
 process before it starts. The table gives the raw peaks and the peaks minus the baseline,
 and the ratio largest/smallest scale.
@@ -70,26 +71,32 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _anon_mb() -> float:
-    """This process's resident anonymous memory now (``RssAnon``: not the file pages of
-    memory maps, which the kernel drops under pressure), in MB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+def _own_mb() -> tuple[float, float]:
+    """This process's own memory now, in MB: anonymous (not the file pages of memory maps,
+    which the kernel shares and drops under pressure) and unique (USS: pages no other
+    process maps), from ``/proc/self/smaps_rollup`` (``partlearn._memory``, the figures
+    of results.json's ``memory``)."""
+    from partlearn._memory import snapshot
+
+    now = snapshot()
+    return now["anon_mb"] or 0.0, now["uss_mb"] or 0.0
 
 
 class _AnonPeak(threading.Thread):
-    """The peak of ``_anon_mb`` over the process's life, sampled every ``period`` s."""
+    """The peaks of ``_own_mb`` over the process's life, sampled every ``period`` s."""
 
     def __init__(self, period: float = 0.005):
         super().__init__(daemon=True)
-        self.period, self.peak = period, _anon_mb()
+        self.period = period
+        self.peak, self.uss = _own_mb()
+
+    def sample(self):
+        anon, uss = _own_mb()
+        self.peak, self.uss = max(self.peak, anon), max(self.uss, uss)
 
     def run(self):
         while True:
-            self.peak = max(self.peak, _anon_mb())
+            self.sample()
             time.sleep(self.period)
 
 
@@ -104,7 +111,7 @@ def worker(args) -> None:
     from partlearn.config import load_config
     from partlearn.runner import Pipeline
 
-    base, base_anon = _rss_mb(), sampler.peak
+    base, base_anon, base_uss = _rss_mb(), sampler.peak, sampler.uss
     t0 = time.perf_counter()
     if args.stage != "import":
         cfg = load_config(args.config, args.set)
@@ -113,9 +120,10 @@ def worker(args) -> None:
         summary = pipe.run(until=until, out=args.out, report=args.stage == "evaluate")
         if args.stage != "evaluate" and summary["stages"][until]["cached"]:
             raise SystemExit(f"{until} was cached already: not a measurement of it")
-    sampler.peak = max(sampler.peak, _anon_mb())
-    print(json.dumps({"peak_mb": _rss_mb(), "anon_mb": sampler.peak, "import_mb": base,
-                      "import_anon_mb": base_anon, "seconds": time.perf_counter() - t0}))
+    sampler.sample()
+    print(json.dumps({"peak_mb": _rss_mb(), "anon_mb": sampler.peak, "uss_mb": sampler.uss,
+                      "import_mb": base, "import_anon_mb": base_anon,
+                      "import_uss_mb": base_uss, "seconds": time.perf_counter() - t0}))
 
 
 def measure(stage, config, sets, cache, out) -> dict:
@@ -191,15 +199,21 @@ def main(argv=None):
             r = measure(stage, args.config, sets, str(cache), str(work / f"run-{scale}x"))
             rows.setdefault(stage, {})[scale] = r
             print(f"{scale:3d}x {stage:15s} peak {r['peak_mb']:7.0f} MB  anon "
-                  f"{r['anon_mb']:7.0f} MB  {r['seconds']:7.1f} s", flush=True)
+                  f"{r['anon_mb']:7.0f} MB  USS {r['uss_mb']:7.0f} MB  {r['seconds']:7.1f} s",
+                  flush=True)
     print(f"\nimages per scale: "
           + ", ".join(f"{s}x {(args.train + args.test) * s * 6}" for s in args.scales))
     print(f"\npeak RSS (ru_maxrss: anonymous + the file pages of memory maps); "
           f"import baseline {base['peak_mb']:.0f} MB\n")
     print(table(rows, args.scales, base["peak_mb"]))
-    print(f"\npeak anonymous RSS (RssAnon sampled every 5 ms: without the memory maps' "
-          f"file pages); import baseline {base['anon_mb']:.0f} MB\n")
+    print(f"\npeak anonymous memory (the process's own: smaps_rollup's Anonymous, sampled "
+          f"every 5 ms, without the memory maps' file pages); import baseline "
+          f"{base['anon_mb']:.0f} MB\n")
     print(table(rows, args.scales, base["anon_mb"], "anon_mb"))
+    print(f"\npeak unique memory (USS: Private_Clean + Private_Dirty, sampled the same way; "
+          f"file pages only this process maps count too); import baseline "
+          f"{base['uss_mb']:.0f} MB\n")
+    print(table(rows, args.scales, base["uss_mb"], "uss_mb"))
     if args.json:
         Path(args.json).write_text(json.dumps({"baseline": base,
                                                "overrides": OVERRIDES + args.set,

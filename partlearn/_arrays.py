@@ -9,6 +9,15 @@ import numpy as np
 from ._validation import DataError
 
 
+def indices_by_label(labels, n_labels: int) -> list[np.ndarray]:
+    """``[np.flatnonzero(labels == k) for k in range(n_labels)]`` (ascending indices),
+    by one stable sort: O(N log N) rather than a pass over every label per label."""
+    labels = np.asarray(labels, np.int64).ravel()
+    order = np.argsort(labels, kind="stable")
+    counts = np.bincount(labels, minlength=n_labels)  # labels past n_labels: cut below
+    return np.split(order, np.cumsum(counts)[:-1])[:n_labels]
+
+
 def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Each slice along ``axis`` scaled to unit L2 norm (all-zero slices stay zero), float32."""
     x = np.asarray(x, dtype=np.float32)

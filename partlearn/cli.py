@@ -83,7 +83,9 @@ def cmd_run(args) -> int:
             extra = f"± {100 * m['top1_std']:.1f} over {len(m['seeds'])} seed(s)"
         print(f"{name:20s} top-1 {100 * m['top1']:5.1f}%  "
               f"mean class {100 * m['mean_class_accuracy']:5.1f}%  {extra}")
-    print(f"peak memory {summary['peak_memory_mb']:.0f} MB")
+    anon = (summary.get("memory") or {}).get("peak_anon_mb")
+    print(f"peak memory {summary['peak_memory_mb']:.0f} MB resident"
+          + (f", {anon:.0f} MB the process's own (anonymous)" if anon is not None else ""))
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import _files
 from . import data as datasets
+from ._memory import PeakSampler
 from .cache import Cache, Entry, _size, human_size, make_key
 from .config import Config, dump_toml, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
@@ -40,7 +41,9 @@ def cuda_possible(setting: str) -> bool:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process and of its finished children, in MB."""
+    """Peak resident memory of this process and of its finished children, in MB: with
+    the page cache of the memory-mapped features (results.json's ``memory`` has the
+    process's own, anonymous, memory beside it)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
@@ -342,13 +345,16 @@ class Pipeline:
         logger.info("run directory: %s", out)
         summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
                    "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
-                   "stages": {}}
+                   "cpu_seconds": {}, "stages": {}}
         pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
+        memory = PeakSampler().start()  # per stage: peak RSS, anonymous and unique memory
+        summary["memory"] = {"stages": {}}
         try:
             for stage in todo:
+                memory.mark()
                 pipe, base = self._where(stage)
                 pins.enter_context(self.cache.pin(base, pipe.key(base)))
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 entry, cached = self._compute(stage, base in forced)
                 s = BY_NAME[base]
                 try:
@@ -357,6 +363,9 @@ class Pipeline:
                     if s.write_run_files is not None:
                         s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
                 summary["timings"][stage] = round(time.perf_counter() - t0, 3)
+                # every thread of this process: the work, whatever else the cores ran
+                summary["cpu_seconds"][stage] = round(time.process_time() - c0, 3)
+                summary["memory"]["stages"][stage] = memory.mark()
                 summary["stages"][stage] = {"key": entry.key, "cached": cached}
                 if stage == "dataset":  # what the later stages cannot use, before they run
                     for later in todo:
@@ -364,13 +373,19 @@ class Pipeline:
                         if BY_NAME[base].check is not None:
                             BY_NAME[base].check(Context(pipe, BY_NAME[base]))
             if evaluated:
+                memory.mark()
+                c0 = time.process_time()
                 found = evaluate(self, out)
+                summary["cpu_seconds"]["evaluate"] = round(time.process_time() - c0, 3)
+                summary["memory"]["stages"]["evaluate"] = memory.mark()
                 summary["timings"].update(found.pop("timings"))
                 summary.update(found)
         finally:
             pins.close()
             self.close()
             summary["peak_memory_mb"] = peak_memory_mb()
+            memory.stop()
+            summary["memory"].update(memory.overall())
             _files.write_text(out / "results.json", json.dumps(summary, indent=1))
         if evaluated:
             from .report import write_results

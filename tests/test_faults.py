@@ -165,7 +165,7 @@ def wait_for_text(path: Path, text: str, proc, what="the run"):
 
 # ---- the reference and the comparison
 
-VOLATILE = {"timings", "peak_memory_mb", "cached", "created"}
+VOLATILE = {"timings", "peak_memory_mb", "memory", "cached", "created"}
 
 
 def _pathlike(v) -> bool:

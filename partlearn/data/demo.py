@@ -5,7 +5,10 @@ shape x fill colour x texture x second colour. A class is one *conjunction*
 ``shape S_c filled with colour A_c`` (its texture and second colour fixed too);
 the clutter uses every shape and every colour, but never a class's shape in
 that class's colour. So no single ingredient tells the classes apart: only the
-small conjunction does, at a random place, scale and angle. Mean pooling a CNN
+small conjunction does, at a random place, scale and angle. Past ``len(SHAPES)``
+classes (up to ``MAX_CLASSES``, for benchmarks at scale) a class is a whole
+(shape, colour, texture, second colour) and the clutter avoids exactly those; the
+first ``len(SHAPES)`` classes are the same patterns whatever ``n_classes`` is. Mean pooling a CNN
 feature over the whole image dilutes it among the clutter; a part model (max
 over regions) finds it.
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import functools
 import math
 import os
 import shutil
@@ -39,8 +43,8 @@ from PIL import Image, ImageDraw
 
 from .._validation import DataError
 
-__all__ = ["DEFAULT_SPEC", "DEMO_SEED", "GENERATOR_VERSION", "MARKER", "DemoSpec", "class_names",
-           "class_pattern", "ensure_demo", "make_demo", "render_image"]
+__all__ = ["DEFAULT_SPEC", "DEMO_SEED", "GENERATOR_VERSION", "MARKER", "MAX_CLASSES", "DemoSpec",
+           "class_names", "class_pattern", "ensure_demo", "make_demo", "render_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +60,15 @@ COLOURS = {  # saturated, far apart in RGB
     "yellow": (240, 210, 20), "magenta": (200, 40, 200), "cyan": (20, 200, 210),
 }
 TEXTURES = ("stripes", "checker", "border")
+#: distinct (shape, colour, texture) patterns ``class_pattern`` makes
+MAX_CLASSES = len(SHAPES) * len(COLOURS) * len(TEXTURES)
 
 
 @dataclass(frozen=True)
 class DemoSpec:
     """Every generation constant. Sizes are fractions of the image side."""
 
-    n_classes: int = 6  # <= len(SHAPES); class c is SHAPES[c] in colour c
+    n_classes: int = 6  # <= MAX_CLASSES; class c < len(SHAPES) is SHAPES[c] in colour c
     n_train: int = 40  # images per class
     n_test: int = 20
     image_size: int = 224
@@ -75,8 +81,8 @@ class DemoSpec:
     background_jitter: int = 40  # +- per channel around the base colour
 
     def __post_init__(self):
-        if not 2 <= self.n_classes <= len(SHAPES):
-            raise ValueError(f"DemoSpec.n_classes={self.n_classes} must be in 2..{len(SHAPES)}")
+        if not 2 <= self.n_classes <= MAX_CLASSES:
+            raise ValueError(f"DemoSpec.n_classes={self.n_classes} must be in 2..{MAX_CLASSES}")
         if self.n_train < 1 or self.n_test < 1:
             raise ValueError(f"DemoSpec.n_train={self.n_train} and n_test={self.n_test} must "
                              "be >= 1")
@@ -93,15 +99,28 @@ DEFAULT_SPEC = DemoSpec()  # what read_dataset(format="demo") generates
 
 
 def class_pattern(c: int) -> dict:
-    """Class ``c``'s pattern: its shape, fill colour, texture and second colour (names)."""
+    """Class ``c``'s pattern: its shape, fill colour, texture and second colour (names).
+    ``c = (a * len(COLOURS) + q) * len(SHAPES) + r``: shape ``r``, colour ``r + q``,
+    texture ``r + a`` (cyclic), so the ``MAX_CLASSES`` patterns differ in (shape, colour,
+    texture) and class ``c < len(SHAPES)`` is shape ``c`` in colour ``c``."""
+    if not 0 <= c < MAX_CLASSES:
+        raise ValueError(f"class {c}: the demo has classes 0..{MAX_CLASSES - 1}")
     names = list(COLOURS)
-    return {"shape": SHAPES[c], "colour": names[c], "texture": TEXTURES[c % len(TEXTURES)],
-            "colour2": names[(c + 3) % len(names)]}
+    r, q = c % len(SHAPES), c // len(SHAPES)
+    a, q = divmod(q, len(names))
+    colour = (r + q) % len(names)
+    return {"shape": SHAPES[r], "colour": names[colour],
+            "texture": TEXTURES[(r + a) % len(TEXTURES)],
+            "colour2": names[(colour + 3) % len(names)]}
 
 
 def class_names(spec: DemoSpec | None = None) -> list[str]:
     spec = DEFAULT_SPEC if spec is None else spec
-    return [f"{p['colour']}_{p['shape']}" for p in map(class_pattern, range(spec.n_classes))]
+    names = []
+    for c, p in enumerate(map(class_pattern, range(spec.n_classes))):
+        wide = c >= len(SHAPES) * len(COLOURS)  # (shape, colour) repeats: name the texture
+        names.append(f"{p['colour']}_{p['shape']}" + (f"_{p['texture']}" if wide else ""))
+    return names
 
 
 # ------------------------------------------------------------------ drawing
@@ -183,17 +202,28 @@ def _background(rng: np.random.Generator, spec: DemoSpec) -> np.ndarray:
     return np.array(Image.fromarray(small).resize((n, n), Image.Resampling.BILINEAR))
 
 
+@functools.lru_cache(maxsize=None)
+def _class_items(n_classes: int) -> frozenset:
+    """The (shape, colour, texture, colour2) of classes ``0..n_classes-1``."""
+    return frozenset(tuple(class_pattern(c).values()) for c in range(n_classes))
+
+
 def _clutter_item(rng: np.random.Generator, spec: DemoSpec) -> tuple[str, str, str, str]:
-    """A random (shape, colour, texture, colour2) that is no class's (shape, colour) pair."""
+    """A random (shape, colour, texture, colour2) that is no class's (shape, colour) pair
+    (up to ``len(SHAPES)`` classes), or no class's whole pattern (past them)."""
     names = list(COLOURS)
+    wide = spec.n_classes > len(SHAPES)
     while True:
         s = int(rng.integers(len(SHAPES)))
         c = int(rng.integers(len(names)))
-        if s == c and s < spec.n_classes:  # class s's conjunction: never in clutter
+        if not wide and s == c and s < spec.n_classes:  # class s's conjunction: never in clutter
             continue
         c2 = int(rng.integers(len(names) - 1))
         c2 += c2 >= c
-        return SHAPES[s], names[c], TEXTURES[int(rng.integers(len(TEXTURES)))], names[c2]
+        item = SHAPES[s], names[c], TEXTURES[int(rng.integers(len(TEXTURES)))], names[c2]
+        if wide and item in _class_items(spec.n_classes):
+            continue
+        return item
 
 
 def render_image(seed: int, index: int, label: int, spec: DemoSpec | None = None):

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._arrays import indices_by_label
 from .._device import resolve_device
 from ._model import DPNet, _Regions, assignment, class_specificity, orthogonality
 from .._progress import progress as _progress
@@ -92,8 +93,9 @@ def _init_model(model: DPNet, regions: _Regions, y: np.ndarray, train: np.ndarra
         U = torch.from_numpy(np.asarray(init_parts, np.float32))
     else:  # each part: one random region of a random training image of its class
         U = torch.empty(P, D)
+        pools = [train[idx] for idx in indices_by_label(y[train], int(max(part_class)) + 1)]
         for p, c in enumerate(part_class):
-            pool = train[y[train] == c]
+            pool = pools[c]
             i = int(pool[torch.randint(len(pool), (1,), generator=gen)])
             lo, hi = regions.offsets[i], regions.offsets[i + 1]
             r = int(lo + torch.randint(int(hi - lo), (1,), generator=gen))

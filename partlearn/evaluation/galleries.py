@@ -23,7 +23,8 @@ def gallery_figure(rows, file: Path, size: int = 96, load=None) -> None:
     from ..data import load_image
 
     load = load or load_image
-    k = max(len(items) for _, items in rows)
+    k = max((len(items) for _, items in rows), default=1)  # a class none of whose own
+    # parts is among its top participants: an empty gallery, not a failed evaluator
     left, top, pad, text = 70, 18, 4, 12
     canvas = Image.new("RGB", (left + k * (size + pad), top + len(rows) * (size + text + pad)),
                        "white")
@@ -60,8 +61,9 @@ def galleries(ctx: EvalContext, participation: list[dict], best: tuple, part_cla
     names = part_names(part_class, m.classes)
     (ctx.out / "figures").mkdir(exist_ok=True)
     files = []
+    column = {n: q for q, n in enumerate(names)}  # not names.index per part: P each
     for c, row in enumerate(participation):
-        parts = [names.index(n) for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
+        parts = [column[n] for n, own in zip(row["parts"], row["own"]) if own][:n_parts]
         rows = []
         for q in parts:
             top = np.argsort(-scores[:, q], kind="stable")[:k]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._arrays import indices_by_label
 from ..parts import hierarchy as h
 from ..explain import PartModel
 from ..stages.dpnet import method_name
@@ -56,7 +57,7 @@ def parts_properties(ctx, class_group) -> dict:
         per_class = np.bincount(part_class)
         if len(set(per_class)) != 1:  # a class's own parts, as one (n, Pc, 4) array
             continue
-        own = np.stack([np.flatnonzero(part_class == c) for c in y])  # (n, Pc)
+        own = np.stack(indices_by_label(part_class, len(per_class)))[y]  # (n, Pc)
         boxes = np.take_along_axis(best[name][0], own[:, :, None], axis=1)
         out[name]["containment"] = h.containment(boxes, group_boxes, class_group[y],
                                                  group_part_group, size)

@@ -53,7 +53,7 @@ from threadpoolctl import threadpool_limits
 
 from .. import _faiss
 from ..backend import LocalBackend
-from .._arrays import RegionStack, sample_regions, stack_regions
+from .._arrays import RegionStack, indices_by_label, sample_regions, stack_regions
 from ._assignment import (_expected_score, _harden, _iou_overlap,  # noqa: F401 (tests use them)
                           _softassign, _suppression)
 from ._input import _check_background, _check_fit_inputs, _validate_regions
@@ -518,7 +518,7 @@ class PartLearner(TransformerMixin, BaseEstimator):
         if not set(results) <= set(range(len(classes))):
             raise DataError(f"fit: class_results should be keyed by class index 0..."
                             f"{len(classes) - 1}, got keys {sorted(results)}")
-        positives = [np.flatnonzero(codes == k) for k in range(len(classes))]
+        positives = indices_by_label(codes, len(classes))
         todo = [k for k in range(len(classes)) if k not in results]
         if len(todo) < len(classes):
             logger.debug("parts: %d of %d classes already learnt", len(classes) - len(todo),

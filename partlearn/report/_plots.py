@@ -219,7 +219,8 @@ def _run_figures(summary: dict, run: Path | None) -> list[tuple[str, str]]:
 def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
     if memo is None:
         return _figures(summary, run)
-    shown = {k: v for k, v in summary.items() if k not in ("timings", "stages", "peak_memory_mb")}
+    volatile = ("timings", "cpu_seconds", "stages", "peak_memory_mb", "memory")
+    shown = {k: v for k, v in summary.items() if k not in volatile}
     h = hashlib.sha256(b"figures v2" + json.dumps(shown, sort_keys=True, default=str).encode())
     for name in summary.get("figures") or []:
         if run is not None and (Path(run) / name).is_file():

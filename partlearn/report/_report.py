@@ -13,6 +13,7 @@ predictions (``image_id,predicted_label``) on the same split.
 from __future__ import annotations
 
 import base64
+import collections
 import csv
 import html
 import json
@@ -50,12 +51,23 @@ def results_markdown(summary: dict) -> str:
     lines += _retrieval_md(summary.get("retrieval") or {})
     lines += _hierarchy_md(summary.get("hierarchy") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
-    lines += ["## Stages", "", "| stage | key | cached | seconds |", "|---|---|---|---|"]
+    lines += ["## Stages", "", "| stage | key | cached | seconds | peak resident MB "
+              "| peak own (anonymous) MB |", "|---|---|---|---|---|---|"]
+    mem = (summary.get("memory") or {}).get("stages", {})
     for stage, info in summary.get("stages", {}).items():
+        m = mem.get(stage, {})
         lines.append(f"| {stage} | `{info['key']}` | {'yes' if info['cached'] else 'no'} | "
-                     f"{summary['timings'].get(stage, 0):.2f} |")
-    lines += ["", f"Peak memory: {summary.get('peak_memory_mb', 0):.0f} MB.", ""]
+                     f"{summary['timings'].get(stage, 0):.2f} | {_mb(m.get('peak_rss_mb'))} "
+                     f"| {_mb(m.get('peak_anon_mb'))} |")
+    anon = (summary.get("memory") or {}).get("peak_anon_mb")
+    own = f"; the process's own (anonymous): {anon:.0f} MB" if anon is not None else ""
+    lines += ["", f"Peak memory: {summary.get('peak_memory_mb', 0):.0f} MB resident (with "
+              f"the memory-mapped features' page cache){own}.", ""]
     return "\n".join(lines)
+
+
+def _mb(value) -> str:
+    return "—" if value is None else f"{value:.0f}"
 
 
 def _methods_md(methods: dict) -> list[str]:
@@ -274,7 +286,8 @@ def external_rows(summary: dict, run: Path, externals: dict[str, Path],
     folded = {c.casefold(): k for k, c in enumerate(classes)}  # the name rule: case-insensitive
     by_path = {p: k for k, p in enumerate(paths)}
     names = [Path(p).name for p in paths]
-    by_name = {n: k for k, n in enumerate(names) if names.count(n) == 1}
+    times = collections.Counter(names)  # not names.count per name: N x N
+    by_name = {n: k for k, n in enumerate(names) if times[n] == 1}
     unknown = sorted(set(labels) - set(index))
     if unknown:
         raise DataError(f"{Path(run) / 'predictions.csv'}: label {unknown[0]!r} is not a class "

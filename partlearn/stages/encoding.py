@@ -31,12 +31,15 @@ def encoder(ctx, learner) -> PartEncoder:
     return PartEncoder.from_config(ctx.cfg.encoding, learner, prefit=True, device=device)
 
 
-def image_regions(data, feats):
-    """Every kept image as the encoder's ``ImageRegions`` (features memory-mapped)."""
+def image_regions(data, feats, images=None):
+    """The kept images ``images`` (default: all, in order) as the encoder's
+    ``ImageRegions`` (features memory-mapped): one view per image, built once; build
+    the list once per stage and index it, never call this per image."""
     o = feats.offsets
+    images = range(len(feats)) if images is None else images
     return [ImageRegions(feats.image(i), feats.boxes[o[i]:o[i + 1]],
                          (data.width[i], data.height[i]), feats.flips[o[i]:o[i + 1]])
-            for i in range(len(feats))]
+            for i in images]
 
 
 def codes_of(ctx, learner, class_names) -> Codes:

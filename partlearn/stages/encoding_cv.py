@@ -48,8 +48,11 @@ def compute(ctx, w) -> None:
     if len(todo) < len(folds):
         logger.info("encoding_cv: %d of %d folds already done, resuming",
                     len(folds) - len(todo), len(folds))
+    t0 = time.perf_counter()
     X, boxes = feats.images(train), feats.image_boxes(train)
-    images = [image_regions(data, feats)[i] for i in train]
+    images = image_regions(data, feats, train)  # once: n_train views, not n_train x N
+    logger.info("encoding_cv: %d training images' views in %.1f s; %d fold(s) to learn",
+                len(train), time.perf_counter() - t0, len(todo))
     for j in progress(todo, desc="encoding_cv", unit="fold"):
         t0 = time.perf_counter()
         tr, te = folds[j]

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..parts import hierarchy as h
-from .._arrays import l2_normalize
+from .._arrays import indices_by_label, l2_normalize
 from .._validation import DataError
 from ..classify import two_level, uses
 from ._base import Stage
@@ -90,7 +90,7 @@ def compute(ctx, w) -> None:
         if c.source == "cluster":
             x = l2_normalize(np.asarray(ctx.get("features").global_[data.train], np.float32),
                              axis=1)
-            means = np.stack([x[y == k].mean(axis=0) for k in range(len(m.classes))])
+            means = np.stack([x[idx].mean(axis=0) for idx in indices_by_label(y, len(m.classes))])
             g = c.n_groups or max(2, int(round(np.sqrt(len(m.classes)))))
             class_group = h.cluster_classes(means, g)
         else:

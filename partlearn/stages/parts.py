@@ -15,6 +15,7 @@ import numpy as np
 
 from ..cache import human_size
 from ..classify import uses
+from .._arrays import indices_by_label
 from .._validation import DataError
 from ..parts import PartLearner
 from ._base import Stage
@@ -92,7 +93,7 @@ def rebuild(ctx, entry, labels: np.ndarray) -> PartLearner:
         background={"mean": entry.array("background_mean", mmap=False),
                     "whitener": entry.array("background_whitener", mmap=False)},
         class_results=[_stored(entry, c) for c in classes],
-        positive_images=[np.flatnonzero(labels == c) for c in classes],
+        positive_images=indices_by_label(labels, len(classes)),
         n_features=int(entry.array("background_mean").shape[0]))
 
 

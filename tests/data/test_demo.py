@@ -145,4 +145,23 @@ def test_old_version_regenerated_only_when_untouched(tmp_path, small):
 
 def test_spec_checks():
     with pytest.raises(ValueError, match="n_classes"):
-        demo.DemoSpec(n_classes=7)
+        demo.DemoSpec(n_classes=1)
+
+
+def test_more_classes_than_shapes(tmp_path):
+    """Past len(SHAPES) classes (benchmarks at scale): distinct names and patterns, the first
+    classes unchanged, and the clutter never draws a class's whole pattern."""
+    wide = demo.DemoSpec(n_classes=demo.MAX_CLASSES, n_train=1, n_test=1, image_size=64)
+    names = demo.class_names(wide)
+    assert len(set(names)) == demo.MAX_CLASSES
+    assert names[:len(demo.SHAPES)] == demo.class_names(demo.DemoSpec())
+    patterns = {tuple(demo.class_pattern(c).values()) for c in range(demo.MAX_CLASSES)}
+    assert len({p[:3] for p in patterns}) == demo.MAX_CLASSES
+    rng = np.random.default_rng(0)
+    drawn = {demo._clutter_item(rng, wide) for _ in range(2000)}
+    assert not drawn & patterns
+    with pytest.raises(ValueError, match="n_classes"):
+        demo.DemoSpec(n_classes=demo.MAX_CLASSES + 1)
+    m = read_csv(demo.make_demo(tmp_path / "w", spec=demo.DemoSpec(
+        n_classes=20, n_train=1, n_test=1, image_size=48, n_clutter=(1, 2))))
+    assert len(m.classes) == 20 and len(m) == 40
