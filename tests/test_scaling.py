@@ -11,7 +11,6 @@ makes four times as many, and fails.
 
 import dataclasses
 
-
 from partlearn import Pipeline
 from partlearn.config import load_config
 from partlearn.data import demo
