@@ -543,9 +543,12 @@ def test_explain_finds_the_runs_store_from_anywhere(finished, tiny, monkeypatch,
 
 
 def test_a_crafted_test_images_index_is_a_clear_error(finished, tmp_path):
-    """meta.json edited by hand (valid JSON, a test index out of range): one DataError
+    """meta.json with a test index out of range, sealed as a faulty writer would seal it
+    (an edit by hand that is not resealed is the store's: a damaged entry): one DataError
     naming the entry, not an IndexError."""
     import shutil
+
+    from partlearn import _store_check
 
     cfg, cache, _ = finished
     copy = tmp_path / "cache"
@@ -553,6 +556,7 @@ def test_a_crafted_test_images_index_is_a_clear_error(finished, tmp_path):
     entry = next(p for p in (copy / "classifier").iterdir() if p.is_dir())
     meta = json.loads((entry / "meta.json").read_text())
     meta["test_images"] = [10_000] + meta["test_images"][1:]
+    meta[_store_check.META_HASH] = _store_check.meta_hash(meta)
     (entry / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(DataError, match=r"test_images are not this dataset's 4 test images"):
         Pipeline(cfg, cache_dir=copy).load("classifier")
@@ -671,7 +675,8 @@ def test_cv_holds_each_fold_out_of_part_learning_too(tiny):
     the same as the library gives for parts fitted on the other folds alone; the part
     methods' CV runs on them, ``global``'s does not; ``cv_parts = false`` drops the stage."""
     from partlearn.classify import cv_splits
-    from partlearn.stages.encoding import encoder, image_regions
+    from partlearn.encoding import PartEncoder
+    from partlearn.stages.encoding import image_regions
     from partlearn.stages.parts import learner
 
     base = [a for a in args(tiny)[1::2] if "=" in a] + [
@@ -690,8 +695,9 @@ def test_cv_holds_each_fold_out_of_part_learning_too(tiny):
         ref = learner(pipe.cfg).fit([feats.image(int(train[i])) for i in tr], y[tr],
                                     boxes=feats.image_boxes(train[tr]),
                                     class_names=list(data.manifest.classes))
-        images = [image_regions(data, feats)[i] for i in train]
-        expect = encoder(pipe.cfg, ref).fit().codes(images, train=tr)
+        images = image_regions(data, feats, train)
+        expect = PartEncoder.from_config(pipe.cfg.encoding, ref, prefit=True).fit().codes(
+            images, train=tr)
         np.testing.assert_allclose(folds[j], expect, atol=1e-5)
         assert not np.allclose(folds[j][te], full[te], atol=1e-3)  # other parts than all's
     info = {m: v["info"] for m, v in pipe.load("classifier").models.items()}
