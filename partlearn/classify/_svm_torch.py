@@ -56,7 +56,9 @@ class Problem:
                  gram: bool | None = None):
         self.device = resolve_device(device)
         if block_rows is None:
-            self.x = torch.as_tensor(np.asarray(x), device=self.device).to(torch.float64)
+            # a copy in float64 (as .to(float64) made): a read-only memory map is never
+            # wrapped, so torch does not warn that it is not writable
+            self.x = torch.from_numpy(np.array(x, dtype=np.float64)).to(self.device)
         else:
             self.src, self.x = x, None
         n, d = self.shape = tuple(x.shape if self.x is None else self.x.shape)
