@@ -298,11 +298,11 @@ class ClassifierConfig:
     cv_folds: int = setting(5, _count(2), "stratified folds of the training split for C")
     max_iter: int = setting(20_000, _count(), "the solver's iterations, at most")
     solver: str = setting(
-        "liblinear", Options(("liblinear", "torch")),
-        "`liblinear` (scikit-learn's `LinearSVC`, folds × C on processes) or `torch`: the "
-        "same squared-hinge objective solved for every class, fold and C at once (Newton-CG, "
-        "warm-started along C; GPU when present), 40–80× faster from 20 classes on "
-        "(BENCHMARKS.md)")
+        "torch", Options(("liblinear", "torch")),
+        "`torch`: the squared-hinge objective solved for every class, fold and C at once "
+        "(Newton-CG, warm-started along C; GPU when present), 40–80× faster than liblinear "
+        "from 20 classes on, the same predictions on CUB and 15-Scene (BENCHMARKS.md); or "
+        "`liblinear` (scikit-learn's `LinearSVC`, folds × C on processes or Dask workers)")
     memory_mb: float = setting(
         4096.0, Interval(float, 0, None, expected="be >= 0 (0: no limit)"),
         "MiB an SVM's input may take as one float32 matrix (0: no limit); past it `torch` "

@@ -356,6 +356,25 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_results_are_unchanged(
     assert_same_as_reference(out, reference)
 
 
+def test_liblinear_cv_on_dask_workers_gives_local_liblinear_exactly(
+        tiny, reference, tmp_path, cluster):
+    """``classifier.solver = "liblinear"`` sends the CV's (C, fold) fits to the workers
+    (the default torch solver runs in the run's process): the same results as local."""
+    before = [s for s in reference["keys"] if s != "classifier"]
+    outs = {}
+    for name, extra in (("local", ()), ("dask", ("backend=dask",
+                                                  f"dask.scheduler={cluster.scheduler_address}"))):
+        cache = seed_cache(reference, tmp_path / name / "cache", before)
+        outs[name] = tmp_path / name / "run"
+        assert main(run_argv(tiny, cache, outs[name], "classifier.solver=liblinear",
+                             *extra)) == 0
+        assert [s for s, v in results(outs[name])["stages"].items() if not v["cached"]] == [
+            "classifier"]
+    assert normalise(results(outs["dask"])) == normalise(results(outs["local"]))
+    assert (outs["dask"] / "predictions.csv").read_bytes() == \
+        (outs["local"] / "predictions.csv").read_bytes()
+
+
 def test_an_unreachable_scheduler_is_one_line_naming_it(tiny, tmp_path, capsys):
     pytest.importorskip("distributed")
     out = tmp_path / "run"

@@ -20,7 +20,7 @@ def blobs(n_per_class=20, n_classes=3, dim=10, sep=2.0, seed=0):
 
 def test_model_as_arrays_predicts_like_sklearn():
     x, y = blobs()
-    model = fit_svm(x, y, CVSettings(Cs=(0.1, 1.0), folds=3))
+    model = fit_svm(x, y, CVSettings(Cs=(0.1, 1.0), folds=3, solver="liblinear"))
     svm = LinearSVC(C=model.C, dual="auto", max_iter=20_000, random_state=0).fit(x, y)
     np.testing.assert_array_equal(model.predict(x), svm.predict(x))
     np.testing.assert_allclose(model.decision_function(x), svm.decision_function(x), rtol=1e-4,
@@ -32,7 +32,7 @@ def test_model_as_arrays_predicts_like_sklearn():
 def test_two_classes_give_two_rows():
     x, y = blobs(n_classes=2)
     y = np.where(y == 0, "cat", "dog")
-    model = fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, extend=0))
+    model = fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, extend=0, solver="liblinear"))
     assert model.coef.shape == (2, 10)
     svm = LinearSVC(C=1.0, dual="auto", max_iter=20_000, random_state=0).fit(x, y)
     np.testing.assert_array_equal(model.predict(x), svm.predict(x))
@@ -197,8 +197,9 @@ def test_late_fusion_refits_its_folds_with_the_configured_solver(monkeypatch):
     from partlearn.classify import fit_late_fusion
 
     a, b, y = _four_classes(np.random.default_rng(0))
-    ma, mb = fit_svm(a, y, CVSettings(Cs=(0.1, 1))), fit_svm(b, y, CVSettings(Cs=(0.1, 1)))
-    lib = fit_late_fusion(a, b, y, ma, mb)
+    ref = CVSettings(Cs=(0.1, 1), solver="liblinear")
+    ma, mb = fit_svm(a, y, ref), fit_svm(b, y, ref)
+    lib = fit_late_fusion(a, b, y, ma, mb, ref)
     ta = fit_svm(a, y, CVSettings(Cs=(0.1, 1), solver="torch", device="cpu"))
     tb = fit_svm(b, y, CVSettings(Cs=(0.1, 1), solver="torch", device="cpu"))
 
@@ -309,7 +310,7 @@ def test_cv_settings_from_the_classifier_section():
     assert (cv.Cs, cv.extend, cv.folds, cv.max_iter, cv.solver, cv.memory_mb) == (
         tuple(k.C), k.extend, 3, k.max_iter, "torch", k.memory_mb)
     assert (cv.random_state, cv.n_jobs) == (7, 2)
-    assert CVSettings().solver == "liblinear"  # the default solver stays liblinear
+    assert CVSettings().solver == "torch"  # the default solver (issue 27, item 6)
 
 
 def test_models_come_back_from_their_arrays_and_info():

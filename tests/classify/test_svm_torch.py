@@ -119,7 +119,7 @@ def test_fit_svm_torch_is_liblinear_on_separated_classes(k):
     if k == 2:
         y = np.where(y == 0, "cat", "dog")
     common = dict(Cs=(0.01, 0.1, 1.0), folds=3, n_jobs=1)
-    lib = fit_svm(x, y, CVSettings(**common))
+    lib = fit_svm(x, y, CVSettings(solver="liblinear", **common))
     torch_ = fit_svm(x, y, CVSettings(solver="torch", device="cpu", **common))
     assert type(torch_) is type(lib) and torch_.C == lib.C
     assert set(torch_.cv) == set(lib.cv) and torch_.converged
@@ -134,7 +134,7 @@ def test_fit_svm_torch_is_liblinear_on_separated_classes(k):
 def test_fit_svm_torch_extends_the_grid_like_liblinear():
     x, y = data(90, 30, 3, sep=1.0)
     common = dict(Cs=(1e-4,), extend=2, folds=3, n_jobs=1)
-    lib = fit_svm(x, y, CVSettings(**common))
+    lib = fit_svm(x, y, CVSettings(solver="liblinear", **common))
     torch_ = fit_svm(x, y, CVSettings(solver="torch", device="cpu", **common))
     assert sorted(torch_.cv) == sorted(lib.cv) and len(lib.cv) > 1
     assert torch_.C == lib.C
@@ -202,12 +202,14 @@ def test_liblinear_over_the_budget_says_to_use_torch():
 
     x, y = data(120, 200, 4)
     with pytest.raises(ConfigError) as e:
-        fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, memory_mb=0.06), name="parts")
+        fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, memory_mb=0.06, solver="liblinear"),
+                name="parts")
     msg = str(e.value)
     for part in ("parts: ", "120 x 200 float32 = 0 MiB", "classifier.memory_mb=0.06 MiB",
                  'classifier.solver = "torch"', "0: no limit"):
         assert part in msg, (part, msg)
-    assert fit_svm(x, y, CVSettings(Cs=(1.0,), folds=3, memory_mb=0)).coef.shape == (4, 200)
+    unlimited = CVSettings(Cs=(1.0,), folds=3, memory_mb=0, solver="liblinear")
+    assert fit_svm(x, y, unlimited).coef.shape == (4, 200)
 
 
 def test_nonfinite_input_is_found_block_by_block():
