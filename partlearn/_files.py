@@ -49,3 +49,27 @@ def copy(src: Path, dest: Path) -> None:
 
     with replacing(dest) as tmp:
         shutil.copyfile(src, tmp)
+
+
+@contextlib.contextmanager
+def replacing_folder(path: Path):
+    """Yield a temporary folder beside ``path`` to fill; on a clean exit it takes the place
+    of ``path`` (whose old content, when there was one, is removed), else it is removed.
+    A reader sees the old folder or the new one whole."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

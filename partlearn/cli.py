@@ -1,4 +1,4 @@
-"""``partlearn`` command line: a thin ``main(argv)`` over the pipeline.
+"""partlearn command line: run a pipeline, compare runs, explain and predict images.
 
 Exit codes: 0 success, 2 usage or configuration error, 1 runtime error
 (bad data included), 130 interrupted, 141 output pipe closed by its reader. A user's mistake gets one clear line,
@@ -159,6 +159,65 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _run_or_model(path, cache_dir) -> None:
+    """``path`` is a run directory or a model folder (the one-line errors before work)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ConfigError(f"{path} " + ("is a file" if path.exists() else "does not exist")
+                          + "; expected a run directory or a model folder (`partlearn export`)")
+    if (path / "config.toml").is_file() and not (path / "model.json").is_file():
+        _config_file(path / "config.toml")
+    _folder_arg("--cache-dir", cache_dir)
+
+
+def cmd_export(args) -> int:
+    from .model import export_model
+
+    run = Path(args.run)
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"{run / 'config.toml'} is missing: is {run} a run directory of "
+                          "`partlearn run`?")
+    _config_file(run / "config.toml")
+    _folder_arg("--cache-dir", args.cache_dir)
+    out = export_model(run, args.out, cache_dir=args.cache_dir)
+    size = sum(f.stat().st_size for f in out.iterdir())
+    from .cache import human_size
+
+    print(f"model written to {out} ({human_size(size)}); use it with `partlearn predict "
+          f"{out} IMAGES...` or partlearn.load_model({str(out)!r})")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .model import image_inputs, load_model, predict_files, write_csv
+
+    _run_or_model(args.model, args.cache_dir)
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k {args.top_k}: expected 1 or more classes")
+    if args.boxes is not None and args.boxes < 1:
+        raise ConfigError(f"--boxes {args.boxes}: expected 1 or more parts")
+    if args.out and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a folder; expected a CSV file name")
+    paths = image_inputs(args.inputs)
+    model = load_model(args.model, weights=args.weights, device=args.device,
+                       cache_dir=args.cache_dir)
+    method = model._method(args.method)
+    top_k = min(args.top_k, len(model.classes))
+    rows = predict_files(model, paths, method=method, top_k=top_k, boxes=args.boxes or 0,
+                         on_bad_image=args.on_bad_image)
+    if args.out:
+        with _files.replacing(Path(args.out)) as tmp, open(tmp, "w", newline="") as f:
+            counts = write_csv(rows, f, top_k, args.boxes or 0)
+        where = args.out
+    else:
+        counts = write_csv(rows, sys.stdout, top_k, args.boxes or 0)
+        where = "stdout"
+    logger.info("predict: %d images by %s (%s) to %s%s", counts["images"], method,
+                args.model, where,
+                f", {counts['skipped']} unreadable skipped" if counts["skipped"] else "")
+    return 0
+
+
 def cmd_status(args) -> int:
     for row in _pipeline(args).status():
         print(f"{row['stage']:14s} {row['key']}  {row['state']}")
@@ -276,6 +335,35 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--out", help="where to write the figure (default: RUN_DIR/explain)")
     explain.add_argument("--cache-dir", help="the stage store the run used")
     explain.set_defaults(func=cmd_explain)
+
+    export = sub.add_parser("export", help="write a finished run's model (what predict "
+                            "needs: .npy + JSON) into a folder")
+    export.add_argument("run", metavar="RUN_DIR")
+    export.add_argument("out", metavar="OUT_DIR", help="the model folder (new, empty, or a "
+                        "model folder, replaced)")
+    export.add_argument("--cache-dir", help="the stage store the run used")
+    export.set_defaults(func=cmd_export)
+
+    predict = sub.add_parser("predict", help="predict the class of images with a finished "
+                             "run or an exported model; one CSV row per image")
+    predict.add_argument("model", metavar="RUN_DIR|MODEL_DIR")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files, folders (recursive) or CSV files of paths")
+    predict.add_argument("--method", help="the classifier method (default: the run's last, "
+                         "e.g. parts+global)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes listed per image")
+    predict.add_argument("--out", metavar="FILE.csv", help="write the CSV here (default: "
+                         "stdout)")
+    predict.add_argument("--boxes", type=int, nargs="?", const=3, metavar="N",
+                         help="add each image's N (default 3) top parts and their best boxes")
+    predict.add_argument("--on-bad-image", choices=("error", "skip"),
+                         help="an unreadable image stops (error) or is listed and skipped "
+                              "(default: the run's data.on_bad_image)")
+    predict.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the run's)")
+    predict.add_argument("--weights", help="the backbone's weights file, where the run's "
+                         "path does not hold it (checked by its sha256)")
+    predict.add_argument("--cache-dir", help="the stage store the run used (RUN_DIR only)")
+    predict.set_defaults(func=cmd_predict)
 
     settings = sub.add_parser("settings", help="print every setting as a Markdown table "
                               "(key, default, allowed values, meaning)")

@@ -140,20 +140,33 @@ def draw_explanation(image, boxes, responses, class_coef, part_class, class_name
     """Draw ``image`` with the heatmap of a class (``class_coef``: its classifier weights
     over the part code, cell-major) and its ``top`` parts' best boxes, into ``file``;
     ``responses`` ``(R, P)`` of the image's regions ``boxes``. Returns the boxes drawn."""
-    from .encoding import part_names
-
-    n_part = len(part_class)
-    weight = np.asarray(class_coef).reshape(-1, n_part).sum(axis=0)  # per part, all cells
-    best = responses.argmax(axis=0)
-    share = weight * np.clip(responses.max(axis=0), 0, None)
-    top_parts = np.argsort(-share, kind="stable")[:top]
+    weight = part_weights(class_coef, len(part_class))
     heat = part_heatmap(boxes, responses, np.clip(weight, 0, None), image.size)
-    names = part_names(part_class, class_names)
-    drawn = [{"part": names[p],
-              "box": boxes[best[p]].tolist(), "score": float(responses[best[p], p])}
-             for p in top_parts]
+    drawn = top_parts(boxes, responses, class_coef, part_class, class_names, top)
     _draw(image, heat, drawn, title, file)
     return drawn
+
+
+def part_weights(class_coef, n_part: int) -> np.ndarray:
+    """``(P,)`` a class's classifier weight of each part, summed over the code's cells
+    (``class_coef``: its weights over the part code, cell-major)."""
+    return np.asarray(class_coef).reshape(-1, n_part).sum(axis=0)
+
+
+def top_parts(boxes, responses, class_coef, part_class, class_names, top: int = 5
+              ) -> list[dict]:
+    """The ``top`` parts that count most for a class (weight x best positive response; see
+    ``part_weights``), each ``{"part": name, "box": its best box, "score": the response
+    there}``; ``responses`` ``(R, P)`` of the image's regions ``boxes``."""
+    from .encoding import part_names
+
+    weight = part_weights(class_coef, len(part_class))
+    best = responses.argmax(axis=0)
+    share = weight * np.clip(responses.max(axis=0), 0, None)
+    names = part_names(part_class, class_names)
+    return [{"part": names[p], "box": np.asarray(boxes[best[p]]).tolist(),
+             "score": float(responses[best[p], p])}
+            for p in np.argsort(-share, kind="stable")[:top]]
 
 
 def _draw(image, heat, drawn, title, file) -> None:

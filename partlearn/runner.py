@@ -40,6 +40,16 @@ def cuda_possible(setting: str) -> bool:
     return True
 
 
+def device_name(setting: str) -> str:
+    """The device a setting ("auto", "cpu", "cuda:1") resolves to, by name; "cpu" without
+    importing torch where only the CPU is possible."""
+    if not cuda_possible(setting):
+        return "cpu"
+    from ._device import resolve_device
+
+    return str(resolve_device(setting))
+
+
 def peak_memory_mb() -> float:
     """Peak resident memory of this process and of its finished children, in MB: with
     the page cache of the memory-mapped features (results.json's ``memory`` has the
@@ -154,7 +164,7 @@ class Pipeline:
         return resolve_device(setting or self.cfg.features.device)
 
     def device_name(self, setting: str) -> str:
-        return str(self.device(setting)) if cuda_possible(setting) else "cpu"
+        return device_name(setting)
 
     def resolve(self, name: str, consumer: str | None = None) -> str:
         """The stage that provides input ``name`` to ``consumer`` in this run: the last

@@ -13,10 +13,10 @@ from ._dataset import read_dataset
 from ._images import BadImageError, load_image, probe_image
 from ._manifest import GND_LISTS, Manifest
 from ._planted import make_planted_regions
-from ._readers import read_csv, read_folders, read_mit67
+from ._readers import IMAGE_EXTENSIONS, read_csv, read_folders, read_mit67
 from ._cub import read_cub
 
-__all__ = ["GND_LISTS", "Audit", "BadImageError", "Manifest", "apply_bad_image_policy",
+__all__ = ["GND_LISTS", "IMAGE_EXTENSIONS", "Audit", "BadImageError", "Manifest", "apply_bad_image_policy",
            "audit_dataset", "audit_markdown", "clip_boxes", "demo", "load_image",
            "make_planted_regions", "probe_image", "read_csv", "read_cub", "read_dataset",
            "read_folders", "read_mit67"]

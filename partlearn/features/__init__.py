@@ -9,11 +9,11 @@ enum); ``extract_features`` runs it once per image and pools every region
 
 from . import multiscale
 from ._backbones import Backbone, available_backbones, create_backbone, lite_package_model, \
-    shared_backbone
+    shared_backbone, weights_sha256
 from ._extract import amp_dtype, extract_features
 from ._pca import apply_pca, fit_pca
 from ._regions import dense_regions, regions_for_images
 
 __all__ = ["Backbone", "amp_dtype", "apply_pca", "available_backbones", "create_backbone",
            "dense_regions", "extract_features", "fit_pca", "lite_package_model", "multiscale",
-           "regions_for_images", "shared_backbone"]
+           "regions_for_images", "shared_backbone", "weights_sha256"]

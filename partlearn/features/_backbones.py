@@ -113,6 +113,18 @@ def create_backbone(name: str = BackboneConfig.name, weights: str = BackboneConf
     )
 
 
+def weights_sha256(model: nn.Module) -> str:
+    """``sha256:<hex>`` of a network's state (every parameter and buffer: name, dtype,
+    shape and bytes, in name order): the weights' identity whatever file or package they
+    came from, the same on any machine."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return f"sha256:{h.hexdigest()}"
+
+
 def _check_mean_std(value, what="mean") -> tuple[float, float, float] | tuple:
     value = tuple(float(v) for v in value)
     if value and len(value) != 3:

@@ -12,12 +12,18 @@ from ._base import Stage
 from .parts_group import uses_hier_parts
 
 
+def join(group_codes, fine_codes) -> np.ndarray:
+    """The ``parts[hier]`` code: the group parts' and the class parts' codes side by side,
+    scaled to unit norm (each is)."""
+    codes = np.concatenate([group_codes, fine_codes], axis=1) / np.float32(np.sqrt(2))
+    return codes.astype(np.float32)
+
+
 def compute(ctx, w) -> None:
     hier = ctx.get("hierarchy")
     group = encoding.codes_of(ctx, ctx.get("parts_group"), hier.group_names)
     fine = encoding.codes_of(ctx, ctx.get("parts_class"), ctx.get("dataset").manifest.classes)
-    codes = np.concatenate([group.codes, fine.codes], axis=1) / np.float32(np.sqrt(2))
-    encoding.save(w, encoding.Codes(codes.astype(np.float32), group.names + fine.names))
+    encoding.save(w, encoding.Codes(join(group.codes, fine.codes), group.names + fine.names))
     w.meta.update(group_dim=group.codes.shape[1])
 
 

@@ -105,10 +105,16 @@ class RegionFeatures:
     def global_features(self, flip_average: bool) -> np.ndarray:
         """``(N, D)`` float32 global descriptors, averaged with the mirrored image's when
         ``flip_average`` and the mirrors were extracted."""
-        glob = np.asarray(self.global_, np.float32)
-        if self.global_flip is not None and flip_average:
-            glob = (glob + np.asarray(self.global_flip, np.float32)) / 2
-        return glob
+        return global_features(self.global_, self.global_flip, flip_average)
+
+
+def global_features(glob, glob_flip, flip_average: bool) -> np.ndarray:
+    """``(N, D)`` float32 of the stored float16 global descriptors ``glob``, averaged
+    with the mirrored images' ``glob_flip`` (or None) when ``flip_average``."""
+    glob = np.asarray(glob, np.float32)
+    if glob_flip is not None and flip_average:
+        glob = (glob + np.asarray(glob_flip, np.float32)) / 2
+    return glob
 
 
 def backbone_identity(ctx) -> dict:
@@ -133,14 +139,34 @@ def backbone_identity(ctx) -> dict:
     return identity
 
 
+def precision(amp: bool, device) -> str:
+    """fp32, or with ``amp`` on a CUDA ``device`` (a torch device, or "cpu") the autocast
+    dtype."""
+    if not amp or str(device) == "cpu":
+        return "fp32"
+    from ..features import amp_dtype
+    return "amp-" + str(amp_dtype(device)).removeprefix("torch.")
+
+
 def derive(ctx) -> dict:
     """The backbone's identity and the precision: fp32, or the autocast dtype on CUDA."""
     f = ctx.cfg.features
-    precision = "fp32"
-    if f.amp and ctx.device_name(f.device) != "cpu":
-        from ..features import amp_dtype
-        precision = "amp-" + str(amp_dtype(ctx.device(f.device))).removeprefix("torch.")
-    return backbone_identity(ctx) | {"precision": precision}
+    device = ctx.device(f.device) if ctx.device_name(f.device) != "cpu" else "cpu"
+    return backbone_identity(ctx) | {"precision": precision(f.amp, device)}
+
+
+def spec(cfg, precision: str, threads: int, pools: bool = True) -> dict:
+    """What ``extract_images`` needs of the config ``cfg`` (the run's, or a model's): the
+    backbone, the device setting, ``extract_features``' parameters (the retrieval
+    ``pools`` too unless ``pools`` is False) and torch's threads per task."""
+    f = cfg.features
+    return {"backbone": dataclasses.asdict(cfg.backbone), "device": f.device,
+            "params": dict(mode=f.mode, short_side=f.short_side, roi_size=f.roi_size,
+                           roi_pooling=f.roi_pooling, crop_size=f.crop_size,
+                           batch_size=f.batch_size, amp=precision != "fp32",
+                           workers=f.workers, with_global_flip=cfg.regions.flips,
+                           descriptors=f.pools if pools else (), gem_p=f.gem_p),
+            "threads": threads}
 
 
 def _layout(w, shard_size: int) -> int:
@@ -183,24 +209,18 @@ def compute(ctx, w) -> None:
                       "crops": None if data.crops is None else [data.crops[i] for i in order]})
     precision = derive(ctx)["precision"]
     backend = ctx.backend
-    tasks, threads = _cpu_tasks(ctx, len(items))
+    tasks, threads = cpu_tasks(f.device, backend, len(items))
     logger.info("features: %s mode, %s, short side %d, %s on %s, %d images to extract "
                 "in %d shards%s", f.mode, ctx.cfg.backbone.name, f.short_side, precision,
                 ctx.device_name(f.device) if backend.shares_memory else f"{backend.name} workers",
                 sum(len(it["images"]) for it in items), len(items),
                 (f", {tasks} at a time" if tasks > 1 else "")
                 + (", each on one torch thread" if threads else ""))
-    spec = {"backbone": dataclasses.asdict(ctx.cfg.backbone), "device": f.device,
-            "params": dict(mode=f.mode, short_side=f.short_side, roi_size=f.roi_size,
-                           roi_pooling=f.roi_pooling, crop_size=f.crop_size,
-                           batch_size=f.batch_size, amp=precision != "fp32",
-                           workers=f.workers, with_global_flip=ctx.cfg.regions.flips,
-                           descriptors=f.pools, gem_p=f.gem_p),
-            "threads": threads}
     gpu = ctx.cfg.dask.gpu_resource
     with progress(total=sum(len(it["images"]) for it in items), desc="features",
-                  unit="img") as bar, _torch_threads(threads):
-        for k, _ in backend.map(extract_shard, items, shared={"spec": spec, "writer": w},
+                  unit="img") as bar, torch_threads(threads):
+        for k, _ in backend.map(extract_shard, items,
+                                shared={"spec": spec(ctx.cfg, precision, threads), "writer": w},
                                 resources={gpu: 1} if gpu else None, threads=tasks > 1):
             bar.update(len(items[k]["images"]))
     dim = w.shard_array(0, "global").shape[1] if starts else 0
@@ -209,7 +229,7 @@ def compute(ctx, w) -> None:
                   with_global_flip=bool(ctx.cfg.regions.flips))
 
 
-def _cpu_tasks(ctx, n_items: int) -> tuple[int, int]:
+def cpu_tasks(device: str, backend, n_items: int) -> tuple[int, int]:
     """``(tasks, torch threads per task)`` for the shards. On the CPU every shard runs on
     one torch thread, always: a convolution's float rounding can depend on its thread
     count (oneDNN on an Intel Xeon: a ResNet's rows differ by ~6e-5 between 1 and 2
@@ -224,16 +244,15 @@ def _cpu_tasks(ctx, n_items: int) -> tuple[int, int]:
 
     from .._device import resolve_device
 
-    if resolve_device(ctx.cfg.features.device).type != "cpu":
+    if resolve_device(device).type != "cpu":
         return 1, 0
-    if not ctx.backend.shares_memory:
+    if not backend.shares_memory:
         return 1, 1
-    return max(1, min(effective_n_jobs(ctx.backend.n_jobs), n_items,
-                      torch.get_num_threads())), 1
+    return max(1, min(effective_n_jobs(backend.n_jobs), n_items, torch.get_num_threads())), 1
 
 
 @contextlib.contextmanager
-def _torch_threads(threads: int):
+def torch_threads(threads: int):
     """torch's intra-op threads set to ``threads`` in the block (0: unchanged) and put
     back after; each task thread sets its own count too (OpenMP's count is per thread)."""
     import torch
@@ -249,33 +268,41 @@ def _torch_threads(threads: int):
         torch.set_num_threads(before)
 
 
-def extract_shard(item: dict, spec: dict, writer) -> int:
-    """Extract one shard's images (``item``: its ``shard``, manifest ``images`` in the
-    order to extract, their ``paths``, ``boxes``, ``flips``, ``sizes``, ``crops``) with
-    the backbone and settings of ``spec``, and save it into ``writer``'s entry in
-    manifest order, all or nothing. A backend's task: the backbone is built once per
-    process. Returns the number of images."""
+def extract_images(item: dict, spec: dict, load_image=datasets.load_image) -> list[dict]:
+    """The stored rows of the images of ``item`` (their ``paths``, ``boxes``, ``flips``,
+    ``sizes``, optional ``crops``; ``load_image(path)`` reads one), with the backbone and
+    settings of ``spec``: per image, in ``item``'s order, ``{"regions", "global"
+    [, "global_flip"][, "pool_<name>"]}`` float16, as the stage stores them. The
+    backbone is built once per process."""
     from .._device import resolve_device
     from ..features import shared_backbone
     from ..features import extract_features
 
-    if spec.get("threads"):  # this task thread's share of the cores (``_cpu_tasks``)
+    if spec.get("threads"):  # this task thread's share of the cores (``cpu_tasks``)
         import torch
         torch.set_num_threads(spec["threads"])
     b = spec["backbone"]
     backbone = shared_backbone(b["name"], b["weights"], b["tap"], tuple(b["mean"]),
                                tuple(b["std"]))
-    images = item["images"]
     stream = extract_features(item["paths"], item["boxes"], item["flips"], item["sizes"],
-                              backbone, load_image=datasets.load_image,
-                              device=resolve_device(spec["device"]), crops=item["crops"],
+                              backbone, load_image=load_image,
+                              device=resolve_device(spec["device"]), crops=item.get("crops"),
                               **spec["params"])
-    done = {}
+    out = [None] * len(item["paths"])
     for k, reg, glob, glob_flip, *pooled in stream:
         row = {"regions": reg, "global": glob} | (
             {} if glob_flip is None else {"global_flip": glob_flip}) | {
             f"pool_{p}": v for p, v in (pooled[0] if pooled else {}).items()}
-        done[images[k]] = {name: v.astype(np.float16) for name, v in row.items()}
+        out[k] = {name: v.astype(np.float16) for name, v in row.items()}
+    return out
+
+
+def extract_shard(item: dict, spec: dict, writer) -> int:
+    """Extract one shard's images (``item``: its ``shard``, manifest ``images`` in the
+    order to extract, their ``paths``, ``boxes``, ``flips``, ``sizes``, ``crops``;
+    ``extract_images``) and save it into ``writer``'s entry in manifest order, all or
+    nothing. A backend's task. Returns the number of images."""
+    done = dict(zip(item["images"], extract_images(item, spec)))
     rows = [done[i] for i in sorted(done)]  # back to manifest order
     writer.save_shard(item["shard"], {
         name: (np.concatenate if rows[0][name].ndim == 2 else np.stack)([r[name] for r in rows])

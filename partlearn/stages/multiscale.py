@@ -32,9 +32,26 @@ def sub_inputs(cfg) -> dict[str, tuple[str, dict]]:
             for name, s in _scales(cfg).items()}
 
 
-def compute(ctx, w) -> None:
-    from ..features import multiscale  # imports torch: only when the stage computes
+def choice(f, boxes, image_short) -> np.ndarray | None:
+    """Per region of one image (``boxes``, its short side ``image_short`` px), the index
+    of the scale of ``[f.short_side, *f.pyramid]`` it is taken from; None: the mean."""
+    from ..features import multiscale  # imports torch: only when features are computed
 
+    if f.pyramid_select != "nearest":
+        return None
+    return multiscale.nearest_scale(boxes, image_short, [f.short_side, *f.pyramid],
+                                    f.pyramid_target)
+
+
+def combine(rows, scale_choice) -> np.ndarray:
+    """One image's float16 region rows from its rows at every scale (``choice``): what
+    the stage stores, and what ``partlearn.model`` computes for a new image."""
+    from ..features import multiscale
+
+    return multiscale.combine(rows, scale_choice).astype(np.float16)
+
+
+def compute(ctx, w) -> None:
     f = ctx.cfg.features
     data, regions = ctx.get("dataset"), ctx.get("regions")
     base = ctx.get("features")
@@ -52,17 +69,14 @@ def compute(ctx, w) -> None:
                     len(base.shards))
     for s in progress(range(len(base.shards)), desc="multiscale", unit="shard"):
         images = range(base.shard_images[s], base.shard_images[s + 1])
-        choices = [None] * len(images)
-        if f.pyramid_select == "nearest":
-            choices = [multiscale.nearest_scale(regions.boxes[regions.of(i)], short[i],
-                                                sides, f.pyramid_target) for i in images]
-            for c in choices:
+        choices = [choice(f, regions.boxes[regions.of(i)], short[i]) for i in images]
+        for c in choices:
+            if c is not None:
                 counts += np.bincount(c, minlength=len(sides))
         if s in done:
             continue
-        out = [multiscale.combine([x.image(i) for x in feats], c)
-               for i, c in zip(images, choices)]
-        arrays = {"regions": np.concatenate(out).astype(np.float16),
+        out = [combine([x.image(i) for x in feats], c) for i, c in zip(images, choices)]
+        arrays = {"regions": np.concatenate(out),
                   "global": base.global_[images.start:images.stop]}
         if base.global_flip is not None:
             arrays["global_flip"] = base.global_flip[images.start:images.stop]

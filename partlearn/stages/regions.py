@@ -25,13 +25,18 @@ class Regions(NamedTuple):
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
 
+def params(r) -> dict:
+    """``dense_regions``' parameters of the regions section ``r`` (the run's, or a
+    model's: ``partlearn.model`` lays the same regions over new images)."""
+    return dict(scales=r.scales, stride=r.stride, full_image=r.full_image, flips=r.flips,
+                min_size=r.min_size)
+
+
 def compute(ctx, w) -> None:
     from ..features import regions_for_images  # imports torch: only when the stage computes
-    r = ctx.cfg.regions
     data = ctx.get("dataset")
-    boxes, flips, offsets = regions_for_images(
-        data.width, data.height, scales=r.scales, stride=r.stride, full_image=r.full_image,
-        flips=r.flips, min_size=r.min_size)
+    boxes, flips, offsets = regions_for_images(data.width, data.height,
+                                               **params(ctx.cfg.regions))
     w.save_array("boxes", boxes)
     w.save_array("flips", flips)
     w.save_array("offsets", offsets)

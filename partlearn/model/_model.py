@@ -1,0 +1,285 @@
+"""``PartlearnModel``: a finished run's model applied to new images, computed as the run
+computes its test images: the same regions (``stages.regions.params``), the same
+extraction of each short side of the pyramid on the same backbone, one torch thread per
+task on the CPU (``stages.features.extract_images``, ``cpu_tasks``), the same float16
+rows and scale choice (``stages.multiscale``), the same encoding (``encoding.encode``)
+and the run's classifiers. Images are paths or PIL images."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from .._validation import ConfigError, DataError
+from ..config import from_dict, with_values
+from ._files import MODEL_FILE, read_model
+
+logger = logging.getLogger(__name__)
+
+
+class ImageFeatures(NamedTuple):
+    """One image as the run's stages see it: float16 region rows ``(R, D)``, their boxes
+    and mirror flags, ``size`` ``(width, height)``, the float16 global descriptor (and
+    the mirrored image's, or None)."""
+
+    regions: np.ndarray
+    boxes: np.ndarray
+    flips: np.ndarray
+    size: tuple
+    global_: np.ndarray
+    global_flip: np.ndarray | None
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (str, os.PathLike)) or hasattr(images, "convert"):
+        return [images]
+    return list(images)
+
+
+def open_image(image):
+    """A path (read by ``data.load_image``: a ``BadImageError`` when it cannot be used) or
+    a PIL image, as 8-bit RGB."""
+    from .. import data as datasets
+
+    if hasattr(image, "convert"):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    return datasets.load_image(image)
+
+
+class PartlearnModel:
+    """A model (``load_model``): ``classes``, ``methods`` (the run's classifier methods;
+    ``method`` is the default, the last of them), ``predict(images)``,
+    ``decision_function(images)``, ``transform(images)`` (part codes), and
+    ``features(images)`` (``ImageFeatures``, the step all of them start from)."""
+
+    def __init__(self, meta: dict, arrays: dict, where: str = "model", *,
+                 weights: str | None = None, device: str | None = None, n_jobs: int = -1):
+        from ..classify import method_blocks
+        from ..explain import PartModel
+        from ..stages.classifier import model_class
+
+        try:
+            values = {"n_jobs": n_jobs}
+            if weights is not None:
+                values["backbone.weights"] = str(weights)
+            if device is not None:
+                values |= {"features.device": device, "encoding.device": device}
+            self.cfg = with_values(from_dict(meta["settings"], where), values)
+            self.meta = meta
+            self.classes = list(meta["classes"])
+            self.methods = {}
+            for method, m in meta["methods"].items():
+                cls = model_class(method)
+                self.methods[method] = cls.from_saved(
+                    method, {a: arrays[f"{m['file']}_{a}"] for a in cls.ARRAYS}, m["info"])
+            self.blocks = {}
+            for block, sets in meta["blocks"].items():
+                self.blocks[block] = [
+                    (PartModel(arrays[f"{s['parts']}_weights"], arrays[f"{s['parts']}_bias"],
+                               arrays[f"{s['parts']}_part_class"]), list(s["class_names"]))
+                    for s in sets]
+            self.backbone_identity = dict(meta["backbone"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise DataError(f"{where}: damaged or incomplete ({type(e).__name__}: {e}); export "
+                            "the model again") from None
+        if not self.methods:
+            raise DataError(f"{where}: holds no classifier method")
+        for method in self.methods:
+            missing = set(method_blocks(method)) - {"global"} - set(self.blocks)
+            if missing:
+                raise DataError(f"{where}: method {method!r} reads {sorted(missing)}, whose "
+                                "parts the model lacks; export the model again")
+        self.where = where
+        self.method = list(self.methods)[-1]
+        self._backend = None
+        self._checked = False
+
+    # ---- the backbone, checked against the one the run used
+
+    @property
+    def backbone(self):
+        """The backbone, built as the run built it; its weights must be the run's (the
+        sha256 of the network's state): other weights are a ``ConfigError``."""
+        from ..features import shared_backbone, weights_sha256
+
+        b = self.cfg.backbone
+        backbone = shared_backbone(b.name, b.weights, b.tap, b.mean, b.std)
+        if not self._checked:
+            want = self.backbone_identity.get("sha256")
+            got = weights_sha256(backbone.model)
+            if got != want:
+                raise ConfigError(
+                    f"{self.where}: backbone {b.name} with weights {b.weights!r} "
+                    f"({backbone.weights_id}) has {got[:19]}..., the model was trained with "
+                    f"{str(want)[:19]}... ({self.backbone_identity.get('weights_id')}): "
+                    "other weights give other features; give the run's weights file "
+                    "(--weights / load_model(..., weights=PATH))")
+            self._checked = True
+        return backbone
+
+    @property
+    def backend(self):
+        if self._backend is None:
+            from ..backend import LocalBackend
+
+            self._backend = LocalBackend(self.cfg.n_jobs)
+        return self._backend
+
+    # ---- images to features, codes, scores
+
+    def features(self, images) -> list[ImageFeatures]:
+        """Every image's region and global features, as the run's ``features`` (and
+        ``multiscale``) stages store them."""
+        return self.features_of([open_image(im) for im in _as_list(images)])
+
+    def features_of(self, pils: list) -> list[ImageFeatures]:
+        """``features`` of RGB PIL images."""
+        from ..features import dense_regions
+        from ..runner import device_name
+        from ..stages import multiscale, regions
+        from ..stages.features import cpu_tasks, extract_images, precision, spec, torch_threads
+
+        cfg, f = self.cfg, self.cfg.features
+        n = len(pils)
+        if not n:
+            return []
+        self.backbone  # built and checked once, before the work  # noqa: B018
+        sizes = np.array([im.size for im in pils], np.int64)
+        laid = [dense_regions(int(w), int(h), **regions.params(cfg.regions)) for w, h in sizes]
+        keys = [f"image {k}" for k in range(n)]
+        lookup = dict(zip(keys, pils))
+        order = sorted(range(n), key=lambda i: (sizes[i, 0], sizes[i, 1]))
+        tasks, threads = cpu_tasks(f.device, self.backend, n)
+        chunks = [c.tolist() for c in np.array_split(order, tasks) if len(c)]
+        device = device_name(f.device)
+        prec = precision(f.amp, device if device == "cpu" else self._device(f.device))
+        sides = [f.short_side, *f.pyramid]
+        rows = {}
+        for side in sides:
+            side_cfg = with_values(cfg, {"features.short_side": side, "features.pyramid": [],
+                                         "features.workers": 0})
+            items = [{"paths": [keys[i] for i in c], "boxes": [laid[i][0] for i in c],
+                      "flips": [laid[i][1] for i in c], "sizes": sizes[c]} for c in chunks]
+            got = [None] * n
+            with torch_threads(threads):
+                for k, out in self.backend.map(
+                        extract_images, items, threads=tasks > 1,
+                        shared={"spec": spec(side_cfg, prec, threads, pools=False),
+                                "load_image": lookup.__getitem__}):
+                    for i, row in zip(chunks[k], out):
+                        got[i] = row
+            rows[side] = got
+        out = []
+        for i in range(n):
+            base = rows[f.short_side][i]
+            boxes, flips = laid[i]
+            reg = base["regions"]
+            if f.pyramid:
+                reg = multiscale.combine([rows[s][i]["regions"] for s in sides],
+                                         multiscale.choice(f, boxes, int(sizes[i].min())))
+            out.append(ImageFeatures(reg, boxes, flips, (sizes[i, 0], sizes[i, 1]),
+                                     base["global"], base.get("global_flip")))
+        return out
+
+    @staticmethod
+    def _device(setting: str):
+        from .._device import resolve_device
+
+        return resolve_device(setting)
+
+    def codes_of(self, feats: list[ImageFeatures], block: str = "parts") -> np.ndarray:
+        """``(n, cells * P)`` the part codes of block ``block`` of ``features``' output, as
+        the run's encoding stages make a test image's."""
+        from ..encoding import ImageRegions, encode
+        from ..runner import device_name
+        from ..stages.encoding_hier import join
+
+        if block not in self.blocks:
+            raise ConfigError(f"{self.where}: no part codes {block!r}; the model has "
+                              f"{sorted(self.blocks) or 'none'}")
+        e = self.cfg.encoding
+        images = [ImageRegions(x.regions, x.boxes, x.size, x.flips) for x in feats]
+        codes = [encode(images, parts.weights, parts.bias, pyramid=e.pyramid, top_k=e.top_k,
+                        flip_average=e.flip_average, batch_images=e.batch_images,
+                        device=device_name(e.device))
+                 for parts, _ in self.blocks[block]]
+        return codes[0] if len(codes) == 1 else join(*codes)
+
+    def inputs_of(self, feats: list[ImageFeatures], method: str | None = None) -> np.ndarray:
+        """``(n, D)`` the classifier input of ``method`` (default: ``self.method``)."""
+        from ..classify import CODE_STAGES, method_blocks, method_features
+        from ..stages.features import global_features
+
+        method = self._method(method)
+        blocks = method_blocks(method)
+        glob = None
+        if "global" in blocks or "|" in method:
+            flip = [x.global_flip for x in feats]
+            glob = global_features(np.stack([x.global_ for x in feats]),
+                                   None if flip[0] is None else np.stack(flip),
+                                   self.cfg.encoding.flip_average)
+        codes = [self.codes_of(feats, b) if b in blocks else None for b in CODE_STAGES]
+        return method_features(method, glob, *codes)
+
+    def scores_of(self, feats: list[ImageFeatures], method: str | None = None) -> np.ndarray:
+        method = self._method(method)
+        if not feats:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.methods[method].decision_function(self.inputs_of(feats, method))
+
+    def _method(self, method: str | None) -> str:
+        method = self.method if method is None else method
+        if method not in self.methods:
+            raise ConfigError(f"method {method!r} is not one of the model's: "
+                              f"{', '.join(self.methods)}")
+        return method
+
+    # ---- the scikit-learn-like face
+
+    def decision_function(self, images, method: str | None = None) -> np.ndarray:
+        """``(n, classes)`` scores of ``method`` (default ``self.method``); columns in the
+        order of ``classes``."""
+        scores = self.scores_of(self.features(images), method)
+        return self._by_class(scores, method)
+
+    def predict(self, images, method: str | None = None) -> np.ndarray:
+        """The predicted class name of every image."""
+        scores = self.decision_function(images, method)
+        return np.asarray(self.classes, dtype=object)[scores.argmax(axis=1)]
+
+    def transform(self, images, block: str = "parts") -> np.ndarray:
+        """``(n, cells * P)`` the part codes of every image (block ``parts``, or
+        ``parts[unsup]``/``parts[hier]`` where the run had them)."""
+        return self.codes_of(self.features(images), block)
+
+    def _by_class(self, scores: np.ndarray, method: str | None) -> np.ndarray:
+        """Scores with their columns put in class order (a model's ``classes`` are the
+        label indices it was fitted on)."""
+        labels = np.asarray(self.methods[self._method(method)].classes)
+        if np.array_equal(labels, np.arange(len(self.classes))):
+            return scores
+        out = np.full((len(scores), len(self.classes)), -np.inf, np.float32)
+        out[:, labels] = scores
+        return out
+
+
+def load_model(path, *, weights: str | None = None, device: str | None = None,
+               n_jobs: int = -1, cache_dir=None) -> PartlearnModel:
+    """The model in ``path``: a folder written by ``partlearn export`` (``export_model``),
+    or a finished run directory (its model read from the cache it used, or ``cache_dir``).
+    ``weights``: the backbone's weights file where the run's path does not hold it here
+    (checked by its sha256); ``device``: "auto", "cpu", "cuda"; ``n_jobs``: CPU tasks."""
+    from ._export import gather, run_pipeline
+
+    path = Path(path)
+    if (path / MODEL_FILE).is_file() or not (path / "config.toml").is_file():
+        meta, arrays = read_model(path)
+        where = str(path / MODEL_FILE)
+    else:
+        meta, arrays = gather(run_pipeline(path, cache_dir), str(path))
+        where = str(path)
+    return PartlearnModel(meta, arrays, where, weights=weights, device=device, n_jobs=n_jobs)
