@@ -5,8 +5,9 @@ folder ``Env``), the command line, the expected exit code, and a phrase the sing
 error line must hold. Every row also checks that nothing printed a traceback: the
 command runs in this process through ``main`` (an exception escaping it is a
 traceback), or, for the signal rows, as ``python -m partlearn`` in a subprocess.
-No row runs the pipeline past the dataset stage: the whole table takes well under
-two minutes on the tiny dataset.
+No row runs the pipeline past the dataset stage, but for the model rows, which share one
+tiny exported model (``Env.model``, made once): the whole table takes well under two
+minutes on the tiny dataset.
 
 Rows marked ``(CONFIG)`` test a config value's range, checked by the settings'
 declarations in ``partlearn/config.py``.
@@ -106,6 +107,31 @@ class Env:
                                  f"cache_dir={self.top / 'cache'}"])
         (run / "config.toml").write_text(dump_toml(cfg))
         return run
+
+    def model(self, name="model") -> Path:
+        """A copy of the tiny model (``global`` only, exported once per module)."""
+        src = self.tiny / "model"
+        if not src.exists():
+            run_dir = self.tiny / "model_run"
+            args = run(self, 'classifier.methods=["global"]', "dpnet.variants=[]", until=None,
+                       cache=self.tiny / "model_cache", out=run_dir)
+            assert main(["-q", *map(str, args)]) == 0
+            assert main(["-q", "export", str(run_dir), str(src)]) == 0
+        shutil.copytree(src, self.top / name)
+        return self.top / name
+
+    def image(self) -> Path:
+        return self.data / "test" / "Cat" / "0.png"
+
+    def other_weights(self) -> Path:
+        """A resnet18 state dict other than the tiny run's."""
+        import torch
+        import torchvision
+
+        torch.manual_seed(1)
+        path = self.top / "other.pth"
+        torch.save(torchvision.models.resnet18().state_dict(), path)
+        return path
 
     def external(self, rows: str, header="image_id,predicted_label") -> Path:
         return self.write("ext.csv", header + "\n" + rows)
@@ -463,6 +489,43 @@ ROWS = [
     ("explain: --cache-dir is a file", lambda e: ["explain", str(e.fake_run()),
                                                   str(e.write("i.png", "x")), "--cache-dir",
                                                   str(e.write("f", "x"))], 2, "--cache-dir"),
+    # -- export and predict (the model rows share one tiny exported model)
+    ("export: not a run directory", lambda e: ["export", str(e.top), str(e.top / "m")], 2,
+     "config.toml is missing"),
+    ("export: nothing cached", lambda e: ["export", str(e.fake_run()), str(e.top / "m")], 1,
+     "is not cached yet"),
+    ("export: out is a folder of other files",
+     lambda e: ["export", str(e.fake_run()), str(e.write("m/notes.txt", "x").parent)], 2,
+     "holds other files"),
+    ("export: out is a file", lambda e: ["export", str(e.fake_run()), str(e.write("m", "x"))], 2,
+     "is a file"),
+    ("predict: model folder missing", lambda e: ["predict", str(e.top / "nope"), "i.png"], 2,
+     "does not exist"),
+    ("predict: not a model folder", lambda e: ["predict", str(e.top), str(e.image())], 2,
+     "model.json is missing"),
+    ("predict: input missing", lambda e: ["predict", str(e.model()), str(e.top / "nope.png")], 2,
+     "nope.png does not exist"),
+    ("predict: --top-k 0", lambda e: ["predict", str(e.model()), str(e.image()), "--top-k", "0"],
+     2, "--top-k 0"),
+    ("predict: unknown method", lambda e: ["predict", str(e.model()), str(e.image()), "--method",
+                                           "prats"], 2, "is not one of the model's"),
+    ("predict: model array missing",
+     lambda e: (e.model() / "clf_global_coef.npy").unlink() or [
+         "predict", str(e.top / "model"), str(e.image())], 1, "clf_global_coef.npy: missing"),
+    ("predict: model array damaged",
+     lambda e: (e.model() / "clf_global_coef.npy").write_bytes(b"\x93NUMPY garbage") and [
+         "predict", str(e.top / "model"), str(e.image())], 1, "clf_global_coef.npy: damaged"),
+    ("predict: model.json not JSON",
+     lambda e: (e.model() / "model.json").write_text("{") and [
+         "predict", str(e.top / "model"), str(e.image())], 1, "model.json: damaged, not JSON"),
+    ("predict: other backbone weights",
+     lambda e: ["predict", str(e.model()), str(e.image()), "--weights", str(e.other_weights())],
+     2, "the model was trained with"),
+    ("predict: unreadable image", lambda e: ["predict", str(e.model()),
+                                             str(e.write("i.png", "x"))], 1,
+     "i.png: truncated or corrupt"),
+    ("predict: --boxes without parts", lambda e: ["predict", str(e.model()), str(e.image()),
+                                                  "--boxes"], 2, "--boxes needs"),
     # -- datasets audit
     ("audit: data.root not set", lambda e: audit(e, 'data.root=""'), 2, "data.root is not set"),
     ("audit: data.root missing", lambda e: audit(e, f"data.root={e.top / 'nope'}"), 1,

@@ -12,7 +12,7 @@ import numpy as np
 from .._validation import ConfigError
 from ..config import load_config, to_dict
 from ..stages._base import package_version
-from ._files import write_model
+from ._files import check_out, write_model
 
 #: the config sections a model keeps: everything that turns an image into a method's input
 SECTIONS = ("regions", "backbone", "features", "encoding")
@@ -103,6 +103,7 @@ def export_model(run_dir, out_dir, cache_dir=None) -> Path:
     """Write the model of the finished run ``run_dir`` (its stages in the cache it used, or
     in ``cache_dir``) into the folder ``out_dir``: ``model.json`` and ``.npy`` arrays,
     everything ``load_model`` needs, nothing of the cache or the data."""
+    check_out(out_dir)  # before any work
     pipe = run_pipeline(run_dir, cache_dir)
     meta, arrays = gather(pipe, str(Path(run_dir).resolve()))
     return write_model(out_dir, meta, arrays)
