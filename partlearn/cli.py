@@ -171,6 +171,7 @@ def _run_or_model(path, cache_dir) -> None:
 
 
 def cmd_export(args) -> int:
+    from .cache import human_size
     from .model import export_model
 
     run = Path(args.run)
@@ -181,8 +182,6 @@ def cmd_export(args) -> int:
     _folder_arg("--cache-dir", args.cache_dir)
     out = export_model(run, args.out, cache_dir=args.cache_dir)
     size = sum(f.stat().st_size for f in out.iterdir())
-    from .cache import human_size
-
     print(f"model written to {out} ({human_size(size)}); use it with `partlearn predict "
           f"{out} IMAGES...` or partlearn.load_model({str(out)!r})")
     return 0
@@ -201,7 +200,7 @@ def cmd_predict(args) -> int:
     paths = image_inputs(args.inputs)
     model = load_model(args.model, weights=args.weights, device=args.device,
                        cache_dir=args.cache_dir)
-    method = model._method(args.method)
+    method = model.resolve_method(args.method)
     top_k = min(args.top_k, len(model.classes))
     rows = predict_files(model, paths, method=method, top_k=top_k, boxes=args.boxes or 0,
                          on_bad_image=args.on_bad_image)

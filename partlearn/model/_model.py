@@ -138,6 +138,7 @@ class PartlearnModel:
 
     def features_of(self, pils: list) -> list[ImageFeatures]:
         """``features`` of RGB PIL images."""
+        from .._device import resolve_device
         from ..features import dense_regions
         from ..runner import device_name
         from ..stages import multiscale, regions
@@ -155,8 +156,8 @@ class PartlearnModel:
         order = sorted(range(n), key=lambda i: (sizes[i, 0], sizes[i, 1]))
         tasks, threads = cpu_tasks(f.device, self.backend, n)
         chunks = [c.tolist() for c in np.array_split(order, tasks) if len(c)]
-        device = device_name(f.device)
-        prec = precision(f.amp, device if device == "cpu" else self._device(f.device))
+        prec = precision(f.amp, "cpu" if device_name(f.device) == "cpu"
+                         else resolve_device(f.device))
         sides = [f.short_side, *f.pyramid]
         rows = {}
         for side in sides:
@@ -185,12 +186,6 @@ class PartlearnModel:
                                      base["global"], base.get("global_flip")))
         return out
 
-    @staticmethod
-    def _device(setting: str):
-        from .._device import resolve_device
-
-        return resolve_device(setting)
-
     def codes_of(self, feats: list[ImageFeatures], block: str = "parts") -> np.ndarray:
         """``(n, cells * P)`` the part codes of block ``block`` of ``features``' output, as
         the run's encoding stages make a test image's."""
@@ -214,10 +209,10 @@ class PartlearnModel:
         from ..classify import CODE_STAGES, method_blocks, method_features
         from ..stages.features import global_features
 
-        method = self._method(method)
+        method = self.resolve_method(method)
         blocks = method_blocks(method)
         glob = None
-        if "global" in blocks or "|" in method:
+        if "global" in blocks:
             flip = [x.global_flip for x in feats]
             glob = global_features(np.stack([x.global_ for x in feats]),
                                    None if flip[0] is None else np.stack(flip),
@@ -226,12 +221,15 @@ class PartlearnModel:
         return method_features(method, glob, *codes)
 
     def scores_of(self, feats: list[ImageFeatures], method: str | None = None) -> np.ndarray:
-        method = self._method(method)
+        """``(n, len(classifier.classes))`` the ``method`` classifier's scores (the run's
+        ``test_scores`` for its test images)."""
+        method = self.resolve_method(method)
         if not feats:
             return np.zeros((0, len(self.classes)), np.float32)
         return self.methods[method].decision_function(self.inputs_of(feats, method))
 
-    def _method(self, method: str | None) -> str:
+    def resolve_method(self, method: str | None) -> str:
+        """``method``, or the default when None; one the model lacks is a ``ConfigError``."""
         method = self.method if method is None else method
         if method not in self.methods:
             raise ConfigError(f"method {method!r} is not one of the model's: "
@@ -244,7 +242,7 @@ class PartlearnModel:
         """``(n, classes)`` scores of ``method`` (default ``self.method``); columns in the
         order of ``classes``."""
         scores = self.scores_of(self.features(images), method)
-        return self._by_class(scores, method)
+        return self.class_scores(scores, method)
 
     def predict(self, images, method: str | None = None) -> np.ndarray:
         """The predicted class name of every image."""
@@ -256,10 +254,10 @@ class PartlearnModel:
         ``parts[unsup]``/``parts[hier]`` where the run had them)."""
         return self.codes_of(self.features(images), block)
 
-    def _by_class(self, scores: np.ndarray, method: str | None) -> np.ndarray:
+    def class_scores(self, scores: np.ndarray, method: str | None) -> np.ndarray:
         """Scores with their columns put in class order (a model's ``classes`` are the
         label indices it was fitted on)."""
-        labels = np.asarray(self.methods[self._method(method)].classes)
+        labels = np.asarray(self.methods[self.resolve_method(method)].classes)
         if np.array_equal(labels, np.arange(len(self.classes))):
             return scores
         out = np.full((len(scores), len(self.classes)), -np.inf, np.float32)

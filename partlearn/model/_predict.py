@@ -79,7 +79,7 @@ def predict_files(model, paths, *, method=None, top_k: int = 5, boxes: int = 0,
     from ..data import BadImageError
     from ._model import open_image
 
-    method = model._method(method)
+    method = model.resolve_method(method)
     policy = on_bad_image or model.cfg.data.on_bad_image
     if policy not in BAD_IMAGE_POLICIES:
         raise ConfigError(f"on_bad_image {policy!r}: expected one of "
@@ -106,7 +106,7 @@ def predict_files(model, paths, *, method=None, top_k: int = 5, boxes: int = 0,
                     logger.warning("skipping %s", e)
                     bad[i] = e.reason
             feats = model.features_of(pils)
-            scores = model._by_class(model.scores_of(feats, method), method)
+            scores = model.class_scores(model.scores_of(feats, method), method)
             parts = _top_parts(model, feats, scores.argmax(axis=1), boxes) if boxes else None
             rows = {}
             for j, i in enumerate(good):

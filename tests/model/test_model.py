@@ -14,6 +14,7 @@ import pytest
 
 import partlearn
 from partlearn.cli import main
+from partlearn.model import PartlearnModel
 from partlearn.model._export import run_pipeline
 from partlearn.model._files import read_model, write_model
 
@@ -73,6 +74,7 @@ def test_pil_images_give_what_their_files_give(tiny_run):
     from PIL import Image
 
     model = partlearn.load_model(tiny_run["model"])
+    assert isinstance(model, PartlearnModel)
     images = [Image.open(p) for p in tiny_run["paths"]]
     np.testing.assert_array_equal(model.decision_function(images),
                                   model.decision_function(tiny_run["paths"]))
