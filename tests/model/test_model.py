@@ -46,7 +46,8 @@ def tiny_run(tiny, tmp_path_factory):
     shutil.rmtree(top / "cache")
     rows = list(csv.DictReader((top / "run" / "predictions.csv").open()))
     return {"top": top, "model": top / "model", "run": top / "run", "scores": scores,
-            "codes": codes, "features": features, "rows": rows, "paths": [str(tiny / "data" / r["path"]) for r in rows]}
+            "codes": codes, "features": features, "rows": rows,
+            "paths": [str(tiny / "data" / r["path"]) for r in rows]}
 
 
 def test_exported_model_without_the_cache_predicts_the_runs_test_images(tiny_run):
