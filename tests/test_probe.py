@@ -521,6 +521,8 @@ ROWS = [
     ("predict: other backbone weights",
      lambda e: ["predict", str(e.model()), str(e.image()), "--weights", str(e.other_weights())],
      2, "the model was trained with"),
+    ("predict: unknown device", lambda e: ["predict", str(e.model()), str(e.image()), "--device",
+                                           "tpu"], 2, "features.device='tpu'"),
     ("predict: unreadable image", lambda e: ["predict", str(e.model()),
                                              str(e.write("i.png", "x"))], 1,
      "i.png: truncated or corrupt"),

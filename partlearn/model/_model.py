@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._validation import ConfigError, DataError
+from .._validation import ConfigError, DataError, PartlearnError
 from ..config import from_dict, with_values
 from ._files import MODEL_FILE, read_model
 
@@ -62,13 +62,13 @@ class PartlearnModel:
         from ..explain import PartModel
         from ..stages.classifier import model_class
 
+        values = {"n_jobs": n_jobs}  # the caller's: their errors are theirs, below
+        if weights is not None:
+            values["backbone.weights"] = str(weights)
+        if device is not None:
+            values |= {"features.device": device, "encoding.device": device}
         try:
-            values = {"n_jobs": n_jobs}
-            if weights is not None:
-                values["backbone.weights"] = str(weights)
-            if device is not None:
-                values |= {"features.device": device, "encoding.device": device}
-            self.cfg = with_values(from_dict(meta["settings"], where), values)
+            cfg = from_dict(meta["settings"], where)
             self.meta = meta
             self.classes = list(meta["classes"])
             self.methods = {}
@@ -83,11 +83,14 @@ class PartlearnModel:
                                arrays[f"{s['parts']}_part_class"]), list(s["class_names"]))
                     for s in sets]
             self.backbone_identity = dict(meta["backbone"])
+        except PartlearnError:
+            raise
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"{where}: damaged or incomplete ({type(e).__name__}: {e}); export "
                             "the model again") from None
         if not self.methods:
             raise DataError(f"{where}: holds no classifier method")
+        self.cfg = with_values(cfg, values)
         for method in self.methods:
             missing = set(method_blocks(method)) - {"global"} - set(self.blocks)
             if missing:
