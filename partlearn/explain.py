@@ -84,8 +84,8 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
     from .classify import method_features
     from .encoding import PartEncoder
     from .encoding import ImageRegions
-    from .features import extract_features
-    from .features import dense_regions
+    from .backend import LocalBackend
+    from .stages.multiscale import image_features
 
     cfg = pipe.cfg
     if model not in ("parts", "dpnet"):
@@ -103,19 +103,14 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
         image = datasets.load_image(path)
     except Exception as e:  # noqa: BLE001 (any decoding failure is the user's file)
         raise DataError(f"{path}: cannot read this image ({e})") from None
-    r = cfg.regions
-    boxes, flips = dense_regions(image.width, image.height, scales=r.scales, stride=r.stride,
-                                 full_image=r.full_image, flips=False, min_size=r.min_size)
-    f = cfg.features
-    (_, x, _, _), = extract_features(
-        [str(path)], [boxes], [flips], np.array([[image.width, image.height]]), pipe.backbone,
-        load_image=datasets.load_image, mode=f.mode, short_side=f.short_side,
-        roi_size=f.roi_size, roi_pooling=f.roi_pooling, crop_size=f.crop_size,
-        batch_size=1, device=pipe.device(), workers=0)
+    # the image's regions and features as the run's stages compute them (the pyramid too)
+    feats, = image_features(cfg, [image], LocalBackend(cfg.n_jobs))
+    own = ~np.asarray(feats.flips, bool)
+    x, boxes = np.asarray(feats.regions, np.float32)[own], feats.boxes[own]
     if model == "parts":
         learner = pipe.load("parts")
         code = PartEncoder.from_config(cfg.encoding, learner, prefit=True).fit() \
-            .transform([ImageRegions(x, boxes, (image.width, image.height))])
+            .transform([ImageRegions(feats.regions, feats.boxes, feats.size, feats.flips)])
         svm = trained.models["parts"]
         scores = method_features("parts", parts=code) @ svm["coef"].T + svm["intercept"]
         c = int(svm["classes"][scores.argmax()])

@@ -10,28 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from .._validation import ConfigError, DataError, PartlearnError
 from ..config import from_dict, with_values
+from ..stages.multiscale import ImageFeatures
 from ._files import MODEL_FILE, read_model
 
 logger = logging.getLogger(__name__)
-
-
-class ImageFeatures(NamedTuple):
-    """One image as the run's stages see it: float16 region rows ``(R, D)``, their boxes
-    and mirror flags, ``size`` ``(width, height)``, the float16 global descriptor (and
-    the mirrored image's, or None)."""
-
-    regions: np.ndarray
-    boxes: np.ndarray
-    flips: np.ndarray
-    size: tuple
-    global_: np.ndarray
-    global_flip: np.ndarray | None
 
 
 def _as_list(images) -> list:
@@ -140,54 +127,13 @@ class PartlearnModel:
         return self.features_of([open_image(im) for im in _as_list(images)])
 
     def features_of(self, pils: list) -> list[ImageFeatures]:
-        """``features`` of RGB PIL images."""
-        from .._device import resolve_device
-        from ..features import dense_regions
-        from ..runner import device_name
-        from ..stages import multiscale, regions
-        from ..stages.features import cpu_tasks, extract_images, precision, spec, torch_threads
+        """``features`` of RGB PIL images (``stages.multiscale.image_features``)."""
+        from ..stages.multiscale import image_features
 
-        cfg, f = self.cfg, self.cfg.features
-        n = len(pils)
-        if not n:
+        if not pils:
             return []
         self.backbone  # built and checked once, before the work  # noqa: B018
-        sizes = np.array([im.size for im in pils], np.int64)
-        laid = [dense_regions(int(w), int(h), **regions.params(cfg.regions)) for w, h in sizes]
-        keys = [f"image {k}" for k in range(n)]
-        lookup = dict(zip(keys, pils))
-        order = sorted(range(n), key=lambda i: (sizes[i, 0], sizes[i, 1]))
-        tasks, threads = cpu_tasks(f.device, self.backend, n)
-        chunks = [c.tolist() for c in np.array_split(order, tasks) if len(c)]
-        prec = precision(f.amp, "cpu" if device_name(f.device) == "cpu"
-                         else resolve_device(f.device))
-        sides = [f.short_side, *f.pyramid]
-        rows = {}
-        for side in sides:
-            side_cfg = with_values(cfg, {"features.short_side": side, "features.pyramid": [],
-                                         "features.workers": 0})
-            items = [{"paths": [keys[i] for i in c], "boxes": [laid[i][0] for i in c],
-                      "flips": [laid[i][1] for i in c], "sizes": sizes[c]} for c in chunks]
-            got = [None] * n
-            with torch_threads(threads):
-                for k, out in self.backend.map(
-                        extract_images, items, threads=tasks > 1,
-                        shared={"spec": spec(side_cfg, prec, threads, pools=False),
-                                "load_image": lookup.__getitem__}):
-                    for i, row in zip(chunks[k], out):
-                        got[i] = row
-            rows[side] = got
-        out = []
-        for i in range(n):
-            base = rows[f.short_side][i]
-            boxes, flips = laid[i]
-            reg = base["regions"]
-            if f.pyramid:
-                reg = multiscale.combine([rows[s][i]["regions"] for s in sides],
-                                         multiscale.choice(f, boxes, int(sizes[i].min())))
-            out.append(ImageFeatures(reg, boxes, flips, (sizes[i, 0], sizes[i, 1]),
-                                     base["global"], base.get("global_flip")))
-        return out
+        return image_features(self.cfg, pils, self.backend)
 
     def codes_of(self, feats: list[ImageFeatures], block: str = "parts") -> np.ndarray:
         """``(n, cells * P)`` the part codes of block ``block`` of ``features``' output, as

@@ -12,6 +12,7 @@ shows it nearest ``features.pyramid_target`` px, or is the mean over the scales
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import numpy as np
 
@@ -49,6 +50,69 @@ def combine(rows, scale_choice) -> np.ndarray:
     from ..features import multiscale
 
     return multiscale.combine(rows, scale_choice).astype(np.float16)
+
+
+class ImageFeatures(NamedTuple):
+    """One image as the run's stages see it: float16 region rows ``(R, D)``, their boxes
+    and mirror flags, ``size`` ``(width, height)``, the float16 global descriptor (and
+    the mirrored image's, or None)."""
+
+    regions: np.ndarray
+    boxes: np.ndarray
+    flips: np.ndarray
+    size: tuple
+    global_: np.ndarray
+    global_flip: np.ndarray | None
+
+
+def image_features(cfg, pils: list, backend) -> list[ImageFeatures]:
+    """New images (RGB PIL images), each as the ``regions``, ``features`` and ``multiscale``
+    stages of config ``cfg`` store a dataset's: the same regions, every short side of the
+    pyramid extracted by ``extract_images`` (``backend``'s tasks, one torch thread each on
+    the CPU: ``cpu_tasks``), the same float16 rows and scale choice. What
+    ``partlearn.model`` and ``partlearn explain`` compute for an image."""
+    from .._device import resolve_device
+    from ..config import with_values
+    from ..features import dense_regions
+    from . import regions
+    from .features import cpu_tasks, extract_images, precision, spec, torch_threads
+
+    f = cfg.features
+    n = len(pils)
+    sizes = np.array([im.size for im in pils], np.int64).reshape(-1, 2)
+    laid = [dense_regions(int(w), int(h), **regions.params(cfg.regions)) for w, h in sizes]
+    keys = [f"image {k}" for k in range(n)]
+    lookup = dict(zip(keys, pils))
+    order = sorted(range(n), key=lambda i: (sizes[i, 0], sizes[i, 1]))
+    tasks, threads = cpu_tasks(f.device, backend, n)
+    chunks = [c.tolist() for c in np.array_split(order, tasks) if len(c)]
+    prec = precision(f.amp, resolve_device(f.device))
+    sides = [f.short_side, *f.pyramid]
+    rows = {}
+    for side in sides:  # each side as its features@S sub-input computes it
+        side_cfg = with_values(cfg, {"features.short_side": side, "features.pyramid": [],
+                                     "features.workers": 0})
+        items = [{"paths": [keys[i] for i in c], "boxes": [laid[i][0] for i in c],
+                  "flips": [laid[i][1] for i in c], "sizes": sizes[c]} for c in chunks]
+        got = [None] * n
+        with torch_threads(threads):
+            for k, out in backend.map(extract_images, items, threads=tasks > 1,
+                                      shared={"spec": spec(side_cfg, prec, threads, pools=False),
+                                              "load_image": lookup.__getitem__}):
+                for i, row in zip(chunks[k], out):
+                    got[i] = row
+        rows[side] = got
+    out = []
+    for i in range(n):
+        base = rows[f.short_side][i]
+        boxes, flips = laid[i]
+        reg = base["regions"]
+        if f.pyramid:
+            reg = combine([rows[s][i]["regions"] for s in sides],
+                          choice(f, boxes, int(sizes[i].min())))
+        out.append(ImageFeatures(reg, boxes, flips, (sizes[i, 0], sizes[i, 1]),
+                                 base["global"], base.get("global_flip")))
+    return out
 
 
 def compute(ctx, w) -> None:
