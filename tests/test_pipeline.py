@@ -66,6 +66,8 @@ def test_run_status_cache_and_rerun(tiny, capsys):
     assert main(["cache", "--cache-dir", str(tiny / "cache"), "ls"]) == 0
     listing = capsys.readouterr().out
     assert "features" in listing and "dataset" in listing
+    # the summary last, its line ended: the next log line starts on a line of its own
+    assert " entries, " in listing.splitlines()[-1] and listing.endswith("\n")
 
 
 def test_features_read_back_in_order(tiny):
