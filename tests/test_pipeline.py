@@ -437,10 +437,7 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
                  cache_dir=cache).run(out=tiny / "dp3")
 
 
-@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs chromium")
-def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny):
-    from test_report import chromium
-
+def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny, chromium):
     base = [a for a in args(tiny)[1::2] if "=" in a] + ["parts.n_parts=3", "parts.min_images=2",
                                                         "classifier.n_bootstrap=200"]
     Pipeline(load_config(None, base), cache_dir=str(tiny / "cache-full")).run(
