@@ -29,7 +29,7 @@ OTHER = {
     "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
     "retrieval.descriptors": ["mac"], "retrieval.rerank": ["none"], "retrieval.ks": [1],
     "retrieval.diffusion_alpha": 0.9, "retrieval.index": "ivfpq", "n_jobs": 1,
-    "classifier.solver": "torch", "backend": "dask", "features.pyramid": [96, 640],
+    "classifier.solver": "liblinear", "backend": "dask", "features.pyramid": [96, 640],
     "features.pyramid_select": "mean",
 }
 BASE = ["features.pca_dim=8", "features.pyramid=[640]", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
