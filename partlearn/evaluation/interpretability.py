@@ -307,9 +307,38 @@ def run(ctx: EvalContext) -> dict:
     runs = {n: r for n, r in out.items() if n.startswith("dpnet")}
     if "dpnet" in runs and len(runs) > 1:  # each DP-Net constraint set against none
         out["constraints"] = constraint_table(runs, "dpnet")
+    out["about"] = ABOUT
     return {"interpretability": out,
             "timings": {"interpretability_s": round(time.perf_counter() - start, 2)}}
 
+
+ABOUT = {
+    "consistency": "share of parts for which one same keypoint lies in the part's best region "
+                   "in >= 80% of its class's test images (Huang et al., ICCV 2023, "
+                   "'Evaluation and improvement of interpretability for self-explainable "
+                   "part-prototype networks'; their box: a fixed 72x72 px box at 224 px "
+                   "around the activation peak)",
+    "consistency_peak": "the same with Huang et al.'s box: 72/224 of the image's width and "
+                        "height, centred on the best region's centre (the peak of the part's "
+                        "heatmap), clipped to the image",
+    "stability": "mean over parts of the share of their class's test images whose keypoint-hit "
+                 "vector (best region) is unchanged under Gaussian noise (sigma 0.2, clipped "
+                 "to 0.25, normalised input units; Huang et al.)",
+    "purity": "mean over parts of the share of its 10 best-scoring test images whose best "
+              "region holds the merged (left/right) keypoint most of them hold (PIP-Net, "
+              "Nauta et al., CVPR 2023, its CUB evaluator; theirs: a fixed patch around the "
+              "peak); pure parts: how many exceed 0.5",
+    "duplicates": f"pairs of a class's parts with weight cosine >= {DUPLICATE_COSINE} or mean "
+                  f"best-box IoU over the class's test images >= {DUPLICATE_IOU}",
+    "coverage": f"share of a class's test images' regions with IoU >= {COVER_IOU} with a "
+                "best region of one of its parts; keypoint coverage: share of the visible "
+                "keypoints inside one",
+    "random": "control: each best region moved to a uniformly random place in its image, "
+              "its size kept",
+    "unit": "a part is scored on its class's test images; parts[unsup]: its group's (a test "
+            "image's group: the nearest group centroid of the global descriptors); the "
+            "hierarchy's group parts: their group of classes'",
+}
 
 TABLE_SCORES = ("consistency", "consistency_peak", "purity", "duplicates", "coverage",
                 "keypoint_coverage", "stability")
