@@ -48,13 +48,21 @@ def parse_setting(text: str) -> tuple[str, dict]:
     return name, values
 
 
+class _Parts(EvalContext):
+    """A run's view with the parts learnt and no classifier: the dataset's test split."""
+
+    @property
+    def test(self):
+        return self.load("dataset").test
+
+
 def score_setting(config, overrides, values, cache_dir) -> dict:
     cfg = load_config(config, overrides + [f"{k}={json.dumps(v)}" for k, v in values.items()])
     pipe = Pipeline(cfg, cache_dir=cache_dir)
     t0 = time.perf_counter()
     pipe.ensure("parts")
     learn_s = time.perf_counter() - t0
-    ctx = EvalContext(pipe, ".")
+    ctx = _Parts(pipe, ".")
     data = pipe.load("dataset")
     test = data.test
     m = data.manifest
