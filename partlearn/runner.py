@@ -272,6 +272,33 @@ class Pipeline:
 
     # ---- running
 
+    def variant(self, values: dict) -> "Pipeline":
+        """This run's config with ``values`` (``{"section.key": value}``) set, on the same
+        cache, sharing this pipeline's manifest and backbone: e.g. the perturbed copy of the
+        features (``features.noise``) that the interpretability evaluator reads."""
+        return Pipeline(with_values(self.cfg, values), self.cache.root, _parent=self)
+
+    def ensure(self, stage: str):
+        """``stage``'s value, first computing it and the stages it reads (all the way
+        back) into the cache where they are missing (no run directory, no evaluation);
+        the backend is stopped after."""
+        todo = self._todo(stage, ())[0]
+        need = {stage}
+        for name in reversed(todo):  # an input comes before its readers
+            if name in need:
+                pipe, base = self._where(name)
+                need.update(pipe.resolve(n, base) for n in BY_NAME[base].input_names(pipe.cfg))
+        try:
+            with contextlib.ExitStack() as pins:
+                for name in [n for n in todo if n in need]:
+                    pipe, base = self._where(name)
+                    pins.enter_context(self.cache.pin(base, pipe.key(base)))
+                    self._compute(name, False)
+                    self.load(name)
+                return self.load(stage)
+        finally:
+            self.close()
+
     def _compute(self, stage: str, force: bool, label: str | None = None
                  ) -> tuple[Entry, bool]:
         pipe, base = self._where(stage)

@@ -14,6 +14,7 @@ from partlearn.stages import BY_NAME, NAMES, NOT_KEYED, STAGES
 
 # a value for every field that differs from the base config's and passes its checks
 OTHER = {
+    "features.noise": 0.2, "classifier.stability_noise": 0.2,
     "data.format": "auto", "data.classes": ["Cat"], "data.on_bad_image": "skip",
     "regions.scales": [0.5], "regions.stride": 0.5, "backbone.name": "resnet50",
     "backbone.weights": "none", "backbone.tap": "layer3", "backbone.mean": [0.5, 0.5, 0.5],

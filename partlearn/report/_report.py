@@ -48,6 +48,7 @@ def results_markdown(summary: dict) -> str:
     if methods and summary.get("classes"):
         lines += _per_class_md(methods, summary["classes"])
     lines += _localization_md(summary.get("localization") or {})
+    lines += _interpretability_md(summary.get("interpretability") or {})
     lines += _retrieval_md(summary.get("retrieval") or {})
     lines += _hierarchy_md(summary.get("hierarchy") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
@@ -149,6 +150,41 @@ def _localization_md(loc: dict) -> list[str]:
                      f"{_pct(v['random_keypoint_consistency'])} | "
                      f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
                      f"{v['n_parts']} |")
+    return lines + [""]
+
+
+def _interpretability_md(found: dict) -> list[str]:
+    models = {k: v for k, v in found.items() if k not in ("about", "constraints")}
+    if not models:
+        return []
+    lines = ["## Interpretability (annotated keypoints, test images)", "",
+             "Each score with the random-box control in brackets.", ""]
+    lines += [f"- {k}: {v}" for k, v in (found.get("about") or {}).items()]
+    lines += ["", "| parts of | consistency | consistency (peak box) | stability | purity | "
+                  "pure parts | duplicate pairs | coverage | keypoint coverage | parts |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def both(v, key, fmt=_pct):
+        return f"{fmt(v[key])} ({fmt(v['random'][key])})"
+
+    for name, v in models.items():
+        dup = v["duplicates"]
+        lines.append(f"| {name} | {both(v, 'consistency')} | {both(v, 'consistency_peak')} | "
+                     f"{_pct(v['stability'])} | {both(v, 'purity')} | "
+                     f"{v['pure_parts']} ({v['random']['pure_parts']}) | "
+                     f"{dup['either']} of {dup['pairs']} | {both(v, 'coverage')} | "
+                     f"{both(v, 'keypoint_coverage')} | {v['n_parts']} |")
+    table = found.get("constraints")
+    if table and table["rows"]:
+        lines += ["", f"Constraints against `{table['baseline']}` (difference, 95% interval "
+                      f"by a bootstrap over {table['unit']}es):", "",
+                  "| setting | " + " | ".join(next(iter(table["rows"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(table["rows"].values())))]
+        for name, row in table["rows"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                "—" if r["diff"] is None else
+                f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+                for r in row.values()) + " |")
     return lines + [""]
 
 
