@@ -127,6 +127,19 @@ def cmd_compare(args) -> int:
         else:
             names.append(None)
             runs.append(item)
+    if args.markdown:
+        from .report import headline_markdown
+
+        if externals or args.out:
+            raise ConfigError("--markdown writes headlines only; drop --external and --out")
+        text = headline_markdown(runs, names, command=" ".join(
+            ["partlearn", "compare", *args.runs, "--markdown", args.markdown]))
+        if args.markdown == "-":
+            sys.stdout.write(text)
+        else:
+            _files.write_text(Path(args.markdown), text)
+            print(f"headlines written to {args.markdown}")
+        return 0
     _folder_arg("--out", args.out)
     out = args.out or runs[0]
     compare_runs(runs, externals, out, names=names)
@@ -322,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="another implementation's test predictions "
                               "(image_id,predicted_label), scored on the same split")
     compare.add_argument("--out", help="where to write the report (default: the first run)")
+    compare.add_argument("--markdown", metavar="FILE", help="instead of the report, write each "
+                         "run's headline figures (top-1 and paired difference to global, "
+                         "DP-Net's best variant, retrieval mAP, the cold cost) to FILE ('-': "
+                         "standard output); the runs may be on different datasets")
     compare.set_defaults(func=cmd_compare)
 
     explain = sub.add_parser("explain", help="where the parts fire in one image (any file)")

@@ -206,6 +206,12 @@ class FeaturesConfig:
                                   "how `features.pyramid` gives a region its descriptor")
     pyramid_target: int = setting(224, _count(),
                                   "`nearest`: the side (px) a region is best seen at")
+    noise: float = setting(
+        0.0, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+        "σ of Gaussian noise added to every image's network input (normalised units, "
+        "clipped at ±1.25σ; each image's noise seeded by its path; `roi` mode): a perturbed "
+        "copy, for the interpretability evaluator's stability (`classifier.stability_noise`)"
+        "; 0: off")
 
 
 @_section("parts")
@@ -313,6 +319,13 @@ class ClassifierConfig:
         10_000, _count(), "paired bootstrap draws for the intervals between methods",
         not_keyed="read by the accuracy evaluator, which runs on every run and caches "
                   "nothing")
+    stability_noise: float = setting(
+        0.0, Interval(float, 0, None, expected="be >= 0 (0: off)"),
+        "the interpretability evaluator's stability score: σ of the image noise (Huang et "
+        "al.: 0.2); it extracts the features of a perturbed copy of every image once "
+        "(`features.noise`, its own cache entries); 0: no stability score",
+        not_keyed="read by the interpretability evaluator; the perturbed features are keyed "
+                  "by features.noise")
     cv_parts: bool = setting(
         True, SWITCH,
         "the CV of a method with supervised part codes (`parts`, `parts+global`, "
@@ -738,6 +751,19 @@ def _rmac_needs_roi(f: FeaturesConfig) -> None:
                           "pools the regions of one feature map)")
 
 
+def _noise_needs_roi(f: FeaturesConfig) -> None:
+    if f.noise and f.mode != "roi":
+        raise ConfigError(f"features.noise={f.noise} needs features.mode = \"roi\" (it "
+                          "perturbs the whole image's input)")
+
+
+def _stability_needs_roi(cfg: Config) -> None:
+    if cfg.classifier.stability_noise and cfg.features.mode != "roi":
+        raise ConfigError(f"classifier.stability_noise={cfg.classifier.stability_noise} "
+                          "needs features.mode = \"roi\" (the noisy copy perturbs the whole "
+                          "image's input)")
+
+
 def _variants_need_seeds(dp: DPNetConfig) -> None:
     if dp.variants and not dp.seeds:
         raise ConfigError("dpnet.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
@@ -770,10 +796,10 @@ def _descriptors_need_pools(cfg: Config) -> None:
 #: the checks between fields, per section (``Config``: between sections)
 RULES = {
     PartsConfig: (_beta_schedule, _keep_at_most_n_parts),
-    FeaturesConfig: (_whiten_needs_pca, _pyramid_scales, _rmac_needs_roi),
+    FeaturesConfig: (_whiten_needs_pca, _pyramid_scales, _rmac_needs_roi, _noise_needs_roi),
     DPNetConfig: (_variants_need_seeds,),
     HierarchyConfig: (_taxonomy_needs_file,),
-    Config: (_something_to_evaluate, _descriptors_need_pools),
+    Config: (_something_to_evaluate, _descriptors_need_pools, _stability_needs_roi),
 }
 
 

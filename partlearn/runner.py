@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import platform
 import resource
 import shutil
 import time
@@ -57,6 +58,29 @@ def peak_memory_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return round(max(own, children) / 1024, 1)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict:
+    """What a run's figures were measured on: the CPU, its cores, the GPUs the driver
+    lists (read without importing torch)."""
+    gpus = []
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        with contextlib.suppress(OSError):
+            gpus += [line.split(":", 1)[1].strip() for line in info.read_text().splitlines()
+                     if line.startswith("Model:")]
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "gpu": ", ".join(gpus) if gpus else None}
 
 
 class Pipeline:
@@ -258,6 +282,33 @@ class Pipeline:
 
     # ---- running
 
+    def variant(self, values: dict) -> "Pipeline":
+        """This run's config with ``values`` (``{"section.key": value}``) set, on the same
+        cache, sharing this pipeline's manifest and backbone: e.g. the perturbed copy of the
+        features (``features.noise``) that the interpretability evaluator reads."""
+        return Pipeline(with_values(self.cfg, values), self.cache.root, _parent=self)
+
+    def ensure(self, stage: str):
+        """``stage``'s value, first computing it and the stages it reads (all the way
+        back) into the cache where they are missing (no run directory, no evaluation);
+        the backend is stopped after."""
+        todo = self._todo(stage, ())[0]
+        need = {stage}
+        for name in reversed(todo):  # an input comes before its readers
+            if name in need:
+                pipe, base = self._where(name)
+                need.update(pipe.resolve(n, base) for n in BY_NAME[base].input_names(pipe.cfg))
+        try:
+            with contextlib.ExitStack() as pins:
+                for name in [n for n in todo if n in need]:
+                    pipe, base = self._where(name)
+                    pins.enter_context(self.cache.pin(base, pipe.key(base)))
+                    self._compute(name, False)
+                    self.load(name)
+                return self.load(stage)
+        finally:
+            self.close()
+
     def _compute(self, stage: str, force: bool, label: str | None = None
                  ) -> tuple[Entry, bool]:
         pipe, base = self._where(stage)
@@ -354,7 +405,8 @@ class Pipeline:
         _files.write_text(out / "config.toml", dump_toml(self.recorded_config()))
         logger.info("run directory: %s", out)
         summary = {"name": self.cfg.name, "dataset": self.cfg.data.root,
-                   "backbone": self.cfg.backbone.name, "methods": {}, "timings": {},
+                   "backbone": self.cfg.backbone.name, "machine": machine(),
+                   "methods": {}, "timings": {},
                    "cpu_seconds": {}, "stages": {}}
         pins = contextlib.ExitStack()  # gc and rm leave this run's entries alone until it ends
         memory = PeakSampler().start()  # per stage: peak RSS, anonymous and unique memory
@@ -376,7 +428,9 @@ class Pipeline:
                 # every thread of this process: the work, whatever else the cores ran
                 summary["cpu_seconds"][stage] = round(time.process_time() - c0, 3)
                 summary["memory"]["stages"][stage] = memory.mark()
-                summary["stages"][stage] = {"key": entry.key, "cached": cached}
+                # seconds: the entry's own compute time, whichever run made it (a cold cost)
+                summary["stages"][stage] = {"key": entry.key, "cached": cached,
+                                            "seconds": entry.meta.get("seconds")}
                 if stage == "dataset":  # what the later stages cannot use, before they run
                     for later in todo:
                         pipe, base = self._where(later)

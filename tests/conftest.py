@@ -1,4 +1,7 @@
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +54,35 @@ def tiny(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
     return root
+
+
+BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _chromium(page, tmp_path, window="1200,1600"):
+    """``(loaded, screenshot RGB array)``: headless Chromium's verdict on ``page``:
+    ``"<n images>:<all decoded>"``, and what it drew."""
+    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             "--virtual-time-budget=5000"]
+    probe = tmp_path / "probe.html"  # a copy of the page with a probe of its images
+    probe.write_text(page.read_text().replace("</body>", (
+        "<script>window.onload=()=>{const i=[...document.images];document.body.dataset"
+        ".loaded=i.length+':'+i.every(x=>x.complete&&x.naturalWidth>0)}</script></body>")))
+    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    loaded = re.search(r'data-loaded="([^"]*)"', dom)
+    shot = tmp_path / "shot.png"
+    subprocess.run([*flags, f"--window-size={window}", f"--screenshot={shot}", page.as_uri()],
+                   check=True, timeout=120, capture_output=True)
+    from PIL import Image
+
+    return loaded and loaded.group(1), np.asarray(Image.open(shot).convert("RGB")).astype(int)
+
+
+@pytest.fixture
+def chromium():
+    """``chromium(page, tmp_path, window)``: headless Chromium's verdict on an HTML page
+    and its screenshot; skips where Debian's chromium is missing (.ci/run installs it)."""
+    if not BROWSER:
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+    return _chromium

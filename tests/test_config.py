@@ -29,12 +29,15 @@ def test_dump_round_trip(tmp_path):
     ("regions.scales=[0.5, 2]", "fractions in (0, 1]"),
     ("features.device=gpu", "features.device='gpu'"),
     ("features.whiten=true", "needs features.pca_dim > 0"),
+    ("features.noise=-1", "features.noise=-1.0 must be >= 0 (0: off)"),
+    ("classifier.stability_noise=0.2 features.mode=crop",
+     'classifier.stability_noise=0.2 needs features.mode = "roi"'),
     ("data.on_bad_image=ignore", "data.on_bad_image='ignore'"),
     ("nokey", "should look like section.key=value"),
 ])
 def test_bad_values_are_named(override, expected):
     with pytest.raises(ConfigError, match=None) as e:
-        load_config(None, [override])
+        load_config(None, override.split(" ") if "stability" in override else [override])
     assert expected in str(e.value)
 
 

@@ -66,6 +66,8 @@ def test_run_status_cache_and_rerun(tiny, capsys):
     assert main(["cache", "--cache-dir", str(tiny / "cache"), "ls"]) == 0
     listing = capsys.readouterr().out
     assert "features" in listing and "dataset" in listing
+    # the summary last, its line ended: the next log line starts on a line of its own
+    assert " entries, " in listing.splitlines()[-1] and listing.endswith("\n")
 
 
 def test_features_read_back_in_order(tiny):
@@ -435,10 +437,7 @@ def test_dpnet_stage_variants_seeds_and_rows(tiny):
                  cache_dir=cache).run(out=tiny / "dp3")
 
 
-@pytest.mark.skipif(not __import__("shutil").which("chromium"), reason="needs chromium")
-def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny):
-    from test_report import chromium
-
+def test_run_report_shows_galleries_and_heatmap_in_chromium(tiny, chromium):
     base = [a for a in args(tiny)[1::2] if "=" in a] + ["parts.n_parts=3", "parts.min_images=2",
                                                         "classifier.n_bootstrap=200"]
     Pipeline(load_config(None, base), cache_dir=str(tiny / "cache-full")).run(
@@ -568,6 +567,8 @@ def test_evaluators_skip_or_fail_alone(finished, tiny):
     cfg, cache, summary = finished
     assert summary["evaluations"]["localization"]["status"] == "skipped"  # no keypoints
     assert "keypoints" in summary["evaluations"]["localization"]["reason"]
+    assert summary["evaluations"]["interpretability"] == {
+        "status": "skipped", "reason": "the dataset has no keypoints"}
 
     def broken(ctx):
         raise ValueError("planted failure")
@@ -710,3 +711,33 @@ def test_cv_holds_each_fold_out_of_part_learning_too(tiny):
     assert off.key("classifier") != pipe.key("classifier")
     off.run(out=tiny / "cvparts-off", report=False)
     assert not off.load("classifier").models["parts"]["info"]["cv_parts"]
+
+
+def test_a_perturbed_copy_of_the_features_is_its_own_entry_computed_once(finished, tiny):
+    """``features.noise``: a seeded perturbed copy of every image's features, in its own
+    cache entry (the interpretability evaluator's stability), computed the first time only;
+    at 0 the features' key is the one cached before the setting existed."""
+    from partlearn.evaluation import EvalContext
+
+    cfg, cache, summary = finished
+    pipe = Pipeline(cfg, cache_dir=cache)
+    pipe.key("features")
+    assert "features.noise" not in pipe._desc["features"]["params"]  # off: keyed as before
+    assert pipe.key("features") == summary["stages"]["features"]["key"]
+    ctx = EvalContext(pipe, tiny / "finished")
+    noisy = ctx.perturbed_features(0.2)
+    variant = pipe.variant({"features.noise": 0.2})
+    key = variant.key(variant.features_stage)
+    assert key != pipe.key(pipe.features_stage)
+    entry = variant.cache.get(variant.features_stage, key)
+    mtime = entry.path.stat().st_mtime_ns
+    clean = pipe.load(pipe.features_stage)
+    i = int(pipe.load("dataset").test[0])
+    a, boxes = clean.own(i)
+    b, noisy_boxes = noisy.own(i)
+    np.testing.assert_array_equal(boxes, noisy_boxes)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    assert np.abs(a - b).max() < 0.5  # perturbed, not another image
+    again = EvalContext(Pipeline(cfg, cache_dir=cache), tiny / "finished").perturbed_features(0.2)
+    np.testing.assert_array_equal(again.own(i)[0], b)  # seeded: the cached entry, read back
+    assert variant.cache.get(variant.features_stage, key).path.stat().st_mtime_ns == mtime

@@ -63,6 +63,12 @@ def test_cub_subset_end_to_end_parts_land_on_keypoints(cub_run):
     assert loc["n_parts"] == 24
     assert loc["keypoint_consistency"] > loc["random_keypoint_consistency"] + 0.2
     assert loc["inside_object"] > loc["random_inside_object"]
+    found = results["interpretability"]["parts"]
+    assert found["n_parts"] == 24
+    assert found["mean_keypoint_frequency"] == pytest.approx(loc["keypoint_consistency"])
+    assert found["mean_keypoint_frequency"] > found["random"]["mean_keypoint_frequency"] + 0.2
+    assert found["purity"] > found["random"]["purity"]
+    assert 0 <= found["coverage"] <= 1 and found["duplicates"]["pairs"] == 2 * 66
 
 
 def test_scene15_audit_reports_cross_split_duplicates(shared_data, tmp_path, capsys):

@@ -14,6 +14,7 @@ from partlearn.stages import BY_NAME, NAMES, NOT_KEYED, STAGES
 
 # a value for every field that differs from the base config's and passes its checks
 OTHER = {
+    "features.noise": 0.2, "classifier.stability_noise": 0.2,
     "data.format": "auto", "data.classes": ["Cat"], "data.on_bad_image": "skip",
     "regions.scales": [0.5], "regions.stride": 0.5, "backbone.name": "resnet50",
     "backbone.weights": "none", "backbone.tap": "layer3", "backbone.mean": [0.5, 0.5, 0.5],
@@ -29,7 +30,7 @@ OTHER = {
     "encoding.device": "cpu", "dpnet.device": "cpu", "features.pools": ["gem"],
     "retrieval.descriptors": ["mac"], "retrieval.rerank": ["none"], "retrieval.ks": [1],
     "retrieval.diffusion_alpha": 0.9, "retrieval.index": "ivfpq", "n_jobs": 1,
-    "classifier.solver": "torch", "backend": "dask", "features.pyramid": [96, 640],
+    "classifier.solver": "liblinear", "backend": "dask", "features.pyramid": [96, 640],
     "features.pyramid_select": "mean",
 }
 BASE = ["features.pca_dim=8", "features.pyramid=[640]", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",

@@ -16,15 +16,15 @@ import traceback
 
 from ._base import EvalContext, Evaluator
 from ._stats import metrics, paired_comparison
-from . import (accuracy, galleries, heatmaps, hierarchy, localization, participation,
-               retrieval)
+from . import (accuracy, galleries, heatmaps, hierarchy, interpretability, localization,
+               participation, retrieval)
 
 logger = logging.getLogger(__name__)
 
 EVALUATORS: tuple[Evaluator, ...] = (accuracy.EVALUATOR, localization.EVALUATOR,
                                      participation.EVALUATOR, galleries.EVALUATOR,
                                      heatmaps.EVALUATOR, retrieval.EVALUATOR,
-                                     hierarchy.EVALUATOR)
+                                     hierarchy.EVALUATOR, interpretability.EVALUATOR)
 
 
 def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:

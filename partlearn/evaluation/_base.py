@@ -78,9 +78,10 @@ class EvalContext:
             self._best = self.best_regions_of(self.part_models())
         return self._best
 
-    def best_regions_of(self, models: dict) -> dict:
-        """``best_regions`` of other part models (``{name: PartModel}``)."""
-        feats = self.load(self.pipe.features_stage)
+    def best_regions_of(self, models: dict, feats=None) -> dict:
+        """``best_regions`` of other part models (``{name: PartModel}``), in the run's
+        region features or ``feats`` (the same regions: ``perturbed_features``)."""
+        feats = feats if feats is not None else self.load(self.pipe.features_stage)
         out = {name: (np.empty((len(self.test), len(p.weights), 4), np.float32),
                       np.empty((len(self.test), len(p.weights)), np.float32))
                for name, p in models.items()}
@@ -92,6 +93,13 @@ class EvalContext:
                 out[name][0][j] = boxes[k]
                 out[name][1][j] = s[k, np.arange(s.shape[1])]
         return out
+
+    def perturbed_features(self, noise: float):
+        """The run's region features of a perturbed copy of every image (Gaussian noise of
+        σ ``noise`` on the network input: ``features.noise``): its own cache entries,
+        computed by the runner the first time (``Pipeline.variant``, ``ensure``)."""
+        pipe = self.pipe.variant({"features.noise": noise})
+        return pipe.ensure(pipe.features_stage)
 
     def memo(self, kind: str, what: dict) -> Path:
         """Where a rendered ``kind`` showing ``what`` is kept across runs (``_memo``)."""

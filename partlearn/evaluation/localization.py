@@ -25,8 +25,9 @@ from ._base import EvalContext, Evaluator
 
 def contains(boxes: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
     """``(n, K)``: box ``i`` ``(x0, y0, x1, y1)`` holds visible keypoint ``k`` of image ``i``
-    (``keypoints`` ``(n, K, 3)``: x, y, visible)."""
-    b = np.asarray(boxes, np.float32)[:, None, :]
+    (``keypoints`` ``(n, K, 3)``: x, y, visible). Leading dimensions broadcast: boxes
+    ``(n, P, 4)`` and keypoints ``(n, 1, K, 3)`` give ``(n, P, K)``."""
+    b = np.asarray(boxes, np.float32)[..., None, :]
     kp = np.asarray(keypoints, np.float32)
     x, y, vis = kp[..., 0], kp[..., 1], kp[..., 2] > 0
     return vis & (x >= b[..., 0]) & (x <= b[..., 2]) & (y >= b[..., 1]) & (y <= b[..., 3])

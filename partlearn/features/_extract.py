@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -207,7 +208,7 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
                      roi_pooling=_F.roi_pooling, crop_size=_F.crop_size,
                      batch_size=_F.batch_size, device=_F.device, amp=_F.amp,
                      workers=_F.workers, postprocess=True, with_global_flip=False,
-                     descriptors=(), gem_p=_F.gem_p, crops=None):
+                     descriptors=(), gem_p=_F.gem_p, crops=None, noise=_F.noise):
     """Yield ``(index, regions (R_i, D), global (D,), global_flip (D,) or None)`` per image,
     and with ``descriptors`` a fifth item: ``{name: array}`` of the retrieval descriptors
     asked for (``config.RETRIEVAL_POOLS``, each L2-normalised, not square-rooted): ``mac``
@@ -259,8 +260,30 @@ def extract_features(paths, boxes, flips, sizes, backbone, *, load_image, mode=_
                           "features.mode = \"roi\"")
     if not gem_p > 0:
         raise ConfigError(f"gem_p={gem_p} must be > 0")
+    if noise and mode != "roi":
+        raise ConfigError("features.noise perturbs the whole image's input: it needs "
+                          "features.mode = \"roi\"")
+    seeds = [noise_seed(p) for p in paths] if noise else None
     return _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_pooling,
-                    batch_size, amp, postprocess, with_global_flip, tuple(descriptors), gem_p)
+                    batch_size, amp, postprocess, with_global_flip, tuple(descriptors), gem_p,
+                    noise, seeds)
+
+
+def noise_seed(path) -> int:
+    """The seed of an image's noise: from its file name and folder (not the dataset's
+    location), so the same image gets the same noise in any shard, order or copy."""
+    p = os.path.normpath(str(path)).split(os.sep)
+    return zlib.crc32("/".join(p[-2:]).encode())
+
+
+def add_noise(x: torch.Tensor, std: float, seeds) -> torch.Tensor:
+    """``x`` ``(B, 3, H, W)`` plus Gaussian noise of σ ``std`` clipped at ±1.25 ``std``,
+    image ``b``'s drawn on the CPU from a generator seeded ``seeds[b]``."""
+    for b, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(int(seed))
+        n = torch.randn(x[b].shape, generator=g).mul_(std).clamp_(-1.25 * std, 1.25 * std)
+        x[b] += n.to(x.device)
+    return x
 
 
 def _pooled(fmap: torch.Tensor, names, gem_p: float) -> dict:
@@ -279,7 +302,8 @@ def _pooled(fmap: torch.Tensor, names, gem_p: float) -> dict:
 
 
 def _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_pooling,
-             batch_size, amp, postprocess, with_global_flip, descriptors=(), gem_p=3.0):
+             batch_size, amp, postprocess, with_global_flip, descriptors=(), gem_p=3.0,
+             noise=0.0, seeds=None):
     model = backbone.model.to(device)
     mean = torch.tensor(backbone.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(backbone.std, device=device).view(1, 3, 1, 1)
@@ -295,6 +319,8 @@ def _extract(loader, backbone, boxes, flips, sizes, device, mode, roi_size, roi_
                 raise DataError(batch.message)
             idx, images, crops = batch
             x = normalise(images)
+            if noise:
+                x = add_noise(x, noise, [seeds[i] for i in idx])
             fmap = _forward(model, x, amp)
             # crops of flipped regions come mirrored from the loader
             need_flip = with_global_flip or (mode == "roi" and any(flips[i].any() for i in idx))

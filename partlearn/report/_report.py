@@ -48,6 +48,7 @@ def results_markdown(summary: dict) -> str:
     if methods and summary.get("classes"):
         lines += _per_class_md(methods, summary["classes"])
     lines += _localization_md(summary.get("localization") or {})
+    lines += _interpretability_md(summary.get("interpretability") or {})
     lines += _retrieval_md(summary.get("retrieval") or {})
     lines += _hierarchy_md(summary.get("hierarchy") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
@@ -149,6 +150,41 @@ def _localization_md(loc: dict) -> list[str]:
                      f"{_pct(v['random_keypoint_consistency'])} | "
                      f"{_pct(v['inside_object'])} | {_pct(v['random_inside_object'])} | "
                      f"{v['n_parts']} |")
+    return lines + [""]
+
+
+def _interpretability_md(found: dict) -> list[str]:
+    models = {k: v for k, v in found.items() if k not in ("about", "constraints")}
+    if not models:
+        return []
+    lines = ["## Interpretability (annotated keypoints, test images)", "",
+             "Each score with the random-box control in brackets.", ""]
+    lines += [f"- {k}: {v}" for k, v in (found.get("about") or {}).items()]
+    lines += ["", "| parts of | consistency | consistency (peak box) | stability | purity | "
+                  "pure parts | duplicate pairs | coverage | keypoint coverage | parts |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def both(v, key, fmt=_pct):
+        return f"{fmt(v[key])} ({fmt(v['random'][key])})"
+
+    for name, v in models.items():
+        dup = v["duplicates"]
+        lines.append(f"| {name} | {both(v, 'consistency')} | {both(v, 'consistency_peak')} | "
+                     f"{_pct(v['stability'])} | {both(v, 'purity')} | "
+                     f"{v['pure_parts']} ({v['random']['pure_parts']}) | "
+                     f"{dup['either']} of {dup['pairs']} | {both(v, 'coverage')} | "
+                     f"{both(v, 'keypoint_coverage')} | {v['n_parts']} |")
+    table = found.get("constraints")
+    if table and table["rows"]:
+        lines += ["", f"Constraints against `{table['baseline']}` (difference, 95% interval "
+                      f"by a bootstrap over {table['unit']}es):", "",
+                  "| setting | " + " | ".join(next(iter(table["rows"].values()))) + " |",
+                  "|---|" + "---|" * len(next(iter(table["rows"].values())))]
+        for name, row in table["rows"].items():
+            lines.append(f"| {name} | " + " | ".join(
+                "—" if r["diff"] is None else
+                f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+                for r in row.values()) + " |")
     return lines + [""]
 
 
@@ -510,3 +546,83 @@ def compare_runs(runs, externals: dict | None = None, out=None, names=None) -> d
     out.mkdir(parents=True, exist_ok=True)
     write_results(summary, out)
     return summary
+
+
+# ------------------------------------------------------------------ headlines
+
+
+def headline_markdown(runs, names=None, command: str | None = None) -> str:
+    """Each finished run's headline figures in a few lines of Markdown, for a results page:
+    every method's top-1 with its paired difference to ``global`` (95% interval, Holm p),
+    DP-Net's best variant, retrieval mAP, and what the run cost cold. The runs may be on
+    different datasets (one section each); nothing is recomputed. ``command``: the
+    command line that made the page, said at its top."""
+    runs = [Path(r) for r in runs]
+    sections = []
+    if command:
+        sections.append(f"Made by `{command}` from the runs' `results.json`; the "
+                        "measurements behind them are in BENCHMARKS.md.")
+    for label, run in zip(run_names(runs, names), runs):
+        sections.append("\n".join(_headline(label, _results(run))))
+    return "\n\n".join(sections) + "\n"
+
+
+def _headline(label: str, s: dict) -> list[str]:
+    methods = s.get("methods") or {}
+    n_test = next(iter(methods.values()))["n_test"] if methods else None
+    seeds = max((len(m.get("seeds") or [0]) for m in methods.values()), default=1)
+    about = [f"`{s.get('dataset')}`", f"backbone `{s.get('backbone')}`"]
+    if n_test:
+        about.append(f"{n_test} test images, {len(s.get('classes') or [])} classes")
+    lines = [f"### {label}", "", ", ".join(about) + ".", ""]
+    svm = {m: v for m, v in methods.items() if not m.startswith("dpnet")}
+    dpnet = {m: v for m, v in methods.items() if m.startswith("dpnet")}
+    if dpnet:  # DP-Net's best variant by its mean top-1 over seeds
+        best = max(dpnet, key=lambda m: dpnet[m]["top1"])
+        svm[best] = dpnet[best]
+    if svm:
+        against = {}
+        for c in s.get("comparisons") or []:
+            if c["b"] == "global":
+                against[c["a"]] = c
+        lines += ["| method | top-1 | − `global` [95% interval] | p (Holm) | seeds |",
+                  "|---|---|---|---|---|"]
+        for name, m in svm.items():
+            c = against.get(name)
+            diff = ("—" if c is None else f"{100 * c['diff']:+.1f} "
+                    f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]")
+            holm = "—" if c is None or c.get("p_holm") is None else f"{c['p_holm']:.2g}"
+            best = " (DP-Net's best variant)" if name in dpnet else ""
+            lines.append(f"| {name}{best} | {_pct(m['top1'], m.get('top1_std'))} | {diff} | "
+                         f"{holm} | {len(m.get('seeds') or [0])} |")
+        lines.append("")
+    retrieval = s.get("retrieval") or {}
+    if retrieval.get("rows"):
+        instance = retrieval["protocol"] == "instance level"
+        head = "mAP Medium / Hard" if instance else "mAP"
+        lines += [f"Retrieval ({retrieval['protocol']}, {retrieval['n_queries']} queries):", "",
+                  f"| descriptor | re-ranking | {head} |", "|---|---|---|"]
+        for r in retrieval["rows"]:
+            m = (f"{_pct(r['map']['medium'])} / {_pct(r['map']['hard'])}" if instance
+                 else _pct(r["map"]))
+            lines.append(f"| {r['descriptor']} | {r['rerank']} | {m} |")
+        lines.append("")
+    stages = s.get("stages") or {}
+    recorded = [v["seconds"] for v in stages.values() if v.get("seconds") is not None]
+    if stages and not recorded:
+        lines.append(f"Cost cold: not recorded (the run predates it); peak memory "
+                     f"{s.get('peak_memory_mb', 0):.0f} MB.")
+    elif stages:
+        cost = (f"{sum(recorded) / 60:.1f} min of stage computation (each cache entry's "
+                f"recorded time, whichever run computed it"
+                + (f"; {len(stages) - len(recorded)} of {len(stages)} stages unrecorded"
+                   if len(recorded) < len(stages) else "") + ")")
+        lines.append(f"Cost cold: {cost}; peak memory {s.get('peak_memory_mb', 0):.0f} MB.")
+    machine = s.get("machine")
+    if machine:
+        lines.append(f"Machine: {machine['cpu']}, {machine['cores']} cores"
+                     + (f", {machine['gpu']}" if machine.get("gpu") else ", no GPU") + ".")
+    if seeds == 1 and svm:
+        lines.append("One seed: a difference inside the spread between seeds or CPUs "
+                     "(about a point on CUB c001–020) is no result.")
+    return lines

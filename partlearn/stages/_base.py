@@ -73,12 +73,16 @@ class Stage:
     check: Callable[[Any], None] | None = None
     write_run_files: Callable[[Any, Any, Any, Any], None] | None = None
     sub_inputs: Callable[[Config], dict[str, tuple[str, dict]]] | None = None
+    # fields added after entries were cached: keyed only when not at their default, so
+    # the entries cached before keep their keys
+    keyed_when_set: tuple[str, ...] = ()
 
     def input_names(self, cfg: Config) -> tuple[str, ...]:
         return tuple(self.inputs(cfg) if callable(self.inputs) else self.inputs)
 
     def field_names(self) -> tuple[str, ...]:
-        """``fields`` with every ``section.*`` expanded to the section's fields."""
+        """``fields`` with every ``section.*`` expanded to the section's fields, and
+        ``keyed_when_set``."""
         out = []
         for name in self.fields:
             section, _, key = name.partition(".")
@@ -87,15 +91,19 @@ class Stage:
                         for f in dataclasses.fields(getattr(Config(), section))]
             else:
                 out.append(name)
-        return tuple(out)
+        return tuple(out) + self.keyed_when_set
 
     def params(self, cfg: Config) -> dict:
         """The declared fields' values, by their full names (JSON types)."""
         tree = to_dict(cfg)
         out = {}
+        default = to_dict(Config())
         for name in self.field_names():
             section, _, key = name.partition(".")
-            out[name] = tree[section][key] if key else tree[section]
+            value = tree[section][key] if key else tree[section]
+            if name in self.keyed_when_set and value == default[section][key]:
+                continue
+            out[name] = value
         return out
 
 

@@ -102,6 +102,11 @@ class RegionFeatures:
         own = ~np.asarray(self.flips[rows])
         return np.asarray(self.image(i), np.float32)[own], np.asarray(self.boxes[rows])[own]
 
+    def own_boxes(self, i: int) -> np.ndarray:
+        """Image ``i``'s own regions' boxes (``own`` without reading the features)."""
+        rows = slice(self.offsets[i], self.offsets[i + 1])
+        return np.asarray(self.boxes[rows])[~np.asarray(self.flips[rows])]
+
     def global_features(self, flip_average: bool) -> np.ndarray:
         """``(N, D)`` float32 global descriptors, averaged with the mirrored image's when
         ``flip_average`` and the mirrors were extracted."""
@@ -165,7 +170,8 @@ def spec(cfg, precision: str, threads: int, pools: bool = True) -> dict:
                            roi_pooling=f.roi_pooling, crop_size=f.crop_size,
                            batch_size=f.batch_size, amp=precision != "fp32",
                            workers=f.workers, with_global_flip=cfg.regions.flips,
-                           descriptors=f.pools if pools else (), gem_p=f.gem_p),
+                           descriptors=f.pools if pools else (), gem_p=f.gem_p,
+                           noise=f.noise),
             "threads": threads}
 
 
@@ -320,4 +326,4 @@ STAGE = Stage(
             "features.roi_pooling", "features.crop_size", "regions.flips", "features.pools",
             "features.gem_p"),
     libs=("torch", "torchvision", "pillow", "efficientnet-lite-pytorch"),
-    compute=compute, load=load, derive=derive)
+    keyed_when_set=("features.noise",), compute=compute, load=load, derive=derive)

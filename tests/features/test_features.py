@@ -333,3 +333,24 @@ def test_heap_kept_once_and_never_against_the_users_malloc_settings(monkeypatch)
     assert _device.keep_heap_for_cpu_activations()
     assert calls == [(-3, 1 << 30), (-1, 1 << 30)]  # M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
     assert not _device.keep_heap_for_cpu_activations() and len(calls) == 2
+
+
+def test_noise_is_seeded_per_image_whatever_the_order(images, resnet18):
+    """``noise``: each image's perturbation comes from its own path's seed, so a shard
+    extracted in another order or batch gives the same rows; without noise, the clean
+    rows."""
+    paths, _, sizes = images
+    boxes = [some_boxes(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    flips = [np.zeros(len(b), bool) for b in boxes]
+    clean = run(paths, boxes, flips, sizes, resnet18)
+    noisy = run(paths, boxes, flips, sizes, resnet18, noise=0.2)
+    order = [4, 2, 0, 3, 1]
+    shuffled = run([paths[i] for i in order], [boxes[i] for i in order],
+                   [flips[i] for i in order], sizes[order], resnet18, noise=0.2, batch_size=1)
+    for k, i in enumerate(order):
+        np.testing.assert_allclose(shuffled[k][1], noisy[i][1], atol=1e-5)
+    for c, n in zip(clean, noisy):
+        assert not np.allclose(c[1], n[1], atol=1e-4)  # perturbed ...
+        assert (c[1] * n[1]).sum(axis=1).min() > 0.5  # ... but still the same image
+    with pytest.raises(ConfigError, match="features.noise"):
+        run(paths, boxes, flips, sizes, resnet18, noise=0.2, mode="crop")

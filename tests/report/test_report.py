@@ -3,8 +3,6 @@
 import base64
 import json
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
@@ -105,33 +103,7 @@ def test_compare_runs_and_cli(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), "--external", "oops"]) == 2
 
 
-BROWSER = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(not BROWSER,
-                                    reason="needs Debian's chromium (.ci/run installs it)")
-
-
-def chromium(page, tmp_path, window="1200,1600"):
-    """``(loaded, screenshot RGB array)``: headless Chromium's verdict on ``page``:
-    ``"<n images>:<all decoded>"``, and what it drew."""
-    flags = [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             "--virtual-time-budget=5000"]
-    probe = tmp_path / "probe.html"  # a copy of the page with a probe of its images
-    probe.write_text(page.read_text().replace("</body>", (
-        "<script>window.onload=()=>{const i=[...document.images];document.body.dataset"
-        ".loaded=i.length+':'+i.every(x=>x.complete&&x.naturalWidth>0)}</script></body>")))
-    dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], check=True, timeout=120,
-                         capture_output=True, text=True).stdout
-    loaded = re.search(r'data-loaded="([^"]*)"', dom)
-    shot = tmp_path / "shot.png"
-    subprocess.run([*flags, f"--window-size={window}", f"--screenshot={shot}", page.as_uri()],
-                   check=True, timeout=120, capture_output=True)
-    from PIL import Image
-
-    return loaded and loaded.group(1), np.asarray(Image.open(shot).convert("RGB")).astype(int)
-
-
-@needs_chromium
-def test_report_renders_in_headless_chromium(tmp_path):
+def test_report_renders_in_headless_chromium(tmp_path, chromium):
     fake_run(tmp_path / "run")
     compare_runs([tmp_path / "run"])
     page = tmp_path / "run" / "report.html"
@@ -155,3 +127,41 @@ def test_runs_sharing_a_folder_name_stay_apart_and_can_be_named(tmp_path, capsys
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "x" / "run"), str(tmp_path / "x" / "run")]) == 1
     assert "is given twice" in capsys.readouterr().err
+
+
+def test_headlines_of_runs_on_different_sets(tmp_path, capsys):
+    """``compare --markdown``: a section per run, whatever its dataset; every method's
+    top-1 with its paired difference to ``global`` as the run computed it, DP-Net's
+    best variant, and the cold cost from the stage entries' recorded times."""
+    a, _ = fake_run(tmp_path / "a")
+    b, _ = fake_run(tmp_path / "b", seed=1)
+    b["dataset"] = "/data/other"
+    b["methods"]["dpnet[cs]"] = dict(b["methods"]["dpnet"], top1=0.99, seeds=[0, 1, 2])
+    b["stages"] = {"features": {"key": "f", "cached": True, "seconds": 90.0},
+                   "parts": {"key": "p", "cached": False, "seconds": 30.0},
+                   "classifier": {"key": "c", "cached": True}}
+    b["machine"] = {"cpu": "Some CPU", "cores": 2, "gpu": None}
+    (tmp_path / "b" / "results.json").write_text(json.dumps(b))
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--markdown", "-"]) == 0
+    text = capsys.readouterr().out
+    top, sec_a, sec_b = re.split("(?=### [ab]\n)", text)
+    assert top.startswith(f"Made by `partlearn compare {tmp_path / 'a'} {tmp_path / 'b'} "
+                          "--markdown -`")
+    assert sec_a.startswith("### a") and "`/data/other`" in sec_b
+    c = a["comparisons"][0]
+    assert "p_holm" not in c  # the hand-made run has none: shown as —
+    assert (f"| parts | {100 * a['methods']['parts']['top1']:.1f}% | "
+            f"{100 * c['diff']:+.1f} [{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] "
+            "| — | 1 |") in sec_a
+    assert "| global | " in sec_a and "| — | — | 1 |" in sec_a  # no difference to itself
+    assert "| dpnet (DP-Net's best variant) |" in sec_a
+    assert "| dpnet[cs] (DP-Net's best variant) | 99.0 ± 1.0% |" in sec_b  # the better one
+    assert "| dpnet (DP" not in sec_b and "| 3 |" in sec_b
+    assert "2.0 min of stage computation" in sec_b and "1 of 3 stages unrecorded" in sec_b
+    assert "Machine: Some CPU, 2 cores, no GPU." in sec_b
+    out = tmp_path / "HEAD.md"
+    assert main(["compare", str(tmp_path / "a"), "--markdown", str(out)]) == 0
+    assert out.read_text().endswith(sec_a.rstrip("\n") + "\n")
+    assert main(["compare", str(tmp_path / "a"), "--markdown", "-", "--out",
+                 str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err.strip().count("\n") == 0
