@@ -89,6 +89,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .tune import parse_search, tune
+
+    _folder_arg("--cache-dir", args.cache_dir)
+    _folder_arg("--out", args.out)
+    sets = list(args.set or []) + ([f'features.device="{args.device}"'] if args.device else [])
+    variants = [[v.strip() for v in item.split(";") if v.strip()] for item in args.variants or []]
+    result = tune(_config_file(args.config), [parse_search(s) for s in args.search or []],
+                  method=args.method, rounds=args.rounds, sets=sets, variants=variants,
+                  cache_dir=args.cache_dir, out=args.out)
+    for t in result.trials:
+        print(f"trial {t.number:2d}  CV {100 * t.cv_accuracy:6.2f}%  C={t.C:<6g} "
+              f"{'computed' if t.computed else 'cached  '}  {', '.join(t.changes) or '(config)'}")
+    chosen = next(t for t in result.trials if t.number == result.chosen_trial)
+    print(f"chosen: trial {chosen.number}, {', '.join(chosen.changes) or 'the config as given'}"
+          f" (CV {100 * chosen.cv_accuracy:.2f}%)"
+          + ("" if result.converged or not result.search else "; not converged"))
+    print(f"report written to {Path(result.out) / 'report.html'}; the chosen config: "
+          f"`partlearn run {Path(result.out) / 'chosen.toml'}`")
+    return 0
+
+
 def cmd_settings(args) -> int:
     from .config import settings_table, with_settings_table
 
@@ -325,6 +347,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="recompute this stage and those after it (repeatable)")
     run.add_argument("--out", help="run directory (default: runs/NAME-TIMESTAMP)")
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="choose settings by the training-split CV (coordinate "
+                          "ascent; never reads the test split)")
+    with_config(tune)
+    tune.add_argument("--search", action="append", metavar="KEY=V1,V2,...",
+                      help="a key and its values (repeatable; separate values by ';' when "
+                           "one holds commas)")
+    tune.add_argument("--try", dest="variants", action="append", metavar="KEY=V[;KEY=V...]",
+                      help="a variant tried beside the search: overrides joined by ';' "
+                           "(repeatable)")
+    tune.add_argument("--method", default="parts",
+                      help="the method whose CV accuracy decides (default: parts)")
+    tune.add_argument("--rounds", type=int, default=3, help="at most this many rounds over "
+                      "the keys (default: 3)")
+    tune.add_argument("--out", help="report directory (default: runs/NAME-tune-TIMESTAMP)")
+    tune.set_defaults(func=cmd_tune)
 
     compare = sub.add_parser("compare", help="rebuild the comparison report from finished "
                              "runs (nothing is recomputed)")

@@ -154,6 +154,14 @@ def run(env: Env, *extra, until="dataset", config=None, cache=None, out=None) ->
             + (["--until", until] if until else []))
 
 
+def tune(env, *search, extra=(), sets=()) -> list[str]:
+    """``partlearn tune`` on the tiny dataset, with ``--search`` of each of ``search``; every
+    row fails before a trial runs (the run directory is not made)."""
+    return (["tune", str(env.config), *base(env, *sets), "--cache-dir", str(env.top / "cache"),
+             "--out", str(env.top / "out")]
+            + [x for s in search for x in ("--search", s)] + list(extra))
+
+
 def status(env, *extra, config=None, cache=None):
     return ["status", str(config or env.config), *base(env, *extra),
             "--cache-dir", str(cache or env.top / "cache")]
@@ -528,6 +536,38 @@ ROWS = [
      "i.png: truncated or corrupt"),
     ("predict: --boxes without parts", lambda e: ["predict", str(e.model()), str(e.image()),
                                                   "--boxes"], 2, "--boxes needs"),
+    # -- tune: every trial's config checked before any runs
+    ("tune: unknown key", lambda e: tune(e, "parts.n_part=2,3"), 2, "did you mean 'n_parts'"),
+    ("tune: a value its setting rejects", lambda e: tune(e, "parts.n_parts=2,0"), 2,
+     "--search parts.n_parts=0"),
+    ("tune: a value of the wrong type", lambda e: tune(e, "encoding.top_k=1,two"), 2,
+     "encoding.top_k='two'"),
+    ("tune: empty value list", lambda e: tune(e, "parts.n_parts="), 2, "no values"),
+    ("tune: an empty value", lambda e: tune(e, "parts.n_parts=2,,3"), 2, "an empty value"),
+    ("tune: --search without =", lambda e: tune(e, "parts.n_parts"), 2, "should look like"),
+    ("tune: a key given twice", lambda e: tune(e, "parts.n_parts=2", "parts.n_parts=3"), 2,
+     "given twice"),
+    ("tune: a combination no config allows (CONFIG)",
+     lambda e: tune(e, "parts.beta_start=0.5,4", "parts.beta_end=8,2"), 2,
+     "the combination parts.beta_start=4; parts.beta_end=2 is not a valid config"),
+    ("tune: --rounds 0", lambda e: tune(e, "parts.n_parts=2,3", extra=["--rounds", "0"]), 2,
+     "--rounds 0"),
+    ("tune: --rounds not a number", lambda e: tune(e, "parts.n_parts=2,3", extra=["--rounds",
+                                                                                  "x"]), 2,
+     "invalid int value"),
+    ("tune: nothing to search", lambda e: tune(e), 2, "nothing to choose from"),
+    ("tune: a method the config does not fit",
+     lambda e: tune(e, "parts.n_parts=2,3", extra=["--method", "parts[unsup]"]), 2,
+     "--method 'parts[unsup]' is not among"),
+    ("tune: a searched value dropping the method",
+     lambda e: tune(e, 'classifier.methods=["parts"];["global"]'), 2,
+     "--method 'parts' is not among"),
+    ("tune: --try unknown key", lambda e: tune(e, extra=["--try", "parts.slak=2"]), 2,
+     "--try parts.slak=2"),
+    ("tune: --out is a file", lambda e: tune(e, "parts.n_parts=2,3")[:-2] + [
+        "--out", str(e.write("f", "x")), "--search", "parts.n_parts=2,3"], 2, "--out"),
+    ("tune: config missing", lambda e: ["tune", str(e.top / "nope.toml"), "--search",
+                                        "parts.n_parts=2,3"], 2, "does not exist"),
     # -- datasets audit
     ("audit: data.root not set", lambda e: audit(e, 'data.root=""'), 2, "data.root is not set"),
     ("audit: data.root missing", lambda e: audit(e, f"data.root={e.top / 'nope'}"), 1,

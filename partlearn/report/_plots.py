@@ -232,3 +232,29 @@ def _figures_memo(summary: dict, run: Path | None, memo: Path | None):
     figures = _figures(summary, run)
     save_memo(file, figures)
     return figures
+
+
+def tune_plot(result: dict) -> list[tuple[str, str]]:
+    """``partlearn tune``'s CV accuracy per trial (a bar each, the chosen one dark, the
+    config's own as a dashed line), each bar labelled by its changes from the config."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = result.get("trials") or []
+    if not trials:
+        return []
+    cv = [100 * t["cv_accuracy"] for t in trials]
+    labels = [f"{t['number']}: " + ("\n".join(t["changes"]) or "(config)") for t in trials]
+    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(trials), 4.2))
+    ax.bar(range(len(trials)), cv, color=["#1f3f73" if t["number"] == result["chosen_trial"]
+                                          else "#8fb0dc" for t in trials])
+    ax.axhline(cv[0], color="#888", linestyle="--", linewidth=1)
+    ax.set_xticks(range(len(trials)), labels, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(f"CV accuracy of {result['method']} (%)")
+    span = max(cv) - min(cv)
+    ax.set_ylim(max(0, min(cv) - max(1.0, span)), min(100, max(cv) + max(0.5, span / 2)))
+    ax.grid(axis="y", alpha=0.3)
+    return [(f"CV accuracy of {result['method']} per trial (training split; dark: chosen, "
+             "dashed: the config as given)", _png(fig))]

@@ -396,8 +396,23 @@ def _md_table_html(block: list[str]) -> str:
 def report_html(summary: dict, run: Path | None = None, memo: Path | None = None) -> str:
     """A self-contained HTML page: the Markdown report's tables and the plots (and the
     run directory's figure files listed in ``summary["figures"]``, embedded)."""
+    drawn = _figures_memo(summary, run, memo)
+    if run is not None:  # the plots as PNG files too (galleries and heatmaps already are)
+        (Path(run) / "figures").mkdir(exist_ok=True)
+        files = sum((Path(run) / n).is_file() for n in summary.get("figures") or [])
+        for k, (title, uri) in enumerate(drawn[:len(drawn) - files]):
+            (Path(run) / "figures" / f"plot_{k:02d}.png").write_bytes(
+                base64.b64decode(uri.split(",", 1)[1]))
+    return markdown_html(results_markdown(summary), drawn,
+                         f"{summary.get('name', 'run')}: report")
+
+
+def markdown_html(text: str, figures: list[tuple[str, str]], title: str) -> str:
+    """A self-contained HTML page of a report's Markdown (headings, paragraphs, tables)
+    with ``figures`` (``[(title, data URI)]``) under a "Plots" heading after the first
+    heading."""
     parts, table = [], []
-    for line in results_markdown(summary).splitlines() + [""]:
+    for line in text.splitlines() + [""]:
         if line.startswith("|"):
             table.append(line)
             continue
@@ -410,25 +425,18 @@ def report_html(summary: dict, run: Path | None = None, memo: Path | None = None
             parts.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.strip():
             parts.append(f"<p>{html.escape(line).replace('`', '')}</p>")
-    drawn = _figures_memo(summary, run, memo)
-    if run is not None:  # the plots as PNG files too (galleries and heatmaps already are)
-        (Path(run) / "figures").mkdir(exist_ok=True)
-        files = sum((Path(run) / n).is_file() for n in summary.get("figures") or [])
-        for k, (title, uri) in enumerate(drawn[:len(drawn) - files]):
-            (Path(run) / "figures" / f"plot_{k:02d}.png").write_bytes(
-                base64.b64decode(uri.split(",", 1)[1]))
-    figures = "".join(f'<figure><img alt="{html.escape(t)}" src="{uri}">'
-                      f"<figcaption>{html.escape(t)}</figcaption></figure>"
-                      for t, uri in drawn)
+    shown = "".join(f'<figure><img alt="{html.escape(t)}" src="{uri}">'
+                    f"<figcaption>{html.escape(t)}</figcaption></figure>"
+                    for t, uri in figures)
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
              "padding:3px 8px;text-align:right}th{background:#f2f2f2}"
              "td:first-child,th:first-child{text-align:left}figure{display:inline-block;"
              "margin:1em}img{max-width:100%}")
-    title = html.escape(f"{summary.get('name', 'run')}: report")
+    title = html.escape(title)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}'
             f"</title><style>{style}</style></head><body>{''.join(parts[:1])}"
-            f"<h2>Plots</h2>{figures}{''.join(parts[1:])}</body></html>\n")
+            f"<h2>Plots</h2>{shown}{''.join(parts[1:])}</body></html>\n")
 
 
 # ------------------------------------------------------------------ compare
