@@ -76,7 +76,8 @@ class Trial:
     config and ``sets``; empty for the config itself), ``changes`` (those of them that
     differ from the config's values: the table's column), ``round`` (0: the config or a
     variant), ``cv_accuracy`` and ``C`` of the method, ``computed`` (the stages this trial
-    computed; empty: every stage was cached), ``seconds`` and its ``run_dir``."""
+    computed; empty: every stage was cached), ``seconds``, its ``run_dir`` and
+    ``cv_by_method`` (the CV accuracy of every method the classifier fitted)."""
 
     number: int
     overrides: tuple[str, ...]
@@ -87,6 +88,7 @@ class Trial:
     computed: tuple[str, ...]
     seconds: float
     run_dir: str
+    cv_by_method: dict
 
 
 @dataclass(frozen=True)
@@ -312,13 +314,15 @@ class _Search:
         t0 = time.perf_counter()
         summary = pipe.run(until="classifier", out=run_dir, report=False)
         seconds = time.perf_counter() - t0
-        info = pipe.entry("classifier").meta[space.method]  # C and the CV; no test prediction
+        meta = pipe.entry("classifier").meta  # each method's C and CV; no test prediction
+        info = meta[space.method]
         computed = tuple(s for s, st in summary["stages"].items() if not st["cached"])
         if computed:
             self.seconds.append(seconds)
         trial = Trial(number, tuple(overrides), space.changes(cfg, overrides), round_,
                       float(info["cv_accuracy"]), float(info["C"]), computed,
-                      round(seconds, 3), str(run_dir))
+                      round(seconds, 3), str(run_dir),
+                      {m: float(meta[m]["cv_accuracy"]) for m in cfg.classifier.methods})
         if not self.shared:
             self.shared = {"cv_folds": int(cfg.classifier.cv_folds),
                            "cv_parts": bool(info.get("cv_parts")),

@@ -248,8 +248,9 @@ def tune_plot(result: dict) -> list[tuple[str, str]]:
     cv = [100 * t["cv_accuracy"] for t in trials]
     labels = [f"{t['number']}: " + ("\n".join(t["changes"]) or "(config)") for t in trials]
     fig, ax = plt.subplots(figsize=(2 + 0.9 * len(trials), 4.2))
-    ax.bar(range(len(trials)), cv, color=["#1f3f73" if t["number"] == result["chosen_trial"]
-                                          else "#8fb0dc" for t in trials])
+    bars = ax.bar(range(len(trials)), cv, color=["#1f3f73" if t["number"] == result["chosen_trial"]
+                                                 else "#8fb0dc" for t in trials])
+    ax.bar_label(bars, [f"{c:.2f}" for c in cv], fontsize=7)
     ax.axhline(cv[0], color="#888", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(trials)), labels, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel(f"CV accuracy of {result['method']} (%)")

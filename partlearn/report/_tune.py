@@ -63,6 +63,14 @@ def tune_markdown(result: dict) -> str:
                      f"{', '.join(f'`{c}`' for c in t['changes']) or 'none'} | "
                      f"{mark}{_cv(t['cv_accuracy'])}{mark} | {t['C']:g} | "
                      f"{', '.join(t['computed']) or 'cached'} | {t['seconds']:.1f} |")
+    others = [m for m in (trials[0]["cv_by_method"] if trials else {}) if m != method]
+    if others:
+        lines += ["", "The other methods' CV accuracy in the same trials (not used to choose):",
+                  "", "| trial | " + " | ".join(f"`{m}`" for m in others) + " |",
+                  "|---:|" + "---:|" * len(others)]
+        lines += [f"| {t['number']} | "
+                  + " | ".join(_cv(t["cv_by_method"][m]) if m in t["cv_by_method"] else "—"
+                               for m in others) + " |" for t in trials]
     if result["rounds"]:
         lines += ["", "## Rounds", "", "| round | point | CV accuracy | changed a key |",
                   "|---:|---|---:|---|"]
