@@ -17,14 +17,14 @@ import traceback
 from ._base import EvalContext, Evaluator
 from ._stats import metrics, paired_comparison
 from . import (accuracy, galleries, heatmaps, hierarchy, localization, participation,
-               retrieval)
+               retrieval, transfer)
 
 logger = logging.getLogger(__name__)
 
 EVALUATORS: tuple[Evaluator, ...] = (accuracy.EVALUATOR, localization.EVALUATOR,
                                      participation.EVALUATOR, galleries.EVALUATOR,
                                      heatmaps.EVALUATOR, retrieval.EVALUATOR,
-                                     hierarchy.EVALUATOR)
+                                     hierarchy.EVALUATOR, transfer.EVALUATOR)
 
 
 def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:
