@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 #: the fitted learners behind a code block, in the order their codes are concatenated
 LEARNERS = {"parts": ("parts",), "parts[unsup]": ("parts_unsup",),
             "parts[hier]": ("parts_group", "parts_class")}
-_STEPS = 500  # logistic regression's accelerated gradient steps (converged: see the test)
+_STEPS = 300  # logistic regression's accelerated gradient steps (converged: see the test)
 _Z95 = 1.959964
 
 
