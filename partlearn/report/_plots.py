@@ -51,8 +51,9 @@ def _transfer_plot(transfer: dict | None) -> list[tuple[str, str]]:
     if not rows:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for clf, ls in (("ncm", "-"), ("logreg", "--")):
-        for m in dict.fromkeys(r["method"] for r in rows):
+    colours = plt.get_cmap("tab10")
+    for clf, ls in (("ncm", "-"), ("logreg", "--")):  # a method's colour, a classifier's line
+        for k, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
             mine = sorted((r for r in rows if r["method"] == m and r["classifier"] == clf),
                           key=lambda r: r["shots"])
             if mine:
@@ -60,7 +61,7 @@ def _transfer_plot(transfer: dict | None) -> list[tuple[str, str]]:
                 err = np.array([[y[i] - 100 * r["ci95"][0], 100 * r["ci95"][1] - y[i]]
                                 for i, r in enumerate(mine)]).T
                 ax.errorbar([r["shots"] for r in mine], y, yerr=err, marker="o", ls=ls,
-                            capsize=2, label=f"{m} ({clf})")
+                            capsize=2, color=colours(k % 10), label=f"{m} ({clf})")
     ax.set_xscale("log", base=2)
     shots = sorted({r["shots"] for r in rows})
     ax.set_xticks(shots, [str(k) for k in shots])
