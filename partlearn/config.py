@@ -479,6 +479,58 @@ class RetrievalConfig:
     nprobe: int = setting(16, _count(), "`ivfpq`: cells visited", not_keyed=_EVALUATOR)
 
 
+_TRANSFER = ("read by the transfer evaluator, which caches nothing; the class split reaches "
+             "the stages as `data.classes` (the base classes)")
+TRANSFER_CLASSIFIERS = ("ncm", "logreg")
+
+
+@_section("transfer")
+class TransferConfig:
+    """Parts as an embedding for classes never seen in training (the ``transfer``
+    evaluator): every learnt stage runs on the base classes only, the novel classes'
+    images are encoded as unseen images are, then few-shot episodes and retrieval."""
+
+    novel_classes: tuple[str, ...] = setting(
+        (), Each(TEXT, distinct=True),
+        "classes held out of every learnt stage (names as in `data.classes`); the others are "
+        "the base classes", not_keyed=_TRANSFER)
+    n_novel: int = setting(0, _count(0),
+                           "or: the last N classes of the class list are novel (0: none)",
+                           not_keyed=_TRANSFER)
+    methods: tuple[str, ...] = setting(
+        ("global", "parts", "parts+global"),
+        Each(Rule(_check_descriptor, "names joined by `+`"), distinct=True, nonempty=True,
+             expected="be a non-empty list of descriptor names"),
+        "the descriptors compared on the novel classes (names as `retrieval.descriptors`: "
+        "`global`, `mac`, `gem`, `parts`, `parts[unsup]`, `parts+global`, ...)",
+        not_keyed=_TRANSFER)
+    ways: int = setting(5, _count(2), "classes per few-shot episode", not_keyed=_TRANSFER)
+    shots: tuple[int, ...] = setting(
+        (1, 5), Each(_count(), nonempty=True, distinct=True,
+                     expected="be a non-empty list of distinct shot counts >= 1"),
+        "support images per class", not_keyed=_TRANSFER)
+    queries: int = setting(15, _count(), "query images per class in an episode",
+                           not_keyed=_TRANSFER)
+    episodes: int = setting(600, _count(), "episodes per shot count", not_keyed=_TRANSFER)
+    seed: int = setting(0, Interval(int, 0, SEED_MAX),
+                        "the episodes' seed (shot count K draws from `(seed, K)`)",
+                        not_keyed=_TRANSFER)
+    classifiers: tuple[str, ...] = setting(
+        TRANSFER_CLASSIFIERS, Each(Options(TRANSFER_CLASSIFIERS), nonempty=True, distinct=True),
+        "`ncm`: nearest class mean (cosine); `logreg`: L2-regularised logistic regression, "
+        "its C chosen by the same episodes on the base classes' training images",
+        not_keyed=_TRANSFER)
+    C: tuple[float, ...] = setting(
+        (0.1, 1.0, 10.0, 100.0),
+        Each(_positive(), nonempty=True, expected="be a non-empty list of numbers > 0"),
+        "`logreg`: the C grid (chosen on base classes, never on novel ones)",
+        not_keyed=_TRANSFER)
+
+    @property
+    def on(self) -> bool:
+        return bool(self.novel_classes) or self.n_novel > 0
+
+
 @_section("dask")
 class DaskConfig:
     """Where ``backend = "dask"`` runs the independent tasks (``partlearn.backend``)."""
@@ -531,6 +583,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     groups: GroupsConfig = field(default_factory=GroupsConfig)
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
     dask: DaskConfig = field(default_factory=DaskConfig)
 
 
@@ -776,7 +829,8 @@ def _taxonomy_needs_file(h: HierarchyConfig) -> None:
 
 
 def _something_to_evaluate(cfg: Config) -> None:
-    if not cfg.classifier.methods and not cfg.retrieval.descriptors:  # a retrieval-only run
+    if (not cfg.classifier.methods and not cfg.retrieval.descriptors
+            and not cfg.transfer.on):
         raise ConfigError(f"classifier.methods is empty and so is retrieval.descriptors: "
                           f"nothing to evaluate; choose methods from {', '.join(METHODS)}")
     if not cfg.classifier.methods and cfg.dpnet.variants:
@@ -786,11 +840,30 @@ def _something_to_evaluate(cfg: Config) -> None:
 
 def _descriptors_need_pools(cfg: Config) -> None:
     pools = cfg.features.pools
-    for name in cfg.retrieval.descriptors:
-        for piece in name.split("+"):
-            if piece in RETRIEVAL_POOLS and piece not in pools:
-                raise ConfigError(f"retrieval.descriptors has {name!r}, which needs {piece!r} "
-                                  f"in features.pools (now {list(pools)})")
+    for where, names in (("retrieval.descriptors", cfg.retrieval.descriptors),
+                         ("transfer.methods", cfg.transfer.methods if cfg.transfer.on else ())):
+        for name in names:
+            for piece in name.split("+"):
+                if piece in RETRIEVAL_POOLS and piece not in pools:
+                    raise ConfigError(f"{where} has {name!r}, which needs {piece!r} "
+                                      f"in features.pools (now {list(pools)})")
+
+
+def _one_class_split(t: TransferConfig) -> None:
+    if t.novel_classes and t.n_novel:
+        raise ConfigError(f"transfer.novel_classes={list(t.novel_classes)} and transfer.n_novel="
+                          f"{t.n_novel} both name the novel classes: give one of them")
+    if t.on and "rmac" in t.methods:
+        raise ConfigError("transfer.methods: 'rmac' is not available for novel classes (its "
+                          "whitening is stored with the base images' descriptors); use mac or "
+                          "gem, whitened or not")
+
+
+def _transfer_without_pca(cfg: Config) -> None:
+    if cfg.transfer.on and cfg.features.pca_dim:
+        raise ConfigError(f"transfer (novel classes) with features.pca_dim={cfg.features.pca_dim}: "
+                          "the novel images' regions would need the base PCA, not supported; "
+                          "set features.pca_dim = 0")
 
 
 #: the checks between fields, per section (``Config``: between sections)
@@ -799,7 +872,9 @@ RULES = {
     FeaturesConfig: (_whiten_needs_pca, _pyramid_scales, _rmac_needs_roi, _noise_needs_roi),
     DPNetConfig: (_variants_need_seeds,),
     HierarchyConfig: (_taxonomy_needs_file,),
-    Config: (_something_to_evaluate, _descriptors_need_pools, _stability_needs_roi),
+    TransferConfig: (_one_class_split,),
+    Config: (_something_to_evaluate, _descriptors_need_pools, _stability_needs_roi,
+             _transfer_without_pca),
 }
 
 

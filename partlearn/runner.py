@@ -98,12 +98,18 @@ class Pipeline:
     """
 
     def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None,
-                 _parent: "Pipeline | None" = None):
+                 _parent: "Pipeline | None" = None, _split: bool = True):
         if not cfg.data.root:
             raise ConfigError("data.root is not set: give it in the config or with "
                               "--set data.root=PATH")
-        self.cfg = cfg
+        self.user_cfg = cfg  # as given: what a run directory records
         self.cache = Cache(cache_dir or cfg.cache_dir)
+        #: with novel classes (``transfer``), the pipeline of their images: only its
+        #: unlearnt stages run (``novel_stages``); this one is the base classes' pipeline
+        self.novel: Pipeline | None = None
+        if _parent is None and _split and cfg.transfer.on:
+            cfg = self._split_classes(cfg)
+        self.cfg = cfg
         self._subs: dict[str, tuple[str, dict]] = {}  # sub-input: (stage, overrides)
         names = []
         for s in STAGES:
@@ -120,6 +126,29 @@ class Pipeline:
         self._manifest = None
         self._backbone = None
         self._backend = None
+
+    def _split_classes(self, cfg: Config) -> Config:
+        """The base classes' config (``data.classes``: the base classes), and ``novel``:
+        the pipeline of the novel classes' images. Every learnt stage of this pipeline
+        reads the base classes only, so no novel image reaches it or its key."""
+        d, t = cfg.data, cfg.transfer
+        full = datasets.read_dataset(d.root, format=d.format, csv=d.csv, classes=d.classes)
+        base, novel = datasets.split_classes(full, t.novel_classes, t.n_novel, t.ways)
+        logger.info("transfer: %d base classes learn every stage; %d novel classes (%s) are "
+                    "held out of them all", len(base), len(novel), ", ".join(novel))
+        self.novel = Pipeline(with_values(cfg, {"data.classes": list(novel)}), self.cache.root,
+                              _split=False)
+        return with_values(cfg, {"data.classes": list(base)})
+
+    @property
+    def novel_stages(self) -> tuple[str, ...]:
+        """The stages the novel images go through: the dataset, regions and features (no
+        learnt stage; empty without novel classes)."""
+        if self.novel is None:
+            return ()
+        stages = self.novel.stages
+        last = "multiscale" if "multiscale" in stages else "features"
+        return stages[:stages.index(last) + 1]
 
     def _where(self, name: str) -> tuple["Pipeline", str]:
         """The pipeline and stage that provide ``name``: this one for a stage, the
@@ -139,6 +168,9 @@ class Pipeline:
         out = []
         for name in self.stages:
             pipe, stage = self._where(name)
+            out.append((stage, pipe.key(stage)))
+        for name in self.novel_stages:
+            pipe, stage = self.novel._where(name)
             out.append((stage, pipe.key(stage)))
         return out
 
@@ -374,10 +406,40 @@ class Pipeline:
         """The config a run directory records: absolute ``data.root`` and the store this
         pipeline used as ``cache_dir``, so that ``partlearn explain RUN_DIR`` finds both
         from anywhere."""
-        d = self.cfg.data
+        d = self.user_cfg.data
         return dataclasses.replace(
-            self.cfg, cache_dir=str(self.cache.root.resolve()),
+            self.user_cfg, cache_dir=str(self.cache.root.resolve()),
             data=dataclasses.replace(d, root=os.path.abspath(d.root)) if d.root else d)
+
+    def _run_stages(self, todo, forced, summary: dict, pins, memory, out: Path,
+                    label: str = "") -> None:
+        """Run ``todo`` through the cache, recording each stage in ``summary`` (as
+        ``label + stage``) and leaving its run files in ``out``."""
+        out.mkdir(parents=True, exist_ok=True)
+        for stage in todo:
+            memory.mark()
+            pipe, base = self._where(stage)
+            pins.enter_context(self.cache.pin(base, pipe.key(base)))
+            t0, c0 = time.perf_counter(), time.process_time()
+            entry, cached = self._compute(stage, base in forced)
+            s = BY_NAME[base]
+            try:
+                self.load(stage)  # a stage's value must load before the next one runs
+            finally:
+                if s.write_run_files is not None:
+                    s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
+            summary["timings"][label + stage] = round(time.perf_counter() - t0, 3)
+            # every thread of this process: the work, whatever else the cores ran
+            summary["cpu_seconds"][label + stage] = round(time.process_time() - c0, 3)
+            summary["memory"]["stages"][label + stage] = memory.mark()
+            # seconds: the entry's own compute time, whichever run made it (a cold cost)
+            summary["stages"][label + stage] = {"key": entry.key, "cached": cached,
+                                                "seconds": entry.meta.get("seconds")}
+            if stage == "dataset":  # what the later stages cannot use, before they run
+                for later in todo:
+                    pipe, base = self._where(later)
+                    if BY_NAME[base].check is not None:
+                        BY_NAME[base].check(Context(pipe, BY_NAME[base]))
 
     def run(self, until: str | None = None, force=(), out: str | Path | None = None,
             report: bool = True) -> dict:
@@ -393,6 +455,8 @@ class Pipeline:
                                 else len(todo) == len(self.stages))
         for stage in todo:  # every key before the run dir: a wrong data.root or backbone fails
             self.key(stage)  # here (the dataset's reads the annotations)
+        for stage in self.novel_stages if evaluated else ():
+            self.novel.key(stage)
         if self.cfg.backend == "dask" and self.cfg.dask.scheduler:
             self.backend  # an unreachable scheduler, too (a LocalCluster starts when needed)
         if not out and (not self.cfg.name or Path(self.cfg.name).name != self.cfg.name
@@ -412,30 +476,10 @@ class Pipeline:
         memory = PeakSampler().start()  # per stage: peak RSS, anonymous and unique memory
         summary["memory"] = {"stages": {}}
         try:
-            for stage in todo:
-                memory.mark()
-                pipe, base = self._where(stage)
-                pins.enter_context(self.cache.pin(base, pipe.key(base)))
-                t0, c0 = time.perf_counter(), time.process_time()
-                entry, cached = self._compute(stage, base in forced)
-                s = BY_NAME[base]
-                try:
-                    self.load(stage)  # a stage's value must load before the next one runs
-                finally:
-                    if s.write_run_files is not None:
-                        s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
-                summary["timings"][stage] = round(time.perf_counter() - t0, 3)
-                # every thread of this process: the work, whatever else the cores ran
-                summary["cpu_seconds"][stage] = round(time.process_time() - c0, 3)
-                summary["memory"]["stages"][stage] = memory.mark()
-                # seconds: the entry's own compute time, whichever run made it (a cold cost)
-                summary["stages"][stage] = {"key": entry.key, "cached": cached,
-                                            "seconds": entry.meta.get("seconds")}
-                if stage == "dataset":  # what the later stages cannot use, before they run
-                    for later in todo:
-                        pipe, base = self._where(later)
-                        if BY_NAME[base].check is not None:
-                            BY_NAME[base].check(Context(pipe, BY_NAME[base]))
+            self._run_stages(todo, forced, summary, pins, memory, out)
+            if evaluated and self.novel is not None:  # the novel images: no learnt stage
+                self.novel._run_stages(self.novel_stages, forced, summary, pins, memory,
+                                       out / "novel", label="novel ")
             if evaluated:
                 memory.mark()
                 c0 = time.process_time()

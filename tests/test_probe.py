@@ -351,6 +351,15 @@ ROWS = [
     ("run: class name matching two CUB classes",
      lambda e: cub_run(e, None, "1 001.Owl\n2 002.Owl\n", 'data.classes=["owl"]'), 1,
      "matches 2 classes"),
+    # -- run: the transfer class split (the tiny set's 2 classes)
+    ("run: unknown novel class",
+     lambda e: run(e, 'transfer.novel_classes=["cow"]'), 1,
+     "unknown class 'cow'"),
+    ("run: too few novel classes for the episodes",
+     lambda e: run(e, "transfer.n_novel=1"), 2, "transfer.ways=5 needs at least 5"),
+    ("run: both ways of naming novel classes",
+     lambda e: run(e, "transfer.n_novel=1", 'transfer.novel_classes=["dog"]'), 2,
+     "both name the novel classes"),
     # -- run: CUB annotations
     ("cub: zero-area box", lambda e: cub_run(e, "1 1 1 0 5\n"), 1, "a box with no area"),
     ("cub: box outside its image",

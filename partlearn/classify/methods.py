@@ -47,10 +47,13 @@ def descriptor_blocks(name: str) -> list[str]:
 
 
 def uses(cfg, block: str) -> bool:
-    """Whether a classifier method or a retrieval descriptor of ``cfg`` uses ``block``
-    (``"parts"``, ``"parts[unsup]"``): the stages behind a block run only then."""
+    """Whether a classifier method, a retrieval descriptor or (with novel classes) a
+    transfer method of ``cfg`` uses ``block`` (``"parts"``, ``"parts[unsup]"``): the
+    stages behind a block run only then."""
+    transfer = cfg.transfer.methods if cfg.transfer.on else ()
     return (any(block in method_blocks(m) for m in cfg.classifier.methods)
-            or any(block in descriptor_blocks(d) for d in cfg.retrieval.descriptors))
+            or any(block in descriptor_blocks(d)
+                   for d in cfg.retrieval.descriptors + transfer))
 
 
 def method_features(method: str, global_=None, parts=None, parts_unsup=None,

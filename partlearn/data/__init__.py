@@ -9,7 +9,7 @@ happens to the bad ones.
 from . import demo
 from ._audit import (Audit, apply_bad_image_policy, audit_dataset, audit_markdown,
                      clip_boxes)
-from ._dataset import read_dataset
+from ._dataset import read_dataset, split_classes
 from ._images import BadImageError, load_image, probe_image
 from ._manifest import GND_LISTS, Manifest
 from ._planted import make_planted_regions
@@ -19,4 +19,4 @@ from ._cub import read_cub
 __all__ = ["GND_LISTS", "IMAGE_EXTENSIONS", "Audit", "BadImageError", "Manifest", "apply_bad_image_policy",
            "audit_dataset", "audit_markdown", "clip_boxes", "demo", "load_image",
            "make_planted_regions", "probe_image", "read_csv", "read_cub", "read_dataset",
-           "read_folders", "read_mit67"]
+           "read_folders", "read_mit67", "split_classes"]

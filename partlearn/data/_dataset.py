@@ -34,7 +34,7 @@ from ._cub import read_cub
 from ._manifest import Manifest
 from ._readers import _abs_root, read_csv, read_folders, read_mit67
 from ._revisitop import ground_truth_file, read_revisitop
-from .._validation import DataError, check_choice, did_you_mean
+from .._validation import ConfigError, DataError, check_choice, did_you_mean
 from ..config import DATASET_FORMATS
 
 logger = logging.getLogger(__name__)
@@ -120,3 +120,25 @@ def _select_classes(manifest: Manifest, classes) -> Manifest:
     remap = np.full(len(manifest.classes), -1, dtype=np.int64)
     remap[keep] = np.arange(len(keep))
     return replace(sub, classes=tuple(manifest.classes[i] for i in keep), label=remap[sub.label])
+
+
+def split_classes(manifest: Manifest, novel_classes=(), n_novel: int = 0, ways: int = 1
+                  ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The base and the novel classes of ``manifest`` (full names, in its class order):
+    ``novel_classes`` by name (as ``data.classes`` names them), or the last ``n_novel``
+    classes. Both sides need at least ``ways`` classes (a few-shot episode's); a
+    ``ConfigError``/``DataError`` names what is wrong."""
+    classes = tuple(manifest.classes)
+    if novel_classes:
+        novel = set(_select_classes(manifest, tuple(novel_classes)).classes)
+        where = "transfer.novel_classes"
+    else:
+        novel = set(classes[len(classes) - n_novel:]) if n_novel else set()
+        where = f"transfer.n_novel={n_novel}"
+    base = tuple(c for c in classes if c not in novel)
+    novel = tuple(c for c in classes if c in novel)
+    if len(novel) < ways or len(base) < ways:
+        raise ConfigError(f"{where}: {len(base)} base and {len(novel)} novel classes of the "
+                          f"{len(classes)} in {manifest.root}; transfer.ways={ways} needs at "
+                          f"least {ways} on each side")
+    return base, novel

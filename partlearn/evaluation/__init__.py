@@ -17,14 +17,15 @@ import traceback
 from ._base import EvalContext, Evaluator
 from ._stats import metrics, paired_comparison
 from . import (accuracy, galleries, heatmaps, hierarchy, interpretability, localization,
-               participation, retrieval)
+               participation, retrieval, transfer)
 
 logger = logging.getLogger(__name__)
 
 EVALUATORS: tuple[Evaluator, ...] = (accuracy.EVALUATOR, localization.EVALUATOR,
                                      participation.EVALUATOR, galleries.EVALUATOR,
                                      heatmaps.EVALUATOR, retrieval.EVALUATOR,
-                                     hierarchy.EVALUATOR, interpretability.EVALUATOR)
+                                     hierarchy.EVALUATOR, interpretability.EVALUATOR,
+                                     transfer.EVALUATOR)
 
 
 def evaluate(pipe, out, evaluators=EVALUATORS) -> dict:

@@ -38,7 +38,40 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
     return (_top1_plot(methods) + _parts_curve_plot(summary.get("parts_curve") or {})
             + _per_class_plot(methods, classes) + _participation_plots(summary)
             + _confusion_plots(methods, classes) + _retrieval_plot(summary.get("retrieval"))
-            + _hierarchy_plot(summary.get("hierarchy")) + _run_figures(summary, run))
+            + _hierarchy_plot(summary.get("hierarchy")) + _transfer_plot(summary.get("transfer"))
+            + _run_figures(summary, run))
+
+
+def _transfer_plot(transfer: dict | None) -> list[tuple[str, str]]:
+    """Few-shot accuracy on the novel classes against the shots, one line per method and
+    classifier (95% intervals as error bars)."""
+    import matplotlib.pyplot as plt
+
+    rows = (transfer or {}).get("few_shot") or []
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    colours = plt.get_cmap("tab10")
+    for clf, ls in (("ncm", "-"), ("logreg", "--")):  # a method's colour, a classifier's line
+        for k, m in enumerate(dict.fromkeys(r["method"] for r in rows)):
+            mine = sorted((r for r in rows if r["method"] == m and r["classifier"] == clf),
+                          key=lambda r: r["shots"])
+            if mine:
+                y = np.array([100 * r["mean"] for r in mine])
+                err = np.array([[y[i] - 100 * r["ci95"][0], 100 * r["ci95"][1] - y[i]]
+                                for i, r in enumerate(mine)]).T
+                ax.errorbar([r["shots"] for r in mine], y, yerr=err, marker="o", ls=ls,
+                            capsize=2, color=colours(k % 10), label=f"{m} ({clf})")
+    ax.set_xscale("log", base=2)
+    shots = sorted({r["shots"] for r in rows})
+    ax.set_xticks(shots, [str(k) for k in shots])
+    ax.set_xlabel("shots per class (K)")
+    ax.set_ylabel(f"{transfer['ways']}-way accuracy, novel classes (%)")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return [("Transfer: few-shot accuracy on classes outside every method's training",
+             _png(fig))]
 
 
 def _hierarchy_plot(hier: dict | None) -> list[tuple[str, str]]:

@@ -51,6 +51,7 @@ def results_markdown(summary: dict) -> str:
     lines += _interpretability_md(summary.get("interpretability") or {})
     lines += _retrieval_md(summary.get("retrieval") or {})
     lines += _hierarchy_md(summary.get("hierarchy") or {})
+    lines += _transfer_md(summary.get("transfer") or {})
     lines += _not_shown_md(summary.get("evaluations") or {})
     lines += ["## Stages", "", "| stage | key | cached | seconds | peak resident MB "
               "| peak own (anonymous) MB |", "|---|---|---|---|---|---|"]
@@ -228,6 +229,49 @@ def _per_query_md(retrieval: dict) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(
             f"{_pct(r['ap']['medium'][q])} / {_pct(r['ap']['hard'][q])}" for r in rows) + " |")
     return lines
+
+
+def _diff(d: dict | None) -> str:
+    if not d:
+        return "—"
+    lo, hi = d["ci95"]
+    return f"{100 * d['mean']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _ci(r: dict) -> str:
+    lo, hi = r["ci95"]
+    return f"{100 * r['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _transfer_md(t: dict) -> list[str]:
+    if not t:
+        return []
+    ref = t["reference"]
+    lines = [f"## Transfer: classes outside every method's training ({len(t['novel_classes'])} "
+             f"novel classes, {t['n_novel_images']} images)", "", t["about"], "",
+             f"Base classes ({len(t['base_classes'])}): {', '.join(t['base_classes'])}. "
+             f"Novel classes: {', '.join(t['novel_classes'])}.", "",
+             f"### Few-shot classification on the novel classes ({t['ways']}-way, "
+             f"{t['queries']} queries per class, {t['episodes']} episodes, seed "
+             f"({t['seed']}, K))", "",
+             f"| method | classifier | K | accuracy % [95% CI] | vs {ref} (paired) | C (base) |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(t["few_shot"], key=lambda r: (r["classifier"], r["shots"])):
+        lines.append(f"| {r['method']} | {r['classifier']} | {r['shots']} | {_ci(r)} | "
+                     f"{_diff(r.get('vs_' + ref) if r['method'] != ref else None)} | "
+                     f"{r.get('C', '—')} |")
+    k = t["ks"][0]
+    lines += ["", f"### Unseen-class retrieval (every novel image queries the others)", "",
+              "| method | re-ranking | mAP | MAP@R | " + " | ".join(f"R@{k}" for k in t["ks"])
+              + f" | R@{k} vs {ref} | MAP@R vs {ref} |", "|---|---|---|---|"
+              + "---|" * len(t["ks"]) + "---|---|"]
+    for r in t["retrieval"]:
+        d = r.get("vs_" + ref) if r["method"] != ref else None
+        lines.append(f"| {r['method']} | {r['rerank']} | {_pct(r['map'])} | "
+                     f"{_pct(r['map@r'])} | "
+                     + " | ".join(_pct(r["recall"][str(q)]) for q in t["ks"])
+                     + f" | {_diff(d and d[f'r@{k}'])} | {_diff(d and d['map@r'])} |")
+    return lines + [""]
 
 
 def _hierarchy_md(hier: dict) -> list[str]:

@@ -291,10 +291,14 @@ def category_retrieval(x, labels, ks: Sequence[int] = _RC.ks, *, queries=None,
       images of its class, R of them), of the precision at each positive's
       1-based rank ``r``: ``AP = (1/R) sum_positives hits(<= r) / r``.
     * recall@K: 1 if any of the top K shares the query's label, else 0.
+    * MAP@R (Musgrave, Belongie & Lim, "A metric learning reality check", ECCV 2020):
+      AP truncated at R, ``(1/R) sum_{r <= R, positive at r} hits(<= r) / r``; 1 only
+      when the R positives are the top R.
 
-    Queries whose class has no other image are left out of both means and
-    listed in ``"left_out"``. Returns ``{"map", "recall@k" {K: mean}, "ap"
-    (per query, None where left out), "n_queries", "left_out"}``.
+    Queries whose class has no other image are left out of the means and
+    listed in ``"left_out"``. Returns ``{"map", "map@r", "recall@k" {K: mean}, "ap",
+    "ap@r" (per query, None where left out), "hits" (per query, the recall@K of each
+    K, None where left out), "n_queries", "left_out"}``.
     """
     x = _descriptors("category_retrieval", "x", x)
     n = len(x)
@@ -328,6 +332,7 @@ def category_retrieval(x, labels, ks: Sequence[int] = _RC.ks, *, queries=None,
     lab = lab.ravel()
     n_pos = np.bincount(lab)[lab] - 1  # other images of each query's class
     ap = np.zeros(n)
+    ap_r = np.zeros(n)
     hits = np.zeros((n, len(ks)), bool)
     for start in range(0, n, block):
         stop = min(n, start + block)
@@ -349,19 +354,25 @@ def category_retrieval(x, labels, ks: Sequence[int] = _RC.ks, *, queries=None,
         rank1 = flat % (n - 1) + 1
         prec = cum.ravel()[flat] / rank1
         ap[start:stop] = np.bincount(flat // (n - 1), weights=prec, minlength=b)
+        within = rank1 <= n_pos[start + flat // (n - 1)]  # among the first R
+        ap_r[start:stop] = np.bincount(flat[within] // (n - 1), weights=prec[within],
+                                       minlength=b)
         del rel, cum
     valid = n_pos > 0
     if not valid.any():
         raise DataError("category_retrieval: every label occurs once, so no query has a "
                         "positive; expected classes with at least 2 images")
     ap[valid] /= n_pos[valid]
+    ap_r[valid] /= n_pos[valid]
     left_out = np.flatnonzero(~valid).tolist()
     if left_out:
         logger.info("category_retrieval: %d of %d queries are alone in their class and left out",
                     len(left_out), n)
-    return {"map": float(ap[valid].mean()),
+    return {"map": float(ap[valid].mean()), "map@r": float(ap_r[valid].mean()),
             "recall@k": {kk: float(hits[valid, j].mean()) for j, kk in enumerate(ks)},
             "ap": [float(a) if v else None for a, v in zip(ap, valid)],
+            "ap@r": [float(a) if v else None for a, v in zip(ap_r, valid)],
+            "hits": [h.tolist() if v else None for h, v in zip(hits, valid)],
             "n_queries": int(valid.sum()), "left_out": left_out}
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from ..classify import cv_splits, uses
+from ..classify import cv_splits, method_blocks
 from .._progress import progress
 from .._validation import DataError
 from ._base import Stage
@@ -99,7 +99,10 @@ def check_folds(ctx) -> None:
 
 
 def applies(cfg) -> bool:
-    return cfg.classifier.cv_parts and uses(cfg, "parts") and bool(cfg.classifier.methods)
+    """A classifier method reads supervised part codes (a retrieval descriptor or a
+    transfer method that does is no reason to relearn the parts per fold)."""
+    return cfg.classifier.cv_parts and any("parts" in method_blocks(m)
+                                           for m in cfg.classifier.methods)
 
 
 # the folds depend on the training labels, classifier.cv_folds and seed only

@@ -153,6 +153,33 @@ def test_category_retrieval_hand_made_two_classes():
     assert out["recall@k"] == pytest.approx({1: 0.5, 2: 1.0, 3: 1.0})
 
 
+def test_category_retrieval_map_at_r_hand_computed():
+    # 1-D descriptors on the unit circle; class a has 3 images (R = 2 for each), b has 3
+    ang = np.array([0.0, 0.1, 1.0, 0.05, 3.0, 3.1])
+    x = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    labels = np.array(["a", "a", "a", "b", "b", "b"])
+    # q0 (a): 3 (.05, b) 1 (.1, a) 2 (1, a) ...: positives at ranks 2, 3
+    #   AP = (1/2 + 2/3) / 2 = 7/12; MAP@R (R=2): (1/2) / 2 = 1/4; R@1 0, R@2 1
+    # q1 (a): 3 (.05, b) 0 (.1, a) 2 (.9, a): the same ranks: AP 7/12, MAP@R 1/4
+    # q2 (a): angles to 1 .9, to 3 .95, to 0 1.0 ->
+    #   ranks: 1 (a), 3 (b), 0 (a): AP (1 + 2/3) / 2 = 5/6; MAP@R (1) / 2 = 1/2
+    # q3 (b): 0 (.05, a) 1 (.05, a; tie broken by index) 2 (.95, a) 4 (2.95, b) 5 (b)
+    #   positives at ranks 4, 5: AP (1/4 + 2/5) / 2 = 13/40; MAP@R 0
+    # q4 (b): 5 (.1, b) 2 (2.0, a) 1 (2.9) 3 (2.95, b): AP (1 + 2/4) / 2 = 3/4; MAP@R 1/2
+    # q5 (b): 4 (.1, b) 2 (2.1) 1 (3.0) 3 (3.05, b): AP (1 + 2/4) / 2 = 3/4; MAP@R 1/2
+    out = R.category_retrieval(x, labels, ks=(1, 2))
+    assert out["ap@r"] == pytest.approx([1 / 4, 1 / 4, 1 / 2, 0, 1 / 2, 1 / 2])
+    assert out["map@r"] == pytest.approx(2 / 6)
+    assert out["ap"] == pytest.approx([7 / 12, 7 / 12, 5 / 6, 13 / 40, 3 / 4, 3 / 4])
+    assert out["hits"] == [[False, True], [False, True], [True, True], [False, False],
+                           [True, True], [True, True]]
+    # a perfect ranking has MAP@R 1, and MAP@R <= AP always
+    perfect = R.category_retrieval(np.array([[1, 0], [1, 0.01], [0, 1], [0.01, 1]]),
+                                   [0, 0, 1, 1], ks=(1,))
+    assert perfect["map@r"] == 1.0
+    assert all(r <= a + 1e-12 for r, a in zip(out["ap@r"], out["ap"]))
+
+
 def test_category_retrieval_matches_brute_force_and_block_size():
     rng = np.random.default_rng(1)
     x = unit(rng.standard_normal((60, 5)))

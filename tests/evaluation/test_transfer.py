@@ -1,0 +1,190 @@
+"""The transfer evaluation: the class split keeps every novel image out of the learnt
+stages, the episodes, the few-shot classifiers, and an end-to-end run."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from partlearn.config import load_config
+from partlearn.evaluation.transfer import (accuracies, episodes, logreg_scores,
+                                          ncm_scores)
+from partlearn.runner import Pipeline
+from partlearn._validation import ConfigError, DataError
+
+CLASSES = ("ant", "bee", "cat", "dog")  # the last two are novel (transfer.n_novel = 2)
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    """4 classes x (4 train + 2 test) tinted images in ``data/`` and a random resnet18."""
+    import torch
+    import torchvision
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("four")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 4), ("test", 2)):
+        for c, cls in enumerate(CLASSES):
+            (root / "data" / split / cls).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 160, (48, 64, 3), dtype=np.uint8)
+                pixels[..., c % 3] += 95
+                Image.fromarray(pixels).save(root / "data" / split / cls / f"{i}.png")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18().state_dict(), root / "r18.pth")
+    return root
+
+
+def settings(root):
+    return [f"data.root={root / 'data'}", "data.format=folders", "data.min_train_per_class=1",
+            "backbone.name=resnet18", f"backbone.weights={root / 'r18.pth'}",
+            "features.short_side=64", "features.workers=0", "features.shard_size=5",
+            "regions.scales=[0.5, 0.8]", "parts.n_parts=3", "parts.min_images=2",
+            "classifier.n_bootstrap=100", 'classifier.methods=["global"]', "retrieval.ks=[1, 2]", "transfer.n_novel=2",
+            "transfer.ways=2", "transfer.shots=[1, 2]", "transfer.queries=2",
+            "transfer.episodes=50", 'features.pools=["mac", "gem"]',
+            'transfer.methods=["global", "gem+w", "parts", "parts[unsup]", "parts+global"]',
+            "groups.n_groups=2"]
+
+
+def _steady(meta):
+    """``meta`` without what differs between two computations of the same entry: the
+    creation time, durations and the hash of the meta itself."""
+    if isinstance(meta, dict):
+        return {k: _steady(v) for k, v in meta.items()
+                if k not in ("created", "meta_xxh3_128") and not k.endswith("seconds")}
+    return [_steady(v) for v in meta] if isinstance(meta, list) else meta
+
+
+def entry_files(cache, stage, key) -> dict:
+    """Every file of an entry (its meta.json without times and durations)."""
+    path = cache / stage / key
+    out = {}
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            data = f.read_bytes()
+            if f.name == "meta.json":
+                data = json.dumps(_steady(json.loads(data)), sort_keys=True).encode()
+            out[str(f.relative_to(path))] = data
+    return out
+
+
+def test_no_novel_image_reaches_a_learnt_stage(four):
+    """The novel images' pixels replaced: every base-side entry has the same key and the
+    same bytes; the novel side's entries change (the replacement is seen there)."""
+    from PIL import Image
+
+    runs = {}
+    for name in ("a", "b"):
+        if name == "b":  # the same folder (the audit names it), novel pixels replaced
+            shutil.copytree(four / "data", four / "original")
+            rng = np.random.default_rng(1)
+            for cls in CLASSES[2:]:
+                for f in (four / "data").glob(f"*/{cls}/*.png"):
+                    Image.fromarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(f)
+        pipe = Pipeline(load_config(None, settings(four)), cache_dir=four / f"cache-{name}")
+        pipe.run(out=four / f"run-{name}")
+        runs[name] = pipe
+    shutil.rmtree(four / "data")
+    (four / "original").rename(four / "data")
+    a, b = runs["a"], runs["b"]
+    assert a.cfg.data.classes == CLASSES[:2] and a.novel.cfg.data.classes == CLASSES[2:]
+    base = [(s, a.key(s)) for s in a.stages]
+    assert {"parts", "parts_unsup", "groups", "descriptors", "classifier"} <= set(a.stages)
+    assert base == [(s, b.key(s)) for s in b.stages]
+    for stage, key in base:
+        stage = a._where(stage)[1]
+        assert entry_files(four / "cache-a", stage, key) == entry_files(
+            four / "cache-b", stage, key), stage
+    novel_a = dict(zip(a.novel_stages, [a.novel.key(s) for s in a.novel_stages]))
+    novel_b = dict(zip(b.novel_stages, [b.novel.key(s) for s in b.novel_stages]))
+    assert novel_a["dataset"] != novel_b["dataset"] and novel_a["features"] != novel_b["features"]
+    # what the evaluator reports
+    found = json.loads((four / "run-a" / "results.json").read_text())
+    t = found["transfer"]
+    assert found["evaluations"]["transfer"] == {"status": "done"}
+    assert t["novel_classes"] == ["cat", "dog"] and t["base_classes"] == ["ant", "bee"]
+    assert t["n_novel_images"] == 12
+    rows = {(r["method"], r["shots"], r["classifier"]): r for r in t["few_shot"]}
+    assert set(rows) == {(m, k, c) for m in load_config(None, settings(four)).transfer.methods
+                         for k in (1, 2) for c in ("ncm", "logreg")}
+    for (m, _, c), r in rows.items():
+        assert 0 <= r["mean"] <= 1 and r["ci95"][0] <= r["mean"] <= r["ci95"][1]
+        assert (r.get("C") in (0.1, 1.0, 10.0, 100.0)) == (c == "logreg")
+    assert rows[("global", 1, "ncm")]["vs_global"]["mean"] == 0
+    assert rows[("parts", 1, "ncm")]["dim"] == 2 * 3 * 5  # 2 base classes x 3 parts x 5 cells
+    assert {(r["method"], r["rerank"]) for r in t["retrieval"]} == {
+        (m, q) for m, _, _ in rows for q in ("none", "qe")}
+    report = (four / "run-a" / "report.md").read_text()
+    assert "classes outside" in report and "Few-shot" in report
+
+
+def test_transfer_config_is_checked(four):
+    with pytest.raises(ConfigError, match="both name the novel classes"):
+        load_config(None, ["transfer.n_novel=1", 'transfer.novel_classes=["cat"]'])
+    with pytest.raises(ConfigError, match="features.pools"):
+        load_config(None, ["transfer.n_novel=1", 'transfer.methods=["gem"]'])
+    with pytest.raises(ConfigError, match="transfer.ways=3 needs at least 3"):
+        Pipeline(load_config(None, settings(four) + ["transfer.ways=3"]))
+    with pytest.raises(DataError, match="unknown class 'cow'"):
+        Pipeline(load_config(None, settings(four) + ["transfer.n_novel=0",
+                                                     'transfer.novel_classes=["cow"]']))
+    pipe = Pipeline(load_config(None, settings(four) + ["transfer.n_novel=0",
+                                                        'transfer.novel_classes=["ANT", "dog"]']))
+    assert pipe.cfg.data.classes == ("bee", "cat")
+    assert pipe.novel.cfg.data.classes == ("ant", "dog")
+    assert pipe.recorded_config().data.classes == ()  # the run records the config as given
+
+
+def test_episodes_are_disjoint_balanced_and_seeded():
+    labels = np.repeat(np.array(["a", "b", "c", "d", "e", "f"]), [8, 9, 10, 8, 12, 20])
+    ep = episodes(labels, 5, 3, 4, 200, (7, 3))
+    assert ep.support.shape == (200, 5, 3) and ep.query.shape == (200, 5, 4)
+    names = np.unique(labels)
+    for e in range(200):
+        rows = np.concatenate([ep.support[e].ravel(), ep.query[e].ravel()])
+        assert len(set(rows)) == len(rows)  # no image twice: support and queries disjoint
+        assert len(set(ep.classes[e])) == 5
+        for j, c in enumerate(ep.classes[e]):
+            assert (labels[ep.support[e, j]] == names[c]).all()
+            assert (labels[ep.query[e, j]] == names[c]).all()
+    again = episodes(labels, 5, 3, 4, 200, (7, 3))
+    assert all(np.array_equal(x, y) for x, y in zip(ep, again))
+    other = episodes(labels, 5, 3, 4, 200, (8, 3))
+    assert not np.array_equal(ep.support, other.support)
+    # every class and image is drawn: the draw covers the whole set
+    assert set(ep.classes.ravel()) == set(range(6))
+    assert len(np.unique(np.concatenate([ep.support.ravel(), ep.query.ravel()]))) == len(labels)
+    with pytest.raises(DataError, match="class 'a' has 8 images"):
+        episodes(labels, 2, 5, 4, 10, 0)
+
+
+def test_ncm_and_logreg_against_direct_computation():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 10)
+    x = rng.standard_normal((40, 6)) + 1.5 * np.eye(6)[labels]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ep = episodes(labels, 3, 2, 3, 20, 0)
+    gram = x @ x.T
+    ncm = ncm_scores(gram, ep)
+    lr = logreg_scores(gram, ep, [0.5, 10.0])
+    for e in (0, 7, 19):
+        s, q = ep.support[e].reshape(-1), ep.query[e].reshape(-1)
+        means = x[ep.support[e]].mean(axis=1)
+        means /= np.linalg.norm(means, axis=1, keepdims=True)
+        np.testing.assert_allclose(ncm[e], x[q] @ means.T, atol=1e-10)
+        for k, C in enumerate((0.5, 10.0)):
+            ref = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(
+                x[s], np.repeat(np.arange(3), 2))
+            got = lr[k, e] - lr[k, e].mean(axis=1, keepdims=True)
+            want = ref.decision_function(x[q])
+            want = want - want.mean(axis=1, keepdims=True)
+            np.testing.assert_allclose(got, want, atol=1e-3)  # _STEPS: within 1e-3
+            assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+    acc = accuracies(ncm, ep)
+    truth = np.repeat(np.arange(3), 3)
+    assert acc[3] == (ncm[3].argmax(axis=1) == truth).mean() and acc.shape == (20,)
