@@ -80,7 +80,11 @@ def cmd_run(args) -> int:
         elif "C" in m:
             extra = f"C={m['C']:g}{'  (at the edge of the grid)' if m['C_at_edge'] else ''}"
         else:
-            extra = f"± {100 * m['top1_std']:.1f} over {len(m['seeds'])} seed(s)"
+            extra = ""
+        if len(m.get("seeds", ())) > 1:
+            extra += (f"{'  ' if extra else ''}± {100 * m['top1_std']:.1f} "
+                      f"[{100 * m['top1_min']:.1f}, {100 * m['top1_max']:.1f}] "
+                      f"over {len(m['seeds'])} seeds")
         print(f"{name:20s} top-1 {100 * m['top1']:5.1f}%  "
               f"mean class {100 * m['mean_class_accuracy']:5.1f}%  {extra}")
     anon = (summary.get("memory") or {}).get("peak_anon_mb")

@@ -558,7 +558,17 @@ class Config:
                         not_keyed="the run directory's prefix")
     cache_dir: str = setting("cache", TEXT, "the stage store",
                              not_keyed="where the entries are stored")
-    seed: int = setting(0, Interval(int, 0, SEED_MAX), "every random choice")
+    seed: int = setting(0, Interval(int, 0, SEED_MAX),
+                        "every random choice: of the shared stages (PCA's sample, retrieval's "
+                        "whitening) and the evaluators always, of part learning and what "
+                        "follows it (`seeds`) when `seeds` is empty")
+    seeds: tuple[int, ...] = setting(
+        (), Each(Interval(int, 0, SEED_MAX), distinct=True),
+        "part learning's seeds: the features run once, the parts, groups, codes and "
+        "classifier once per seed, each cached as that seed's (\"Several seeds\"); every "
+        "method reports the mean and spread over them; `[]`: `seed` alone",
+        not_keyed="a per-seed stage's key holds its seed as `seed`; the shared stages' keys "
+                  "do not depend on it")
     n_jobs: int = setting(
         -1, _count(also=(-1,), expected="be -1 (every core) or a number of workers >= 1"),
         "threads for independent work on the local backend (classes, CV folds, and on the "

@@ -95,10 +95,16 @@ class Pipeline:
     group, ``parts_unsup`` → a fitted ``PartLearner``, ``classifier`` → ``Classifiers``,
     ``dpnet`` → ``DPNetRuns``, ``descriptors`` → ``{name: array}``), with or without
     ``run``; ``status()``; ``run()``.
+
+    With ``seeds`` (several seeds of part learning), every seeded stage (``Stage.seeded``:
+    ``parts``, ``encoding``, ``classifier``...) runs once per seed, as that stage of the
+    config with that ``seed``: the plain name is the first seed's, ``parts@seed=1`` the
+    next's, right after it (``per_seed``); the other stages (the features) are shared.
     """
 
     def __init__(self, cfg: Config, cache_dir: str | os.PathLike | None = None,
-                 _parent: "Pipeline | None" = None, _split: bool = True):
+                 _parent: "Pipeline | None" = None, _split: bool = True,
+                 _seed_of: bool = False):
         if not cfg.data.root:
             raise ConfigError("data.root is not set: give it in the config or with "
                               "--set data.root=PATH")
@@ -117,9 +123,20 @@ class Pipeline:
                 subs = s.sub_inputs(cfg) if s.sub_inputs is not None else {}
                 self._subs.update(subs)
                 names += [n for n in subs if n not in names] + [s.name]
-        self.stages = tuple(names)
-        self._sub_pipes: dict[str, Pipeline] = {}
+        self.seeds = tuple(cfg.seeds) if _parent is None and cfg.seeds else (cfg.seed,)
+        self._seeded: dict[str, list[str]] = {}  # seeded stage: its name per seed
+        for name in names:
+            if name in BY_NAME and BY_NAME[name].seeded:
+                self._seeded[name] = [name] + [f"{name}@seed={s}" for s in self.seeds[1:]]
+                for k, s in enumerate(self.seeds):  # the first seed's: this config's, or not
+                    if k or s != cfg.seed:
+                        self._subs[self._seeded[name][k]] = (name, {"seed": s})
+        self.stages = tuple(n for name in names for n in self._seeded.get(name, [name]))
+        self._sub_pipes: dict[str, Pipeline] = {}  # by the values they override
         self._parent = _parent  # a sub-input's pipeline shares its parent's objects
+        # a seed's pipeline takes every stage but the seeded ones from its parent's
+        self._shared = ({n for n in self.stages if n not in self._seeded} if _seed_of
+                        else set())
         self._keys: dict[str, str] = {}
         self._desc: dict[str, dict] = {}
         self._values: dict[str, object] = {}
@@ -152,16 +169,26 @@ class Pipeline:
 
     def _where(self, name: str) -> tuple["Pipeline", str]:
         """The pipeline and stage that provide ``name``: this one for a stage, the
-        overridden config's for a sub-input (``features@672``)."""
+        overridden config's for a sub-input (``features@672``) or another seed's stage,
+        the parent's for a stage a seed's pipeline shares."""
+        if name in self._shared:
+            return self._parent._where(name)
         if name not in self._subs:
             if name not in BY_NAME:
                 raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(NAMES)}")
             return self, name
-        if name not in self._sub_pipes:
-            stage, values = self._subs[name]
-            self._sub_pipes[name] = Pipeline(with_values(self.cfg, values), self.cache.root,
-                                             _parent=self)
-        return self._sub_pipes[name], self._subs[name][0]
+        stage, values = self._subs[name]
+        which = json.dumps(values, sort_keys=True)  # one pipeline per overridden config
+        if which not in self._sub_pipes:
+            self._sub_pipes[which] = Pipeline(with_values(self.cfg, values), self.cache.root,
+                                              _parent=self, _seed_of=set(values) == {"seed"})
+        return self._sub_pipes[which], stage
+
+    def per_seed(self, stage: str) -> list[tuple[int, str]]:
+        """``(seed, name)`` of a stage for each of the run's seeds (``seeds``, or ``seed``
+        alone): ``classifier``, ``classifier@seed=1``, ...; a shared stage's one name."""
+        names = self._seeded.get(stage, [stage])
+        return list(zip(self.seeds, names)) if len(names) > 1 else [(self.seeds[0], stage)]
 
     def entries(self) -> list[tuple[str, str]]:
         """``(stage, key)`` of every cache entry this config's run uses."""
@@ -202,6 +229,8 @@ class Pipeline:
     def backend(self):
         """Where the stages' independent tasks run (``partlearn.backend``), started on first
         use and stopped when ``run`` ends (``close``)."""
+        if self._parent is not None:  # one backend per run, stopped by the run's close
+            return self._parent.backend
         if self._backend is None:
             from .backend import from_config
 
@@ -256,8 +285,8 @@ class Pipeline:
         return {n: self.key(n) for n in resolved}
 
     def key(self, stage: str) -> str:
-        if stage in self._subs:
-            pipe, base = self._where(stage)
+        pipe, base = self._where(stage)
+        if pipe is not self:
             return pipe.key(base)
         if stage not in self._keys:
             s = BY_NAME[stage]
@@ -289,8 +318,8 @@ class Pipeline:
     # ---- values
 
     def entry(self, stage: str) -> Entry:
-        if stage in self._subs:
-            pipe, base = self._where(stage)
+        pipe, base = self._where(stage)
+        if pipe is not self:
             return pipe.entry(base)
         entry = self.cache.get(stage, self.key(stage))
         if entry is None:
@@ -305,7 +334,7 @@ class Pipeline:
             return pipe.load(base)
         parent = self._parent  # the stages a sub-input shares with its parent (the dataset)
         if (parent is not None and stage in parent.stages and stage not in self._values
-                and parent.key(stage) == self.key(stage)):
+                and parent._where(stage)[0] is parent and parent.key(stage) == self.key(stage)):
             self._values[stage] = parent.load(stage)
         if stage not in self._values:
             s = BY_NAME[stage]
@@ -400,7 +429,10 @@ class Pipeline:
         forced = set()
         for s in force:  # forcing a stage recomputes everything after it too
             forced.update(NAMES[NAMES.index(s):])
-        return list(self.stages[: self.stages.index(until) + 1]), forced
+        stop = self.stages.index(until) + 1  # and the stage's other seeds'
+        while stop < len(self.stages) and self.stages[stop].startswith(f"{until}@seed="):
+            stop += 1
+        return list(self.stages[:stop]), forced
 
     def recorded_config(self) -> Config:
         """The config a run directory records: absolute ``data.root`` and the store this

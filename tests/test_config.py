@@ -71,6 +71,7 @@ def test_pipeline_files_load():
     ("dpnet.patience=-1", "dpnet.patience=-1 must be >= 1"),
     ("dpnet.lambda_orth=-1", "dpnet.lambda_orth=-1.0 must be >= 0"),
     ("dpnet.seeds=[0, 0]", "dpnet.seeds=[0, 0] lists [0] more than once"),
+    ("seeds=[1, 2, 1]", "seeds=[1, 2, 1] lists [1] more than once"),
     ('dpnet.variants=["wo", "wo"]', "lists ['wo'] more than once"),
     ("regions.strid=0.3", "--set regions.strid=0.3: unknown key 'regions.strid' (did you mean "
                           "'stride'?)"),
@@ -115,6 +116,7 @@ def test_every_setting_is_declared_once_with_default_check_doc_and_keying():
     ("seed=-1", "seed=-1 must be in [0, 4294967295]"),
     (f"seed={2**32}", f"seed={2**32} must be in [0, 4294967295]"),
     ("dpnet.seeds=[-3]", "dpnet.seeds=[-3] must be"),
+    ("seeds=[-1]", "seeds=[-1] must be"),
     ("hierarchy.shuffle=-2", "hierarchy.shuffle=-2 must be a seed in [0, 4294967295], or -1"),
     ("retrieval.aqe_alpha=-1", "retrieval.aqe_alpha=-1.0 must be >= 0"),
     ("retrieval.diffusion_gamma=0", "retrieval.diffusion_gamma=0.0 must be > 0"),

@@ -741,3 +741,73 @@ def test_a_perturbed_copy_of_the_features_is_its_own_entry_computed_once(finishe
     again = EvalContext(Pipeline(cfg, cache_dir=cache), tiny / "finished").perturbed_features(0.2)
     np.testing.assert_array_equal(again.own(i)[0], b)  # seeded: the cached entry, read back
     assert variant.cache.get(variant.features_stage, key).path.stat().st_mtime_ns == mtime
+
+
+def test_seeds_share_the_features_and_run_part_learning_once_per_seed(tiny):
+    base = [a for a in args(tiny)[1::2] if "=" in a] + [
+        "parts.n_parts=2", "parts.min_images=2", "classifier.n_bootstrap=100"]
+    cache = str(tiny / "cache-seeds")
+    one = Pipeline(load_config(None, base), cache_dir=cache)
+    r1 = one.run(out=tiny / "seed0")
+    pipe = Pipeline(load_config(None, base + ["seeds=[0, 1, 2]"]), cache_dir=cache)
+    r3 = pipe.run(out=tiny / "seeds3")
+    seeded = ("parts", "encoding", "encoding_cv", "classifier")
+    assert list(r3["stages"]) == ["dataset", "regions", "features"] + [
+        n for s in seeded for n in (s, f"{s}@seed=1", f"{s}@seed=2")]
+    # the first seed is the one-seed run's, every entry of it cached: the features too
+    for stage, info in r1["stages"].items():
+        assert (r3["stages"][stage]["key"], r3["stages"][stage]["cached"]) == (info["key"], True)
+    assert not any(r3["stages"][f"{s}@seed={k}"]["cached"] for s in seeded for k in (1, 2))
+    # each seed's stages are those of a run with that seed, cached under their keys
+    r_seed1 = Pipeline(load_config(None, base + ["seed=1"]), cache_dir=cache).run(
+        out=tiny / "seed1")
+    for stage, info in r_seed1["stages"].items():
+        assert info["cached"]
+        assert info["key"] == r3["stages"][stage if stage not in seeded else f"{stage}@seed=1"][
+            "key"]
+    assert len({r3["stages"][f"parts{k}"]["key"] for k in ("", "@seed=1", "@seed=2")}) == 3
+    # another seed learns other parts from the same features
+    assert pipe.load("features") is pipe.load("features")
+    assert pipe.key("features") == one.key("features")
+    p0, p1 = pipe.load("parts"), pipe.load("parts@seed=1")
+    assert p0.parts_.shape == p1.parts_.shape and not np.allclose(p0.parts_, p1.parts_)
+    np.testing.assert_array_equal(p0.parts_, one.load("parts").parts_)
+    assert pipe.per_seed("classifier") == [(0, "classifier"), (1, "classifier@seed=1"),
+                                           (2, "classifier@seed=2")]
+
+    # every method: the mean and spread over the seeds, each seed's figure that seed's run's
+    for name, m in r3["methods"].items():
+        per = m["top1_per_seed"]
+        assert m["seeds"] == [0, 1, 2] and len(per) == 3
+        assert per[0] == r1["methods"][name]["top1"] and per[1] == r_seed1["methods"][name]["top1"]
+        assert m["top1"] == pytest.approx(np.mean(per))
+        assert m["top1_std"] == pytest.approx(np.std(per))
+        assert (m["top1_min"], m["top1_max"]) == (min(per), max(per))
+        assert m["mean_class_accuracy"] == pytest.approx(np.mean(m["mean_class_accuracy_per_seed"]))
+    # the paired comparisons count every seed
+    by = {(c["a"], c["b"]): c for c in r3["comparisons"]}
+    c = by[("parts", "global")]
+    assert c["seeds_a"] == c["seeds_b"] == 3 and c["test"].startswith("sign-flip")
+    assert c["diff"] == pytest.approx(r3["methods"]["parts"]["top1"]
+                                      - r3["methods"]["global"]["top1"])
+    # predictions.csv: the first seed's columns as a one-seed run writes them, then the others
+    lines1 = (tiny / "seed0" / "predictions.csv").read_text().splitlines()
+    lines3 = (tiny / "seeds3" / "predictions.csv").read_text().splitlines()
+    methods = list(r1["methods"])
+    assert lines3[0] == lines1[0] + "," + ",".join(f"{m}@seed={k}" for m in methods
+                                                   for k in (1, 2))
+    width = len(lines1[0].split(","))
+    assert [r.split(",")[:width] for r in lines3] == [r.split(",") for r in lines1]
+    report = (tiny / "seeds3" / "report.md").read_text()
+    assert "| parts | 3 |" in report and "| parts − global | 3 / 3 |" in report
+
+    # one seed, given as seeds: the same keys and predictions as without it
+    for extra in (["seeds=[0]"], ["seed=4", "seeds=[0]"]):
+        r = Pipeline(load_config(None, base + extra), cache_dir=cache).run(out=tiny / "one")
+        assert {s: v["key"] for s, v in r["stages"].items()} == {
+            s: v["key"] for s, v in r1["stages"].items()}
+        assert (tiny / "one" / "predictions.csv").read_bytes() == \
+            (tiny / "seed0" / "predictions.csv").read_bytes()
+    # --until a seeded stage runs it for every seed
+    todo, _ = pipe._todo("parts", ())
+    assert todo[-3:] == ["parts", "parts@seed=1", "parts@seed=2"]

@@ -388,6 +388,8 @@ ROWS = [
      "features.short_side"),
     ("run: parts.n_parts=0 (CONFIG)", lambda e: run(e, "parts.n_parts=0"), 2, "parts.n_parts"),
     ("run: seed=-1 (CONFIG)", lambda e: run(e, "seed=-1"), 2, "seed"),
+    ("run: seeds=[0, 0] (CONFIG)", lambda e: run(e, "seeds=[0, 0]"), 2,
+     "seeds=[0, 0] lists [0] more than once"),
     ("run: features.shard_size=0 (CONFIG)", lambda e: run(e, "features.shard_size=0"), 2,
      "features.shard_size"),
     ("run: regions.scales=[] (CONFIG)", lambda e: run(e, "regions.scales=[]"), 2,

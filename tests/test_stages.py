@@ -32,7 +32,7 @@ OTHER = {
     "retrieval.diffusion_alpha": 0.9, "retrieval.index": "ivfpq", "n_jobs": 1,
     "classifier.solver": "liblinear", "backend": "dask", "features.pyramid": [96, 640],
     "features.pyramid_select": "mean", "transfer.methods": ["global"], "transfer.shots": [2],
-    "transfer.classifiers": ["ncm"], "transfer.C": [2.0],
+    "transfer.classifiers": ["ncm"], "transfer.C": [2.0], "seeds": [0, 1],
 }
 BASE = ["features.pca_dim=8", "features.pyramid=[640]", 'dpnet.variants=["wo"]', "dpnet.init_from_parts=true",
         'features.pools=["mac"]',
@@ -139,6 +139,12 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
         extra = ["features.pyramid=[]"] if name == "features.mode" else []
         changed, pipe = keys(data, tmp_path, monkeypatch, [*extra, f"{name}={toml(new)}"])
         before = one_scale if extra else base
+        if name == "seeds":  # the first seed's entries stay, each seeded stage gets seed 1's
+            assert {s: changed[s] for s in before} == before
+            assert set(changed) - set(before) == {
+                f"{s}@seed=1" for s in before if BY_NAME[stage_of(pipe, s)].seeded}
+            assert changed["parts@seed=1"] != changed["parts"]
+            continue
         if name in NOT_KEYED:
             assert changed == before, f"{name} is exempt but changes a key"
             continue
@@ -155,6 +161,20 @@ CLASS_SPLIT = {"transfer.novel_classes", "transfer.n_novel"}
 BASE_VALUE = {"features.pca_dim": 8, "features.pyramid": (640,), "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
               "features.pools": ("mac",),
               "classifier.methods": ("global", "parts", "parts[unsup]", "parts[hier]")}
+
+
+def test_the_stages_that_depend_on_the_seed_are_seeded():
+    """With ``seeds``, a stage that reads ``seed`` or a seeded stage runs once per seed; but
+    the shared ones: PCA and retrieval's whitening (``seed``, shared by every seed's parts)
+    and DP-Net (its own ``dpnet.seeds``; initialised from the first seed's parts)."""
+    cfg = load_config(None, ["data.root=x", *BASE, *(f"{k}={toml(OTHER[k])}" for k in (
+        "classifier.methods", "hierarchy.source", "retrieval.descriptors"))])
+    shared = {"pca", "descriptors", "dpnet"}
+    for s in STAGES:
+        reads_seeded = any(BY_NAME[i].seeded for i in s.input_names(cfg) if i in BY_NAME)
+        assert s.seeded == (s.name not in shared and ("seed" in s.fields or reads_seeded)
+                            ), s.name
+    assert any(BY_NAME[i].seeded for i in BY_NAME["dpnet"].input_names(cfg))
 
 
 def test_dataset_key_follows_the_files_contents_not_their_times(data, tmp_path, monkeypatch):

@@ -1,9 +1,14 @@
 """Test accuracy of every method, paired comparisons, and ``predictions.csv``.
 
-DP-Net variants report the mean and std over their seeds, and their paired
-comparisons use every seed (``paired_comparison_seeds``); their per-class figures
-and predictions are those of the first seed (``per_class_seed`` says which). The
-p-values of the comparison table are also given Holm-corrected (``p_holm``).
+Every method reports its top-1 and mean class accuracy as the mean over its seeds (the
+run's ``seeds`` for the SVM methods, ``dpnet.seeds`` for DP-Net) with their ``_std``,
+``_min``, ``_max`` and ``_per_seed``; ``seeds`` lists them. Paired comparisons use every
+seed (``paired_comparison_seeds``; exact McNemar when both methods have one). Per-class
+figures, the SVMs' C and CV accuracy are those of the first seed (``per_class_seed``);
+``C_per_seed`` and ``cv_accuracy_per_seed`` beside them. ``predictions.csv``: one
+column per method, its first seed's predictions, then ``method@seed=S`` for each
+further seed. The p-values of the comparison table are also given Holm-corrected
+(``p_holm``).
 """
 
 from __future__ import annotations
@@ -19,34 +24,54 @@ _SVM_INFO = ("C", "C_at_edge", "cv_accuracy", "cv_folds", "cv", "dim", "train_se
 _FUSION_INFO = ("weight", "C_b", "C_within", "cv_group_accuracy")  # late fusion, two-level
 
 
-def _dpnet_row(y, runs, n_classes) -> tuple[dict, np.ndarray]:
-    per_seed = [metrics(y, a["test_pred"], n_classes) for _, a in runs]
-    row = per_seed[0] | {
-        "seeds": [seed for seed, _ in runs], "per_class_seed": runs[0][0],
-        "top1_per_seed": [r["top1"] for r in per_seed],
+def seed_row(y, runs, n_classes) -> dict:
+    """A method's row from its test predictions per seed (``runs``: ``(seed, pred)``):
+    the first seed's ``metrics``, with top-1 and mean class accuracy as the mean over
+    the seeds, their std (population), min, max and per-seed values."""
+    per_seed = [metrics(y, pred, n_classes) for _, pred in runs]
+    row = per_seed[0] | {"seeds": [seed for seed, _ in runs], "per_class_seed": runs[0][0]}
+    for k in ("top1", "mean_class_accuracy"):
+        values = [r[k] for r in per_seed]
+        row |= {k: float(np.mean(values)), f"{k}_std": float(np.std(values)),
+                f"{k}_min": float(np.min(values)), f"{k}_max": float(np.max(values)),
+                f"{k}_per_seed": values}
+    return row
+
+
+def _dpnet_row(y, runs, n_classes) -> dict:
+    return seed_row(y, [(seed, a["test_pred"]) for seed, a in runs], n_classes) | {
         "val_accuracy": float(np.mean([a["val_accuracy"] for _, a in runs])),
         "train_seconds": float(np.mean([a["train_seconds"] for _, a in runs])),
         "dim": int(runs[0][1]["U"].shape[0])}
-    for k in ("top1", "mean_class_accuracy"):
-        row[k] = float(np.mean([r[k] for r in per_seed]))
-        row[f"{k}_std"] = float(np.std([r[k] for r in per_seed]))
-    return row, runs[0][1]["test_pred"]
+
+
+def _svm_row(y, runs, n_classes) -> dict:
+    """``runs``: ``(seed, saved model)`` of one SVM method."""
+    info = runs[0][1]["info"]
+    row = seed_row(y, [(seed, model["test_pred"]) for seed, model in runs], n_classes) | {
+        k: info[k] for k in _SVM_INFO + _FUSION_INFO if k in info}
+    if len(runs) > 1:
+        for k in ("C", "cv_accuracy"):
+            if k in info:
+                row[f"{k}_per_seed"] = [model["info"][k] for _, model in runs]
+    return row
 
 
 def run(ctx: EvalContext) -> dict:
     m = ctx.data.manifest
     test = ctx.test
     y = m.label[test]
-    methods, preds, correct = {}, {}, {}  # correct: (seeds, n) per method
-    for method, model in ctx.load("classifier").models.items():
-        preds[method] = model["test_pred"]
-        correct[method] = (model["test_pred"] == y)[None]
-        methods[method] = metrics(y, model["test_pred"], len(m.classes)) | {
-            k: model["info"][k] for k in _SVM_INFO + _FUSION_INFO if k in model["info"]}
+    methods, preds = {}, {}  # preds: (seed, test predictions) per method
+    classifiers = [(seed, ctx.load(name)) for seed, name in ctx.pipe.per_seed("classifier")]
+    for method in classifiers[0][1].models:
+        runs = [(seed, c.models[method]) for seed, c in classifiers]
+        methods[method] = _svm_row(y, runs, len(m.classes))
+        preds[method] = [(seed, model["test_pred"]) for seed, model in runs]
     for variant, runs in ctx.dpnet_runs().items():
         name = method_name(variant)
-        methods[name], preds[name] = _dpnet_row(y, runs, len(m.classes))
-        correct[name] = np.stack([a["test_pred"] == y for _, a in runs])
+        methods[name] = _dpnet_row(y, runs, len(m.classes))
+        preds[name] = [(seed, a["test_pred"]) for seed, a in runs]
+    correct = {n: np.stack([p == y for _, p in runs]) for n, runs in preds.items()}
     names = list(methods)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[:i]
              if not (a.startswith("dpnet") and b.startswith("dpnet")) or b == "dpnet"]
@@ -61,11 +86,13 @@ def run(ctx: EvalContext) -> dict:
         comparisons.append({"a": a, "b": b} | c)
     for c, p in zip(comparisons, holm([c["p"] for c in comparisons])):
         c["p_holm"] = p
+    columns = [(n, preds[n][0][1]) for n in names] + [
+        (f"{n}@seed={seed}", p) for n in names for seed, p in preds[n][1:]]
     with _files.replacing(ctx.out / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
-        f.write("path,label," + ",".join(names) + "\n")
+        f.write("path,label," + ",".join(c for c, _ in columns) + "\n")
         for j, i in enumerate(test):
             f.write(f"{m.path[i]},{m.classes[y[j]]},"
-                    + ",".join(m.classes[preds[n][j]] for n in names) + "\n")
+                    + ",".join(m.classes[p[j]] for _, p in columns) + "\n")
     return {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
 
 

@@ -137,7 +137,7 @@ def _top1_plot(methods: dict) -> list[tuple[str, str]]:
     err = [100 * methods[n].get("top1_std", 0.0) for n in names]
     ax.bar(range(len(names)), top1,
            color=["#888" if n == "global" else "#4a7ab5" for n in names])
-    seeded = [k for k, n in enumerate(names) if "top1_std" in methods[n]]
+    seeded = [k for k, n in enumerate(names) if len(methods[n].get("seeds", ())) > 1]
     if seeded:
         ax.errorbar(seeded, [top1[k] for k in seeded], yerr=[err[k] for k in seeded],
                     fmt="none", ecolor="k", capsize=3)
@@ -146,7 +146,7 @@ def _top1_plot(methods: dict) -> list[tuple[str, str]]:
     lo = min(t - e for t, e in zip(top1, err))
     ax.set_ylim(max(0, lo - 5), min(100, max(top1) + 3))
     ax.grid(axis="y", alpha=0.3)
-    return [("Top-1 per method (DP-Net: mean ± std over seeds)", _png(fig))]
+    return [("Top-1 per method (with several seeds: mean ± std over them)", _png(fig))]
 
 
 def _parts_curve_plot(curve: dict) -> list[tuple[str, str]]:

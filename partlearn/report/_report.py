@@ -34,6 +34,15 @@ def _pct(x, std=None) -> str:
     return f"{100 * x:.1f}%" if std is None else f"{100 * x:.1f} ± {100 * std:.1f}%"
 
 
+def _over_seeds(m: dict, key: str) -> str:
+    """A method's figure: its value, or with several seeds the mean ± std [min–max]."""
+    if len(m.get("seeds", ())) < 2:
+        return _pct(m[key])
+    return (f"{_pct(m[key], m.get(f'{key}_std'))} "
+            f"[{100 * m[f'{key}_min']:.1f}–{100 * m[f'{key}_max']:.1f}]"
+            if f"{key}_min" in m else _pct(m[key], m.get(f"{key}_std")))
+
+
 def _seconds(x) -> str:
     return "—" if x is None else f"{x:.1f}"
 
@@ -78,11 +87,13 @@ def _methods_md(methods: dict) -> list[str]:
     n_test = next(iter(methods.values()))["n_test"]
     lines = [f"## Methods ({n_test} test images)", "",
              "SVM methods: C chosen by cross-validation on the training split (its "
-             "accuracy shown). DP-Net: mean ± std over seeds, early stopping on a "
-             "held-out slice of the training split (its accuracy shown); dim is the "
-             "number of parts.", "",
-             "| method | top-1 | mean class accuracy | C | CV / held-out accuracy | dim | "
-             "train s |", "|---|---|---|---|---|---|---|"]
+             "accuracy shown). DP-Net: early stopping on a held-out slice of the training "
+             "split (its accuracy shown); dim is the number of parts. Seeds: how many "
+             "seeds a method's figures rest on (part learning's `seeds`, DP-Net's "
+             "`dpnet.seeds`); with several, mean ± std [min–max] over them, and C, CV "
+             "accuracy and dim are the first seed's.", "",
+             "| method | seeds | top-1 | mean class accuracy | C | CV / held-out accuracy | "
+             "dim | train s |", "|---|---|---|---|---|---|---|---|"]
     for name, m in methods.items():
         if "weight" in m:  # a late fusion: its weight on the first SVM, both SVMs' C
             c, check = f"w = {m['weight']:g} (C {m['C']:g}, {m['C_b']:g})", m["cv_accuracy"]
@@ -93,8 +104,8 @@ def _methods_md(methods: dict) -> list[str]:
             c, check = f"{m['C']:g}{edge}", m["cv_accuracy"]
         else:
             c, check = "—", m.get("val_accuracy")
-        lines.append(f"| {name} | {_pct(m['top1'], m.get('top1_std'))} | "
-                     f"{_pct(m['mean_class_accuracy'], m.get('mean_class_accuracy_std'))} | "
+        lines.append(f"| {name} | {len(m.get('seeds', ())) or 1} | {_over_seeds(m, 'top1')} | "
+                     f"{_over_seeds(m, 'mean_class_accuracy')} | "
                      f"{c} | {_pct(check)} | {m.get('dim', '—')} | "
                      f"{_seconds(m.get('train_seconds'))} |")
     return lines + [""]
@@ -106,16 +117,18 @@ def _comparisons_md(comparisons: list) -> list[str]:
     lines = ["## Paired differences (same test images)", "",
              "Top-1 of the first method minus the second; 95% paired bootstrap "
              "interval; p: exact McNemar on the images only one of them gets right, or, "
-             "where a method has several seeds (DP-Net), a sign-flip test over images with "
-             "every seed counted (an image counts by the fraction of seeds right). Holm: the "
-             f"p-values corrected for the {len(comparisons)} comparisons of this table.", "",
-             "| a − b | difference | 95% interval | p | p (Holm) | right by a only | "
-             "by b only |", "|---|---|---|---|---|---|---|"]
+             "where a method has several seeds, a sign-flip test over images with every "
+             "seed counted (an image counts by the fraction of seeds right; seeds: how many "
+             "each side rests on). Holm: the p-values corrected for the "
+             f"{len(comparisons)} comparisons of this table.", "",
+             "| a − b | seeds | difference | 95% interval | p | p (Holm) | right by a only | "
+             "by b only |", "|---|---|---|---|---|---|---|---|"]
     for c in comparisons:
         lo, hi = c["ci95"]
         p = c.get("p", c.get("mcnemar_p"))
         holm = c.get("p_holm")
-        lines.append(f"| {c['a']} − {c['b']} | {100 * c['diff']:+.1f} | "
+        lines.append(f"| {c['a']} − {c['b']} | {c.get('seeds_a', 1)} / {c.get('seeds_b', 1)} | "
+                     f"{100 * c['diff']:+.1f} | "
                      f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {p:.3g} | "
                      f"{'—' if holm is None else f'{holm:.3g}'} | "
                      f"{c.get('a_only', '—')} | {c.get('b_only', '—')} |")

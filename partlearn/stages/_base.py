@@ -56,7 +56,10 @@ class Stage:
     inputs that are another stage under other config values (``features@672``: the
     features at another short side); the runner keys, computes and caches each as
     that stage of the overridden config, on the same cache, so it is shared with any
-    run of that config. Their names belong in ``inputs`` too.
+    run of that config. Their names belong in ``inputs`` too. ``seeded``: the stage
+    depends on part learning's seed (it reads ``seed``, or a seeded stage): with
+    ``seeds``, the runner computes it once per seed, as the stage of the config with
+    that ``seed``; the other stages are shared by every seed.
     """
 
     name: str
@@ -76,6 +79,7 @@ class Stage:
     # fields added after entries were cached: keyed only when not at their default, so
     # the entries cached before keep their keys
     keyed_when_set: tuple[str, ...] = ()
+    seeded: bool = False
 
     def input_names(self, cfg: Config) -> tuple[str, ...]:
         return tuple(self.inputs(cfg) if callable(self.inputs) else self.inputs)

@@ -170,5 +170,5 @@ STAGE = Stage(
             "classifier.cv_parts",
             "classifier.max_iter", "classifier.solver", "encoding.flip_average", "seed"),
     libs=("numpy", "scikit-learn", "torch"),  # torch: solver = "torch"
-    compute=compute, load=load,
+    seeded=True, compute=compute, load=load,
     applies=lambda cfg: bool(cfg.classifier.methods), check=check)

@@ -78,5 +78,5 @@ STAGE = Stage(
     name="encoding", version=1, inputs=("dataset", "features", "parts"),
     fields=("encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out"),
-    libs=("numpy",), compute=compute, load=load,
+    libs=("numpy",), seeded=True, compute=compute, load=load,
     applies=lambda cfg: uses(cfg, "parts"))

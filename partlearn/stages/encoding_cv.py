@@ -111,4 +111,4 @@ STAGE = Stage(
     fields=("parts.*", "seed", "encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out", "classifier.cv_folds"),
     libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
-    compute=compute, load=load, applies=applies)
+    seeded=True, compute=compute, load=load, applies=applies)

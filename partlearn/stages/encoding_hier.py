@@ -29,5 +29,5 @@ def compute(ctx, w) -> None:
 
 STAGE = Stage(name="encoding_hier", version=1,
               inputs=("dataset", "features", "hierarchy", "parts_group", "parts_class"),
-              fields=encoding.STAGE.fields, libs=encoding.STAGE.libs, compute=compute,
+              fields=encoding.STAGE.fields, libs=encoding.STAGE.libs, seeded=True, compute=compute,
               load=encoding.load, applies=uses_hier_parts)

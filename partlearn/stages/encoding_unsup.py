@@ -15,5 +15,5 @@ def compute(ctx, w) -> None:
 
 STAGE = Stage(name="encoding_unsup", version=1,
               inputs=("dataset", "features", "groups", "parts_unsup"),
-              fields=encoding.STAGE.fields, libs=encoding.STAGE.libs, compute=compute,
+              fields=encoding.STAGE.fields, libs=encoding.STAGE.libs, seeded=True, compute=compute,
               load=encoding.load, applies=lambda cfg: uses(cfg, "parts[unsup]"))

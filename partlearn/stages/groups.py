@@ -78,4 +78,4 @@ def uses_groups(cfg) -> bool:
 
 STAGE = Stage(name="groups", version=1, inputs=("dataset", "features"),
               fields=("groups.*", "seed"), libs=("numpy", "faiss-cpu", "faiss-gpu"),
-              compute=compute, load=load, applies=uses_groups)
+              seeded=True, compute=compute, load=load, applies=uses_groups)

@@ -115,5 +115,5 @@ def load(ctx, entry) -> Hierarchy:
 # hierarchy.taxonomy: its contents are keyed (derive), not its path
 STAGE = Stage(name="hierarchy", version=1, inputs=inputs,
               fields=("hierarchy.source", "hierarchy.n_groups", "hierarchy.shuffle"),
-              libs=("numpy", "scipy"), compute=compute, load=load, applies=uses_hierarchy,
+              libs=("numpy", "scipy"), seeded=True, compute=compute, load=load, applies=uses_hierarchy,
               derive=derive, check=check)

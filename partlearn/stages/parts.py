@@ -133,4 +133,4 @@ STAGE = Stage(
     name="parts", version=4, inputs=("dataset", "features"),
     fields=("parts.*", "seed"),
     libs=("numpy", "scipy", "scikit-learn", "faiss-cpu", "faiss-gpu"),
-    compute=compute, load=load, applies=uses_parts, check=check)
+    seeded=True, compute=compute, load=load, applies=uses_parts, check=check)

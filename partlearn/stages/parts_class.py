@@ -63,4 +63,4 @@ def load(ctx, entry):
 STAGE = Stage(name="parts_class", version=1, inputs=inputs,
               fields=("parts.*", "seed", "hierarchy.class_parts", "hierarchy.sibling_fraction",
                       "hierarchy.within_group_parts"),
-              libs=parts.STAGE.libs, compute=compute, load=load, applies=uses_hier_parts)
+              libs=parts.STAGE.libs, seeded=True, compute=compute, load=load, applies=uses_hier_parts)

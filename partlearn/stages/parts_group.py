@@ -33,4 +33,4 @@ def uses_hier_parts(cfg) -> bool:
 
 STAGE = Stage(name="parts_group", version=1, inputs=("dataset", "features", "hierarchy"),
               fields=("parts.*", "seed", "hierarchy.group_parts"), libs=parts.STAGE.libs,
-              compute=compute, load=load, applies=uses_hier_parts)
+              seeded=True, compute=compute, load=load, applies=uses_hier_parts)

@@ -23,5 +23,5 @@ def load(ctx, entry):
 
 
 STAGE = Stage(name="parts_unsup", version=1, inputs=("dataset", "features", "groups"),
-              fields=("parts.*", "seed"), libs=parts.STAGE.libs, compute=compute, load=load,
+              fields=("parts.*", "seed"), libs=parts.STAGE.libs, seeded=True, compute=compute, load=load,
               applies=lambda cfg: uses(cfg, "parts[unsup]"))
