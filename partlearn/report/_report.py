@@ -672,6 +672,7 @@ def _headline(label: str, s: dict) -> list[str]:
                  else _pct(r["map"]))
             lines.append(f"| {r['descriptor']} | {r['rerank']} | {m} |")
         lines.append("")
+    lines += _transfer_headline(s.get("transfer") or {})
     stages = s.get("stages") or {}
     recorded = [v["seconds"] for v in stages.values() if v.get("seconds") is not None]
     if stages and not recorded:
@@ -691,3 +692,33 @@ def _headline(label: str, s: dict) -> list[str]:
         lines.append("One seed: a difference inside the spread between seeds or CPUs "
                      "(about a point on CUB c001–020) is no result.")
     return lines
+
+
+def _transfer_headline(t: dict) -> list[str]:
+    """Few-shot accuracy (logistic regression) per shot count and unseen-class R@1 /
+    MAP@R per method, each with its paired difference to the reference (``global``)."""
+    if not t.get("few_shot"):
+        return []
+    shots = t["shots"]
+    acc = {(r["method"], r["shots"]): r for r in t["few_shot"] if r["classifier"] == "logreg"}
+    ret = {r["method"]: r for r in t.get("retrieval") or [] if r["rerank"] == "none"}
+    methods = list(dict.fromkeys(m for m, _ in acc))
+
+    def diff(d) -> str:
+        return f" ({100 * d['mean']:+.1f})" if d and d["mean"] else ""
+
+    lines = [f"Transfer to {len(t['novel_classes'])} classes outside training "
+             f"({t['n_novel_images']} images; {t['ways']}-way, {t['episodes']} episodes, "
+             f"logistic regression; difference to `{t['reference']}` in brackets):", "",
+             "| method | " + " | ".join(f"{k}-shot" for k in shots) + " | R@1 | MAP@R |",
+             "|---|" + "---|" * (len(shots) + 2)]
+    for m in methods:
+        cells = [f"{100 * acc[m, k]['mean']:.1f}{diff(acc[m, k].get('vs_global'))}"
+                 if (m, k) in acc else "—" for k in shots]
+        r = ret.get(m)
+        vs = (r or {}).get("vs_global") or {}
+        cells += ["—", "—"] if r is None else [
+            f"{100 * r['recall']['1']:.1f}{diff(vs.get('r@1'))}",
+            f"{100 * r['map@r']:.1f}{diff(vs.get('map@r'))}"]
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return lines + [""]

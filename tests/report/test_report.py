@@ -141,6 +141,17 @@ def test_headlines_of_runs_on_different_sets(tmp_path, capsys):
                    "parts": {"key": "p", "cached": False, "seconds": 30.0},
                    "classifier": {"key": "c", "cached": True}}
     b["machine"] = {"cpu": "Some CPU", "cores": 2, "gpu": None}
+    zero = {"mean": 0.0, "ci95": [0.0, 0.0]}
+    b["transfer"] = {
+        "novel_classes": ["x", "y"], "n_novel_images": 40, "ways": 2, "episodes": 600,
+        "reference": "global", "shots": [1, 5],
+        "few_shot": [{"method": m, "shots": k, "classifier": c, "mean": a,
+                      "vs_global": {"mean": a - g, "ci95": [0, 0]}}
+                     for m, k, a, g in (("global", 1, 0.6, 0.6), ("global", 5, 0.8, 0.8),
+                                        ("parts", 1, 0.65, 0.6), ("parts", 5, 0.7, 0.8))
+                     for c in ("ncm", "logreg")],
+        "retrieval": [{"method": "parts", "rerank": "none", "recall": {"1": 0.5},
+                       "map@r": 0.25, "vs_global": {"r@1": {"mean": -0.1}, "map@r": zero}}]}
     (tmp_path / "b" / "results.json").write_text(json.dumps(b))
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--markdown", "-"]) == 0
     text = capsys.readouterr().out
@@ -159,6 +170,9 @@ def test_headlines_of_runs_on_different_sets(tmp_path, capsys):
     assert "| dpnet (DP" not in sec_b and "| 3 |" in sec_b
     assert "2.0 min of stage computation" in sec_b and "1 of 3 stages unrecorded" in sec_b
     assert "Machine: Some CPU, 2 cores, no GPU." in sec_b
+    assert "Transfer to 2 classes outside training (40 images; 2-way" in sec_b
+    assert "| parts | 65.0 (+5.0) | 70.0 (-10.0) | 50.0 (-10.0) | 25.0 |" in sec_b
+    assert "| global | 60.0 | 80.0 | — | — |" in sec_b and "Transfer" not in sec_a
     out = tmp_path / "HEAD.md"
     assert main(["compare", str(tmp_path / "a"), "--markdown", str(out)]) == 0
     assert out.read_text().endswith(sec_a.rstrip("\n") + "\n")
