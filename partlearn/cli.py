@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -158,7 +159,7 @@ def cmd_compare(args) -> int:
 
         if externals or args.out:
             raise ConfigError("--markdown writes headlines only; drop --external and --out")
-        text = headline_markdown(runs, names, command=" ".join(
+        text = headline_markdown(runs, names, command=shlex.join(
             ["partlearn", "compare", *args.runs, "--markdown", args.markdown]))
         if args.markdown == "-":
             sys.stdout.write(text)
