@@ -61,6 +61,16 @@ def _folder_arg(option: str, value) -> None:
                           "does not exist yet)")
 
 
+def _file_arg(option: str, value) -> None:
+    """An output file option (``--out FILE.csv``, ``--markdown FILE``) must name a file in a
+    folder that exists: checked before any work, naming the user's path."""
+    path = Path(value)
+    if path.is_dir():
+        raise ConfigError(f"{option} {value}: is a folder; expected a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{option} {value}: its folder {path.parent} does not exist")
+
+
 def _pipeline(args):
     from .runner import Pipeline
 
@@ -159,6 +169,8 @@ def cmd_compare(args) -> int:
 
         if externals or args.out:
             raise ConfigError("--markdown writes headlines only; drop --external and --out")
+        if args.markdown != "-":
+            _file_arg("--markdown", args.markdown)
         text = headline_markdown(runs, names, command=shlex.join(
             ["partlearn", "compare", *args.runs, "--markdown", args.markdown]))
         if args.markdown == "-":
@@ -235,8 +247,8 @@ def cmd_predict(args) -> int:
         raise ConfigError(f"--top-k {args.top_k}: expected 1 or more classes")
     if args.boxes is not None and args.boxes < 1:
         raise ConfigError(f"--boxes {args.boxes}: expected 1 or more parts")
-    if args.out and Path(args.out).is_dir():
-        raise ConfigError(f"--out {args.out}: is a folder; expected a CSV file name")
+    if args.out:
+        _file_arg("--out", args.out)
     paths = image_inputs(args.inputs)
     model = load_model(args.model, weights=args.weights, device=args.device,
                        cache_dir=args.cache_dir)
