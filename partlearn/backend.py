@@ -14,7 +14,9 @@ on the same inputs; tested, local against dask).
   themselves: data moves through the shared store, not through the scheduler.
   ``shared`` values are scattered to every worker once. A worker that dies is
   replaced and its task run again elsewhere (the scheduler's
-  ``allowed-failures``); a task that raises is not retried.
+  ``allowed-failures``); when it held the last copy of a shared value, the value is
+  scattered again and the tasks that lost it resubmitted. A task that raises is not
+  retried.
 
 Task functions must be importable (module-level) functions; they see the items
 with every ``Mapped`` opened again as a read-only memory map.
@@ -36,6 +38,7 @@ from ._validation import PartlearnError
 from .config import DaskConfig
 
 _D = DaskConfig  # the defaults live there, once
+_RESCATTERS = 3  # times a map scatters its shared data again after a worker took it
 
 logger = logging.getLogger(__name__)
 
@@ -204,22 +207,41 @@ class DaskBackend:
 
     def map(self, fn, items, shared=None, resources=None, threads=True):
         """Yield ``(k, fn(items[k], **shared))`` as tasks finish; ``resources`` e.g.
-        ``{"GPU": 1}`` restricts the tasks to the workers that declare it."""
+        ``{"GPU": 1}`` restricts the tasks to the workers that declare it.
+
+        Scattered data cannot be recomputed: when a worker dies with the last copy of a
+        ``shared`` value, the tasks that need it are cancelled, and they are submitted
+        again with the values scattered afresh (``_RESCATTERS`` times at most)."""
         from distributed import as_completed
 
         items = [ship(item) for item in items]
-        if not items:
-            return
-        scattered = {name: self.client.scatter(ship(v), broadcast=True, hash=False)
-                     for name, v in (shared or {}).items()}
-        futures = [self.client.submit(_call_landed, fn, k, item, scattered, pure=False,
-                                      resources=resources) for k, item in enumerate(items)]
-        try:
-            for future in as_completed(futures, loop=self.client.loop):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.release()
+        shared = {name: ship(v) for name, v in (shared or {}).items()}
+        pending = list(range(len(items)))
+        for attempt in range(_RESCATTERS + 1):
+            if not pending:
+                return
+            if attempt:
+                logger.warning("dask: a worker died holding the last copy of this stage's "
+                               "shared data; scattering it again for %d task(s)", len(pending))
+            scattered = {name: self.client.scatter(v, broadcast=True, hash=False)
+                         for name, v in shared.items()}
+            futures = [self.client.submit(_call_landed, fn, k, items[k], scattered,
+                                          pure=False, resources=resources) for k in pending]
+            done = set()
+            try:
+                for future in as_completed(futures, loop=self.client.loop):
+                    if future.cancelled():  # its scattered input was lost with a worker
+                        continue
+                    k, result = future.result()
+                    done.add(k)
+                    yield k, result
+            finally:
+                for future in futures:
+                    future.release()
+            pending = [k for k in pending if k not in done]
+        raise BackendError(f"dask: {len(pending)} task(s) of {getattr(fn, '__name__', fn)} "
+                           f"lost their shared data with a dying worker {_RESCATTERS + 1} "
+                           "times; check the workers' logs (memory limits?)")
 
     def joblib(self):
         from joblib import parallel_config

@@ -356,6 +356,42 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_results_are_unchanged(
     assert_same_as_reference(out, reference)
 
 
+KILL_ONCE_TASK = """
+import os
+def task(item, value, marker):
+    try:  # the first task anywhere kills its worker
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return item * float(value.sum())
+    os._exit(1)
+"""
+
+
+def test_shared_data_lost_with_its_only_worker_is_scattered_again(tmp_path):
+    """A one-worker cluster: the worker dies inside a task and takes the only copy of the
+    scattered ``shared`` values with it (the two-worker test above can lose them the same
+    way, by chance); the map scatters them again to the restarted worker and every task's
+    result comes back once."""
+    import numpy as np
+
+    distributed = pytest.importorskip("distributed")
+    from partlearn.backend import DaskBackend
+
+    ns = {"__name__": "kill_once_task"}  # not an importable module: pickled by value
+    exec(KILL_ONCE_TASK, ns)
+    marker = tmp_path / "killed"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as one:
+        backend = DaskBackend(one.scheduler_address, timeout=30)
+        try:
+            out = list(backend.map(ns["task"], [1.0, 2.0, 3.0],
+                                   shared={"value": np.ones(1000), "marker": str(marker)}))
+        finally:
+            backend.close()
+    assert marker.exists()  # the worker did die
+    assert sorted(out) == [(0, 1000.0), (1, 2000.0), (2, 3000.0)]
+
+
 def test_liblinear_cv_on_dask_workers_gives_local_liblinear_exactly(
         tiny, reference, tmp_path, cluster):
     """``classifier.solver = "liblinear"`` sends the CV's (C, fold) fits to the workers
