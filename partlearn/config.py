@@ -526,6 +526,17 @@ class TransferConfig:
         "`logreg`: the C grid (chosen on base classes, never on novel ones)",
         not_keyed=_TRANSFER)
 
+    parts_from: str = setting(
+        "", TEXT,
+        "take the supervised parts and their background model from elsewhere instead of "
+        "learning them on this dataset: a finished run directory (its recorded config and "
+        "store) or a pipeline TOML (learnt in this run's store if not cached there), learnt "
+        "with this run's seed; the backbone and feature settings must match. No image of "
+        "this dataset reaches those parts: training images are encoded as test images are "
+        "(no leave-one-out, no per-fold parts); empty: learn them here",
+        not_keyed="keyed through the parts entry it names (the `parts` input's key is that "
+                  "entry's; the encoding's key says the parts are another run's)")
+
     @property
     def on(self) -> bool:
         return bool(self.novel_classes) or self.n_novel > 0
@@ -876,6 +887,19 @@ def _transfer_without_pca(cfg: Config) -> None:
                           "set features.pca_dim = 0")
 
 
+def _foreign_parts(cfg: Config) -> None:
+    if not cfg.transfer.parts_from:
+        return
+    if cfg.features.pca_dim:
+        raise ConfigError(f"transfer.parts_from with features.pca_dim={cfg.features.pca_dim}: "
+                          "the parts were learnt on another PCA's regions; set "
+                          "features.pca_dim = 0")
+    if cfg.dpnet.init_from_parts:
+        raise ConfigError("transfer.parts_from with dpnet.init_from_parts = true: DP-Net "
+                          "starts from this dataset's classes' parts; set "
+                          "dpnet.init_from_parts = false")
+
+
 #: the checks between fields, per section (``Config``: between sections)
 RULES = {
     PartsConfig: (_beta_schedule, _keep_at_most_n_parts),
@@ -884,7 +908,7 @@ RULES = {
     HierarchyConfig: (_taxonomy_needs_file,),
     TransferConfig: (_one_class_split,),
     Config: (_something_to_evaluate, _descriptors_need_pools, _stability_needs_roi,
-             _transfer_without_pca),
+             _transfer_without_pca, _foreign_parts),
 }
 
 

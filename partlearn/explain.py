@@ -124,8 +124,9 @@ def explain_image(pipe, image_path, out: Path, top: int = 5, model: str = "parts
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     file = out / f"{path.stem}_explain{'' if model == 'parts' else '_dpnet'}.png"
+    part_classes = pipe.parts_classes if model == "parts" else names  # parts_from: theirs
     drawn = draw_explanation(image, boxes, parts.responses(x), class_coef, parts.part_class,
-                             names, f"{path.name}: {names[c]}?", file, top)
+                             part_classes, f"{path.name}: {names[c]}?", file, top)
     return {"image": str(path), "model": model, "predicted": names[c], "parts": drawn,
             "figure": str(file)}
 

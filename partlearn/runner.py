@@ -22,7 +22,7 @@ from . import _files
 from . import data as datasets
 from ._memory import PeakSampler
 from .cache import Cache, Entry, _size, human_size, make_key
-from .config import Config, dump_toml, with_values
+from .config import Config, dump_toml, load_config, with_values
 from .stages import BY_NAME, NAMES, STAGES, Context
 from .stages._base import package_version
 from ._validation import CacheError, ConfigError, DataError
@@ -81,6 +81,46 @@ def machine() -> dict:
                      if line.startswith("Model:")]
     return {"cpu": cpu_model(), "cores": os.cpu_count(),
             "gpu": ", ".join(gpus) if gpus else None}
+
+
+#: the stages whose settings (but the data's, the regions' and the global pools') make the
+#: feature space a part's direction lives in
+_FEATURE_SPACE = ("features", "multiscale")
+
+
+def _parts_source(cfg: Config, cache_root: Path) -> "Pipeline":
+    """The pipeline of ``cfg.transfer.parts_from`` (see ``Pipeline.parts_source``)."""
+    where = cfg.transfer.parts_from
+    path = Path(where)
+    run_dir = path.is_dir()
+    if run_dir and not (path / "config.toml").is_file():
+        raise ConfigError(f"transfer.parts_from={where!r}: {path / 'config.toml'} is missing; "
+                          "give a run directory of `partlearn run` or a pipeline TOML file")
+    if not run_dir and not path.is_file():
+        raise ConfigError(f"transfer.parts_from={where!r}: no such run directory or pipeline "
+                          "file")
+    src = load_config(path / "config.toml" if run_dir else path)
+    if src.transfer.parts_from:
+        raise ConfigError(f"transfer.parts_from={where!r}: that config takes its parts from "
+                          f"{src.transfer.parts_from!r} in turn; point at the run or config "
+                          "that learns them")
+    src = with_values(src, {"seed": cfg.seed, "seeds": ()})
+    mismatch = [f"{k} = {v!r} there, {mine!r} here"
+                for s in _FEATURE_SPACE for k, v in BY_NAME[s].params(src).items()
+                if not k.startswith(("data.", "regions.", "features.pools", "features.gem_p"))
+                and (mine := BY_NAME[s].params(cfg).get(k)) != v]
+    if mismatch:
+        raise ConfigError(f"transfer.parts_from={where!r}: its parts live in another feature "
+                          f"space ({'; '.join(mismatch)}); the backbone and feature settings "
+                          "must be the same")
+    pipe = Pipeline(src, src.cache_dir if run_dir else cache_root)
+    if "parts" not in pipe.stages:
+        raise ConfigError(f"transfer.parts_from={where!r}: that config learns no supervised "
+                          "parts (no `parts` method in classifier.methods)")
+    names = list(pipe.manifest.classes)
+    logger.info("parts: from transfer.parts_from=%s (%d classes: %s), not learnt here", where,
+                len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
+    return pipe
 
 
 class Pipeline:
@@ -143,6 +183,7 @@ class Pipeline:
         self._manifest = None
         self._backbone = None
         self._backend = None
+        self._source: Pipeline | None = None
 
     def _split_classes(self, cfg: Config) -> Config:
         """The base classes' config (``data.classes``: the base classes), and ``novel``:
@@ -167,12 +208,31 @@ class Pipeline:
         last = "multiscale" if "multiscale" in stages else "features"
         return stages[:stages.index(last) + 1]
 
+    @property
+    def parts_source(self) -> "Pipeline":
+        """With ``transfer.parts_from``, the pipeline whose ``parts`` entry this one reads:
+        a run directory's recorded config on its own store, or a pipeline file's on this
+        run's store, at this pipeline's seed. Its backbone and feature settings must be
+        this run's (a part is a direction in that feature space)."""
+        if self._source is None:
+            self._source = _parts_source(self.cfg, self.cache.root)
+        return self._source
+
+    @property
+    def parts_classes(self) -> list[str]:
+        """The names of the classes the ``parts`` stage's parts belong to: this dataset's
+        (kept) classes, or ``transfer.parts_from``'s."""
+        pipe, _ = self._where("parts")
+        return list(pipe.kept_manifest.classes)
+
     def _where(self, name: str) -> tuple["Pipeline", str]:
         """The pipeline and stage that provide ``name``: this one for a stage, the
         overridden config's for a sub-input (``features@672``) or another seed's stage,
         the parent's for a stage a seed's pipeline shares."""
         if name in self._shared:
             return self._parent._where(name)
+        if name == "parts" and self.cfg.transfer.parts_from:
+            return self.parts_source, "parts"
         if name not in self._subs:
             if name not in BY_NAME:
                 raise ConfigError(f"unknown stage {name!r}; stages are {', '.join(NAMES)}")
@@ -303,8 +363,9 @@ class Pipeline:
     def status(self) -> list[dict]:
         rows = []
         for name, (stage, key) in zip(self.stages, self.entries()):
-            partial = self.cache.root / stage / (key + ".partial")
-            state, reason = self.cache.check(stage, key)  # cached, damaged or missing
+            cache = self._where(name)[0].cache  # transfer.parts_from's parts: its store
+            partial = cache.root / stage / (key + ".partial")
+            state, reason = cache.check(stage, key)  # cached, damaged or missing
             if state == "damaged":
                 state = f"damaged ({reason}; a run recomputes it)"
             elif state == "missing" and partial.is_dir():
@@ -363,7 +424,7 @@ class Pipeline:
             with contextlib.ExitStack() as pins:
                 for name in [n for n in todo if n in need]:
                     pipe, base = self._where(name)
-                    pins.enter_context(self.cache.pin(base, pipe.key(base)))
+                    pins.enter_context(pipe.cache.pin(base, pipe.key(base)))
                     self._compute(name, False)
                     self.load(name)
                 return self.load(stage)
@@ -374,7 +435,11 @@ class Pipeline:
                  ) -> tuple[Entry, bool]:
         pipe, base = self._where(stage)
         if pipe is not self:
-            return pipe._compute(base, force, label=stage)
+            if pipe is self._source and pipe.cache.get(base, pipe.key(base)) is None:
+                logger.info("%s: learnt by transfer.parts_from=%s first (its dataset, "
+                            "regions and features)", stage, self.cfg.transfer.parts_from)
+                pipe.ensure(base)
+            return pipe._compute(base, force and pipe is not self._source, label=stage)
         label = label or stage
         s = BY_NAME[stage]
         key = self.key(stage)
@@ -438,10 +503,12 @@ class Pipeline:
         """The config a run directory records: absolute ``data.root`` and the store this
         pipeline used as ``cache_dir``, so that ``partlearn explain RUN_DIR`` finds both
         from anywhere."""
-        d = self.user_cfg.data
+        d, t = self.user_cfg.data, self.user_cfg.transfer
         return dataclasses.replace(
             self.user_cfg, cache_dir=str(self.cache.root.resolve()),
-            data=dataclasses.replace(d, root=os.path.abspath(d.root)) if d.root else d)
+            data=dataclasses.replace(d, root=os.path.abspath(d.root)) if d.root else d,
+            transfer=dataclasses.replace(t, parts_from=os.path.abspath(t.parts_from))
+            if t.parts_from else t)
 
     def _run_stages(self, todo, forced, summary: dict, pins, memory, out: Path,
                     label: str = "") -> None:
@@ -451,7 +518,7 @@ class Pipeline:
         for stage in todo:
             memory.mark()
             pipe, base = self._where(stage)
-            pins.enter_context(self.cache.pin(base, pipe.key(base)))
+            pins.enter_context(pipe.cache.pin(base, pipe.key(base)))
             t0, c0 = time.perf_counter(), time.process_time()
             entry, cached = self._compute(stage, base in forced)
             s = BY_NAME[base]
@@ -470,6 +537,8 @@ class Pipeline:
             if stage == "dataset":  # what the later stages cannot use, before they run
                 for later in todo:
                     pipe, base = self._where(later)
+                    if base == "parts" and self.cfg.transfer.parts_from:
+                        continue  # another run's parts: their data was checked there
                     if BY_NAME[base].check is not None:
                         BY_NAME[base].check(Context(pipe, BY_NAME[base]))
 

@@ -155,8 +155,9 @@ def test_a_field_changes_its_stages_keys_and_only_those_downstream(data, tmp_pat
 
 
 # the class split reaches the stages as `data.classes` (the base classes), which keys them;
-# tests/evaluation/test_transfer.py shows no base-side key or entry depends on a novel image
-CLASS_SPLIT = {"transfer.novel_classes", "transfer.n_novel"}
+# tests/evaluation/test_transfer.py shows no base-side key or entry depends on a novel image;
+# another run's parts reach them as that run's `parts` key (shown there too)
+CLASS_SPLIT = {"transfer.novel_classes", "transfer.n_novel", "transfer.parts_from"}
 
 BASE_VALUE = {"features.pca_dim": 8, "features.pyramid": (640,), "dpnet.variants": ("wo",), "dpnet.init_from_parts": True,
               "features.pools": ("mac",),

@@ -60,11 +60,12 @@ class EvalContext:
         return self.load("dpnet").runs if self.has("dpnet") else {}
 
     def part_models(self) -> dict[str, PartModel]:
-        """The run's part models: ``parts`` (two-stage, when its SVM ran) and each DP-Net
-        variant's first seed (``dpnet``, ``dpnet[cs]``, ...)."""
+        """The run's part models: ``parts`` (two-stage, when its SVM ran, and learnt on this
+        dataset's classes: not ``transfer.parts_from``'s, whose parts no class of this
+        dataset owns) and each DP-Net variant's first seed (``dpnet``, ``dpnet[cs]``, ...)."""
         if self._models is None:
             self._models = {}
-            if "parts" in self.cfg.classifier.methods:
+            if "parts" in self.cfg.classifier.methods and not self.cfg.transfer.parts_from:
                 self._models["parts"] = PartModel.of_learner(self.load("parts"))
             for variant in self.dpnet_runs():
                 self._models[method_name(variant)] = PartModel.of_dpnet(

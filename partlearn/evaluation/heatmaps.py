@@ -30,7 +30,7 @@ def heatmap(ctx: EvalContext, prefix: str, model, pred: int, class_coef) -> str:
 
 def applies(ctx: EvalContext) -> str | None:
     if not ctx.part_models():
-        return "the run has no part model (no 'parts' method, no DP-Net)"
+        return "the run has no part model of its classes (no 'parts' method, no DP-Net)"
     return None
 
 

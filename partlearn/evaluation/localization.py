@@ -106,7 +106,7 @@ def applies(ctx: EvalContext) -> str | None:
     if m.keypoints is None or m.bbox is None:
         return "the dataset has no keypoints and object boxes"
     if not ctx.part_models():
-        return "the run has no part model (no 'parts' method, no DP-Net)"
+        return "the run has no part model of its classes (no 'parts' method, no DP-Net)"
     return None
 
 

@@ -34,8 +34,10 @@ def participation_rows(share, part_class, classes, top: int = 10) -> list[dict]:
 
 
 def applies(ctx: EvalContext) -> str | None:
-    if "parts" not in ctx.cfg.classifier.methods and not ctx.dpnet_runs():
-        return "the run has no 'parts' SVM and no DP-Net"
+    if "parts" not in ctx.part_models() and not ctx.dpnet_runs():
+        return ("the run has no 'parts' SVM on its own classes' parts and no DP-Net"
+                + (" (transfer.parts_from: the parts are another run's classes')"
+                   if ctx.cfg.transfer.parts_from else ""))
     return None
 
 
@@ -43,7 +45,7 @@ def run(ctx: EvalContext) -> dict:
     m, test = ctx.data.manifest, ctx.test
     label = m.label[test]
     out = {}
-    if "parts" in ctx.cfg.classifier.methods:
+    if "parts" in ctx.part_models():
         coef = ctx.load("classifier").models["parts"]["coef"]
         codes = ctx.load("encoding").codes
         part_class = ctx.part_models()["parts"].part_class

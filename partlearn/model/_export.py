@@ -31,7 +31,7 @@ def part_sets(pipe) -> dict[str, tuple[str, list]]:
     out = {}
     for block in sorted(blocks):
         if block == "parts":
-            out[block] = [("parts", classes)]
+            out[block] = [("parts", pipe.parts_classes)]
         elif block == "parts[unsup]":
             from ..stages.parts_unsup import names
 

@@ -171,6 +171,12 @@ class Context:
         return self._pipe.manifest
 
     @property
+    def parts_classes(self) -> list[str]:
+        """The names of the classes of the ``parts`` stage's parts (``transfer.parts_from``:
+        another dataset's)."""
+        return self._pipe.parts_classes
+
+    @property
     def backbone(self):
         return self._pipe.backbone
 

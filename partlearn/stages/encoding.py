@@ -42,15 +42,16 @@ def image_regions(data, feats, images=None):
             for i in images]
 
 
-def codes_of(ctx, learner, class_names) -> Codes:
+def codes_of(ctx, learner, class_names, leave_one_out: bool = True) -> Codes:
     """Every kept image's code by ``learner``'s parts (of ``class_names``: classes, or
-    groups), training images leave-one-out."""
+    groups), training images leave-one-out unless ``leave_one_out`` is false (parts that
+    no image of this dataset was learnt from)."""
     data, feats = ctx.get("dataset"), ctx.get("features")
     e = ctx.cfg.encoding
     enc = encoder(ctx, learner).fit()
     logger.info("%s: %d images x %d parts x %d cells, on %s", ctx.stage.name, len(feats),
                 len(learner.parts_), sum(g * g for g in e.pyramid), enc.device)
-    codes = enc.codes(image_regions(data, feats), train=data.train)
+    codes = enc.codes(image_regions(data, feats), train=data.train if leave_one_out else None)
     return Codes(codes, feature_names(learner.part_class_, e.pyramid, class_names).tolist())
 
 
@@ -60,13 +61,20 @@ def save(w, codes: Codes) -> None:
     w.meta.update(n_images=len(codes.codes), dim=codes.codes.shape[1])
 
 
-def encode_all(ctx, w, learner, class_names) -> None:
+def encode_all(ctx, w, learner, class_names, leave_one_out: bool = True) -> None:
     """``codes_of``, stored."""
-    save(w, codes_of(ctx, learner, class_names))
+    save(w, codes_of(ctx, learner, class_names, leave_one_out))
 
 
 def compute(ctx, w) -> None:
-    encode_all(ctx, w, ctx.get("parts"), ctx.get("dataset").manifest.classes)
+    foreign = bool(ctx.cfg.transfer.parts_from)  # no image of this dataset made those parts
+    encode_all(ctx, w, ctx.get("parts"), ctx.parts_classes, leave_one_out=not foreign)
+
+
+def derive(ctx) -> dict:
+    """Another run's parts (``transfer.parts_from``) are used without leave-one-out: said
+    in the key (the same parts entry may be this dataset's own)."""
+    return {"parts_from": True} if ctx.cfg.transfer.parts_from else {}
 
 
 def load(ctx, entry) -> Codes:
@@ -78,5 +86,5 @@ STAGE = Stage(
     name="encoding", version=1, inputs=("dataset", "features", "parts"),
     fields=("encoding.pyramid", "encoding.top_k", "encoding.flip_average",
             "encoding.leave_one_out"),
-    libs=("numpy",), seeded=True, compute=compute, load=load,
+    libs=("numpy",), seeded=True, compute=compute, load=load, derive=derive,
     applies=lambda cfg: uses(cfg, "parts"))

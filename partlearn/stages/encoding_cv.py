@@ -101,8 +101,8 @@ def check_folds(ctx) -> None:
 def applies(cfg) -> bool:
     """A classifier method reads supervised part codes (a retrieval descriptor or a
     transfer method that does is no reason to relearn the parts per fold)."""
-    return cfg.classifier.cv_parts and any("parts" in method_blocks(m)
-                                           for m in cfg.classifier.methods)
+    return (cfg.classifier.cv_parts and not cfg.transfer.parts_from  # no fold reached those
+            and any("parts" in method_blocks(m) for m in cfg.classifier.methods))
 
 
 # the folds depend on the training labels, classifier.cv_folds and seed only

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from partlearn.config import load_config
+from partlearn.config import dump_toml, load_config
 from partlearn.evaluation.transfer import (accuracies, episodes, logreg_scores,
                                           ncm_scores)
 from partlearn.runner import Pipeline
@@ -188,3 +188,71 @@ def test_ncm_and_logreg_against_direct_computation():
     acc = accuracies(ncm, ep)
     truth = np.repeat(np.arange(3), 3)
     assert acc[3] == (ncm[3].argmax(axis=1) == truth).mean() and acc.shape == (20,)
+
+
+def foreign(root, classes, *extra):
+    """``settings`` without a novel split: a plain run on ``classes``, parts and global."""
+    plain = [s for s in settings(root) if not s.startswith(("transfer.", "classifier.methods"))]
+    return plain + [f"data.classes={list(classes)}", 'classifier.methods=["parts", "global"]',
+                    "retrieval.descriptors=[]", *extra]
+
+
+def test_parts_from_another_run_are_that_entry_and_learnt_on_none_of_these_images(four):
+    """A run on cat and dog takes ant and bee's parts from their run directory: its
+    ``parts`` key is that run's entry, nothing is learnt in its own store, its codes are
+    those parts' responses without leave-one-out, named by ant and bee; a pipeline file
+    gives the same entry (learnt in this run's store), each seed its own."""
+    from partlearn.encoding import PartEncoder
+    from partlearn.stages.encoding import image_regions
+
+    src = Pipeline(load_config(None, foreign(four, CLASSES[:2])), cache_dir=four / "cache-src")
+    src.run(out=four / "run-src")
+    learnt = json.loads((four / "run-src" / "results.json").read_text())["stages"]["parts"]
+    pipe = Pipeline(load_config(None, foreign(four, CLASSES[2:], "transfer.parts_from="
+                                              f"{four / 'run-src'}")), cache_dir=four / "cache-x")
+    found = pipe.run(out=four / "run-x")
+    assert pipe.key("parts") == learnt["key"] and found["stages"]["parts"]["cached"]
+    assert not (four / "cache-x" / "parts").exists() and "encoding_cv" not in pipe.stages
+    assert found["evaluations"]["participation"]["status"] != "done"
+    learner = src.load("parts")
+    enc = PartEncoder.from_config(pipe.cfg.encoding, learner, prefit=True).fit()
+    data, feats = pipe.load("dataset"), pipe.load("features")
+    codes = pipe.load("encoding")
+    assert np.array_equal(codes.codes, enc.codes(image_regions(data, feats)))  # no LOO
+    assert {n.split("/")[0] for n in codes.names} <= {"ant", "bee"}, codes.names[:3]
+    assert set(found["methods"]) == {"parts", "global"}
+    # a pipeline file: the same entry, computed in this run's store; seed 1: another one
+    toml = four / "src.toml"
+    toml.write_text(dump_toml(load_config(None, foreign(four, CLASSES[:2]))))
+    by_file = Pipeline(load_config(None, foreign(four, CLASSES[2:], f"transfer.parts_from="
+                                                 f"{toml}", "seeds=[0, 1]")),
+                       cache_dir=four / "cache-y")
+    by_file.run(until="encoding@seed=1", report=False)
+    assert by_file.key("parts") == learnt["key"]
+    assert by_file.key("parts@seed=1") == Pipeline(
+        load_config(None, foreign(four, CLASSES[:2], "seed=1"))).key("parts")
+    assert (four / "cache-y" / "parts" / learnt["key"]).is_dir()
+
+
+def test_parts_from_is_checked_before_any_stage(four, tmp_path):
+    def pipe(where, *extra):
+        return Pipeline(load_config(None, foreign(four, CLASSES[2:],
+                                                  f"transfer.parts_from={where}", *extra)),
+                        cache_dir=tmp_path / "cache").key("encoding")
+
+    with pytest.raises(ConfigError, match="no such run directory or pipeline file"):
+        pipe(tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="config.toml is missing"):
+        pipe(tmp_path)
+    other = tmp_path / "other.toml"
+    other.write_text(f'[data]\nroot = "{four / "data"}"\nformat = "folders"\n'
+                     f'[backbone]\nname = "resnet18"\nweights = "{four / "r18.pth"}"\n'
+                     '[features]\nshort_side = 96\n[classifier]\nmethods = ["parts"]\n')
+    with pytest.raises(ConfigError, match="features.short_side = 96 there, 64 here"):
+        pipe(other)
+    other.write_text(other.read_text().replace('["parts"]', '["global"]')
+                     .replace("short_side = 96", "short_side = 64"))
+    with pytest.raises(ConfigError, match="learns no supervised parts"):
+        pipe(other)
+    with pytest.raises(ConfigError, match="pca_dim"):
+        load_config(None, [f"transfer.parts_from={other}", "features.pca_dim=8"])
