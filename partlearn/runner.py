@@ -184,6 +184,8 @@ class Pipeline:
         self._backbone = None
         self._backend = None
         self._source: Pipeline | None = None
+        if _parent is None and cfg.transfer.parts_from and "parts" in self.stages:
+            self.parts_source  # its file and feature space checked before any stage
 
     def _split_classes(self, cfg: Config) -> Config:
         """The base classes' config (``data.classes``: the base classes), and ``novel``:
@@ -437,9 +439,10 @@ class Pipeline:
         if pipe is not self:
             if pipe is self._source and pipe.cache.get(base, pipe.key(base)) is None:
                 logger.info("%s: learnt by transfer.parts_from=%s first (its dataset, "
-                            "regions and features)", stage, self.cfg.transfer.parts_from)
+                            "regions and features)", label or stage,
+                            self.cfg.transfer.parts_from)
                 pipe.ensure(base)
-            return pipe._compute(base, force and pipe is not self._source, label=stage)
+            return pipe._compute(base, force and pipe is not self._source, label=label or stage)
         label = label or stage
         s = BY_NAME[stage]
         key = self.key(stage)
