@@ -362,10 +362,25 @@ class Pipeline:
             self._keys[stage] = make_key(stage, s.version, params, inputs, libs)
         return self._keys[stage]
 
+    def owner(self, name: str) -> tuple["Pipeline", str]:
+        """``_where`` followed to the pipeline that computes ``name`` itself (its store
+        holds the entry: ``transfer.parts_from``'s parts are in the source's)."""
+        pipe, stage = self, name
+        while True:
+            p, s = pipe._where(stage)
+            if p is pipe:
+                return p, s
+            pipe, stage = p, s
+
     def status(self) -> list[dict]:
+        """Each entry of the run (the novel images' stages too, named ``novel STAGE``):
+        cached, damaged, partial or stale."""
         rows = []
-        for name, (stage, key) in zip(self.stages, self.entries()):
-            cache = self._where(name)[0].cache  # transfer.parts_from's parts: its store
+        names = [*self.stages, *(f"novel {n}" for n in self.novel_stages)]
+        owners = [self.owner(n) for n in self.stages]
+        owners += [self.novel.owner(n) for n in self.novel_stages]
+        for name, (pipe, stage) in zip(names, owners):
+            cache, key = pipe.cache, pipe.key(stage)
             partial = cache.root / stage / (key + ".partial")
             state, reason = cache.check(stage, key)  # cached, damaged or missing
             if state == "damaged":
@@ -425,8 +440,8 @@ class Pipeline:
         try:
             with contextlib.ExitStack() as pins:
                 for name in [n for n in todo if n in need]:
-                    pipe, base = self._where(name)
-                    pins.enter_context(pipe.cache.pin(base, pipe.key(base)))
+                    owner, base = self.owner(name)
+                    pins.enter_context(owner.cache.pin(base, owner.key(base)))
                     self._compute(name, False)
                     self.load(name)
                 return self.load(stage)
@@ -520,8 +535,8 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         for stage in todo:
             memory.mark()
-            pipe, base = self._where(stage)
-            pins.enter_context(pipe.cache.pin(base, pipe.key(base)))
+            owner, base = self.owner(stage)
+            pins.enter_context(owner.cache.pin(base, owner.key(base)))
             t0, c0 = time.perf_counter(), time.process_time()
             entry, cached = self._compute(stage, base in forced)
             s = BY_NAME[base]
@@ -529,7 +544,7 @@ class Pipeline:
                 self.load(stage)  # a stage's value must load before the next one runs
             finally:
                 if s.write_run_files is not None:
-                    s.write_run_files(Context(pipe, s), entry, pipe._values.get(base), out)
+                    s.write_run_files(Context(owner, s), entry, owner._values.get(base), out)
             summary["timings"][label + stage] = round(time.perf_counter() - t0, 3)
             # every thread of this process: the work, whatever else the cores ran
             summary["cpu_seconds"][label + stage] = round(time.process_time() - c0, 3)

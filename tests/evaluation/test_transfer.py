@@ -98,6 +98,9 @@ def test_no_novel_image_reaches_a_learnt_stage(four):
         stage = a._where(stage)[1]
         assert entry_files(four / "cache-a", stage, key) == entry_files(
             four / "cache-b", stage, key), stage
+    status = {r["stage"]: r["state"] for r in a.status()}
+    assert {f"novel {s}" for s in a.novel_stages} <= set(status) and set(status.values()) == {
+        "cached"}
     novel_a = dict(zip(a.novel_stages, [a.novel.key(s) for s in a.novel_stages]))
     novel_b = dict(zip(b.novel_stages, [b.novel.key(s) for s in b.novel_stages]))
     assert novel_a["dataset"] != novel_b["dataset"] and novel_a["features"] != novel_b["features"]
@@ -214,6 +217,8 @@ def test_parts_from_another_run_are_that_entry_and_learnt_on_none_of_these_image
     assert pipe.key("parts") == learnt["key"] and found["stages"]["parts"]["cached"]
     assert not (four / "cache-x" / "parts").exists() and "encoding_cv" not in pipe.stages
     assert found["evaluations"]["participation"]["status"] != "done"
+    status = {r["stage"]: r for r in pipe.status()}  # the parts entry: in the source's store
+    assert status["parts"]["key"] == learnt["key"] and status["parts"]["state"] == "cached"
     learner = src.load("parts")
     enc = PartEncoder.from_config(pipe.cfg.encoding, learner, prefit=True).fit()
     data, feats = pipe.load("dataset"), pipe.load("features")
