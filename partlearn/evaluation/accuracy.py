@@ -13,6 +13,8 @@ further seed. The p-values of the comparison table are also given Holm-corrected
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 
 from .. import _files
@@ -88,12 +90,19 @@ def run(ctx: EvalContext) -> dict:
         c["p_holm"] = p
     columns = [(n, preds[n][0][1]) for n in names] + [
         (f"{n}@seed={seed}", p) for n in names for seed, p in preds[n][1:]]
-    with _files.replacing(ctx.out / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
-        f.write("path,label," + ",".join(c for c, _ in columns) + "\n")
-        for j, i in enumerate(test):
-            f.write(f"{m.path[i]},{m.classes[y[j]]},"
-                    + ",".join(m.classes[p[j]] for _, p in columns) + "\n")
+    write_predictions(ctx.out / "predictions.csv", [m.path[i] for i in test],
+                      [m.classes[c] for c in y],
+                      {name: [m.classes[c] for c in p] for name, p in columns})
     return {"classes": list(m.classes), "methods": methods, "comparisons": comparisons}
+
+
+def write_predictions(file, paths: list, labels: list, predicted: dict) -> None:
+    """``predictions.csv``: ``path,label,METHOD...``, one row per test image, as CSV (a
+    comma or quote in a path or class name is quoted, UTF-8), written atomically."""
+    with _files.replacing(file) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f, lineterminator="\n")
+        out.writerow(["path", "label", *predicted])
+        out.writerows(zip(paths, labels, *predicted.values()))
 
 
 EVALUATOR = Evaluator(name="accuracy", needs=("classifier",), run=run)
