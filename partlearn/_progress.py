@@ -16,7 +16,7 @@ class _LogProgress:
 
     def __init__(self, iterable, total, desc, unit, interval):
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
-        self.interval, self.n = interval, 0
+        self.interval, self.n, self.closed = interval, 0, False
         self.start = self.last = time.monotonic()
 
     def __iter__(self):
@@ -42,8 +42,10 @@ class _LogProgress:
             logger.info("%s: %d %s, %.1f %s/s", self.desc, self.n, self.unit, rate, self.unit)
 
     def close(self):
-        if self.n:
+        """The final line, once (iterated inside ``with``, it is closed twice)."""
+        if self.n and not self.closed:
             self._log(time.monotonic())
+        self.closed = True
 
     def __enter__(self):
         return self
