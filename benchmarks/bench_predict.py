@@ -20,7 +20,7 @@ import numpy as np
 from _machine import cpu_model  # benchmarks/ is on sys.path when run as a script
 
 import partlearn
-from partlearn.model._export import run_pipeline
+from partlearn.model._run import run_pipeline
 from partlearn.model._model import open_image
 
 

@@ -326,6 +326,15 @@ class ClassifierConfig:
         "(`features.noise`, its own cache entries); 0: no stability score",
         not_keyed="read by the interpretability evaluator; the perturbed features are keyed "
                   "by features.noise")
+    deletion_images: int = setting(
+        10, _count(0, expected="be >= 0 (0: off)"),
+        "the interpretability evaluator's deletion score (RISE): on this many test images "
+        "(a seeded sample), each part method's top part regions are filled with the "
+        "backbone's mean pixel step by step, against random boxes of the same sizes; the "
+        "features of every modified image are extracted (cost: about 1 + 10 × methods "
+        "extractions per image), memoised for later runs; 0: off",
+        not_keyed="read by the interpretability evaluator; its results are memoised under "
+                  "the features' key, the sample, the parts and the classifiers")
     cv_parts: bool = setting(
         True, SWITCH,
         "the CV of a method with supervised part codes (`parts`, `parts+global`, "

@@ -567,8 +567,9 @@ def test_evaluators_skip_or_fail_alone(finished, tiny):
     cfg, cache, summary = finished
     assert summary["evaluations"]["localization"]["status"] == "skipped"  # no keypoints
     assert "keypoints" in summary["evaluations"]["localization"]["reason"]
-    assert summary["evaluations"]["interpretability"] == {
-        "status": "skipped", "reason": "the dataset has no keypoints"}
+    # no keypoints: the interpretability evaluator gives deletion alone
+    assert summary["evaluations"]["interpretability"] == {"status": "done"}
+    assert set(summary["interpretability"]) == {"parts", "about"}
 
     def broken(ctx):
         raise ValueError("planted failure")

@@ -11,6 +11,8 @@ earlier one's results (``ctx.results``).
 from __future__ import annotations
 
 import hashlib
+import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -142,3 +144,22 @@ def restore(memo: Path, out: Path) -> list[str] | None:
     except FileNotFoundError:  # removed by another process (gc) meanwhile
         return None
     return [f"figures/{f.name}" for f in files]
+
+
+def keep_value(value: dict, memo: Path, needs=()) -> None:
+    """Keep the JSON value ``value`` (a computed result, not a figure) in the memo folder
+    ``memo``, as ``keep`` keeps files; ``recall`` reads it back."""
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "value.json"
+        file.write_text(json.dumps(value), encoding="utf-8")
+        keep_files([file], memo, needs)
+
+
+def recall(memo: Path) -> dict | None:
+    """The value ``keep_value`` kept in ``memo``; None when there is none (or one that does
+    not verify: removed, with a warning, by ``memo_files``)."""
+    files = memo_files(memo)
+    try:
+        return json.loads(files[0].read_text(encoding="utf-8")) if files else None
+    except FileNotFoundError:  # removed by another process (gc) meanwhile
+        return None

@@ -6,7 +6,9 @@ two methods on the same test images, with a paired bootstrap 95% interval
 (images resampled with replacement, both methods together) and the exact
 McNemar p (two-sided binomial test on the images exactly one method gets right);
 ``paired_comparison_seeds`` the same for methods trained with several seeds (every
-seed counts); ``holm`` corrects the p-values of one table for their number.
+seed counts); ``holm`` corrects the p-values of one table for their number;
+``paired_units`` the mean difference of two scores over units (classes, images) with a
+bootstrap interval.
 Accuracies are fractions in [0, 1].
 """
 
@@ -115,3 +117,16 @@ def holm(pvalues) -> list[float]:
     adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
     out[order] = np.minimum(adjusted, 1.0)
     return out.tolist()
+
+
+def paired_units(a: list, b: list, n_bootstrap: int = 10_000, seed: int = 0) -> dict:
+    """``a`` minus ``b``, one value per unit each (the same units in the same order):
+    ``diff`` (mean), ``ci95`` (bootstrap over units, percentile), ``n`` units."""
+    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+    d = np.array([x - y for x, y in pairs], np.float64)
+    if not len(d):
+        return {"diff": None, "ci95": [None, None], "n": 0}
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "n": len(d)}

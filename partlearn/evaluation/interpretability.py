@@ -36,6 +36,13 @@ reference upsamples a 7x7 similarity map of a 224x224 resized image.
   the best box of at least one of its parts; ``keypoint_coverage``: the share of the
   visible keypoints that lie in at least one of them.
 
+- ``deletion`` (Petsiuk et al., RISE, BMVC 2018; ``_deletion``): for each part method with
+  a classifier (``parts``, ``parts[unsup]``, ``parts[hier]``, each DP-Net variant), on a
+  seeded sample of ``classifier.deletion_images`` test images, the predicted class's
+  probability as the top part regions are filled with the mean pixel step by step,
+  its area under the curve against random boxes of the same sizes; memoised. It needs
+  no keypoints: on a dataset without them it is the evaluator's only score.
+
 Per-unit values (``per_unit``) let runs be compared unit by unit (``paired_units``:
 the constraint table of ``benchmarks/interpretability_constraints.py``).
 """
@@ -49,7 +56,9 @@ import numpy as np
 
 from .._arrays import l2_normalize
 from ..explain import PartModel
+from . import _deletion
 from ._base import EvalContext, Evaluator
+from ._stats import paired_units
 from .localization import contains, random_boxes
 
 CONSISTENT = 0.8  # Huang et al.: a keypoint in >= 80% of the class's images
@@ -235,19 +244,6 @@ def score_parts(boxes: np.ndarray, scores: np.ndarray, weights: np.ndarray,
     return best | {"n_parts": p, "random": out["random"]}
 
 
-def paired_units(a: list, b: list, n_bootstrap: int = 10_000, seed: int = 0) -> dict:
-    """``a`` minus ``b``, one value per unit each (the same units in the same order):
-    ``diff`` (mean), ``ci95`` (bootstrap over units, percentile), ``n`` units."""
-    pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
-    d = np.array([x - y for x, y in pairs], np.float64)
-    if not len(d):
-        return {"diff": None, "ci95": [None, None], "n": 0}
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, len(d), (n_bootstrap, len(d)))].mean(axis=1)
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "n": len(d)}
-
-
 # ---- the evaluator
 
 
@@ -278,16 +274,25 @@ def models_and_units(ctx: EvalContext) -> dict[str, tuple[PartModel, np.ndarray]
     return out
 
 
-def applies(ctx: EvalContext) -> str | None:
-    m = ctx.data.manifest
-    if m.keypoints is None:
+def keypoint_reason(ctx: EvalContext) -> str | None:
+    """Why the keypoint scores do not apply (None: they do)."""
+    if ctx.data.manifest.keypoints is None:
         return "the dataset has no keypoints"
     if not ctx.part_models() and not ctx.has("parts_unsup") and not ctx.has("parts_group"):
         return "the run has no part model"
     return None
 
 
-def run(ctx: EvalContext) -> dict:
+def applies(ctx: EvalContext) -> str | None:
+    reason = keypoint_reason(ctx)
+    if reason is None:
+        return None
+    other = _deletion.applies(ctx)
+    return None if other is None else f"{reason}; deletion: {other}"
+
+
+def keypoint_scores(ctx: EvalContext) -> tuple[dict, dict]:
+    """Every keypoint score of every part model (``score_parts``), and the timings."""
     start = time.perf_counter()
     data, test = ctx.data, ctx.test
     m = data.manifest
@@ -312,8 +317,29 @@ def run(ctx: EvalContext) -> dict:
     runs = {n: r for n, r in out.items() if n.startswith("dpnet")}
     if "dpnet" in runs and len(runs) > 1:  # each DP-Net constraint set against none
         out["constraints"] = constraint_table(runs, "dpnet")
-    out["about"] = ABOUT | {"stability": ABOUT["stability"].format(noise) if noise else
-                            "not computed (classifier.stability_noise = 0)"}
+    return out, timings
+
+
+def run(ctx: EvalContext) -> dict:
+    start = time.perf_counter()
+    out, timings = {}, {}
+    reason = keypoint_reason(ctx)
+    if reason is None:
+        out, timings = keypoint_scores(ctx)
+        noise = ctx.cfg.classifier.stability_noise
+        about = ABOUT | {"stability": ABOUT["stability"].format(noise) if noise else
+                         "not computed (classifier.stability_noise = 0)"}
+    else:
+        about = {"keypoint scores": f"not computed ({reason})"}
+    deletion_reason = _deletion.applies(ctx)
+    if deletion_reason is None:
+        t0 = time.perf_counter()
+        for method, found in _deletion.deletion(ctx).items():
+            out.setdefault(method, {})["deletion"] = found
+        timings["interpretability_deletion_s"] = round(time.perf_counter() - t0, 2)
+    about["deletion"] = (_deletion.ABOUT if deletion_reason is None
+                         else f"not computed ({deletion_reason})")
+    out["about"] = about
     timings["interpretability_s"] = round(time.perf_counter() - start, 2)
     return {"interpretability": out, "timings": timings}
 

@@ -5,14 +5,11 @@ every code block its methods read, every method's classifier, the class names.""
 from __future__ import annotations
 
 import time
-from pathlib import Path
-
 import numpy as np
 
 from .._validation import ConfigError
-from ..config import load_config, to_dict
+from ..config import to_dict
 from ..stages._base import package_version
-from ._files import check_out, write_model
 
 #: the config sections a model keeps: everything that turns an image into a method's input
 SECTIONS = ("regions", "backbone", "features", "encoding")
@@ -85,25 +82,3 @@ def gather(pipe, source: str = "") -> tuple[dict, dict]:
             "versions": {"partlearn": package_version("partlearn")} | {
                 lib: v for lib in _LIBS if (v := package_version(lib)) is not None}}
     return meta, arrays
-
-
-def run_pipeline(run_dir, cache_dir=None):
-    """The ``Pipeline`` of a finished run directory (its ``config.toml``; the cache it used,
-    or ``cache_dir``)."""
-    from ..runner import Pipeline
-
-    run = Path(run_dir)
-    if not (run / "config.toml").is_file():
-        raise ConfigError(f"{run / 'config.toml'} is missing: is {run} a run directory of "
-                          "`partlearn run`?")
-    return Pipeline(load_config(run / "config.toml"), cache_dir=cache_dir)
-
-
-def export_model(run_dir, out_dir, cache_dir=None) -> Path:
-    """Write the model of the finished run ``run_dir`` (its stages in the cache it used, or
-    in ``cache_dir``) into the folder ``out_dir``: ``model.json`` and ``.npy`` arrays,
-    everything ``load_model`` needs, nothing of the cache or the data."""
-    check_out(out_dir)  # before any work
-    pipe = run_pipeline(run_dir, cache_dir)
-    meta, arrays = gather(pipe, str(Path(run_dir).resolve()))
-    return write_model(out_dir, meta, arrays)

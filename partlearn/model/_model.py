@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 
 from .._validation import ConfigError, DataError, PartlearnError
 from ..config import from_dict, with_values
 from ..stages.multiscale import ImageFeatures
-from ._files import MODEL_FILE, read_model
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +137,7 @@ class PartlearnModel:
         """``(n, cells * P)`` the part codes of block ``block`` of ``features``' output, as
         the run's encoding stages make a test image's."""
         from ..encoding import ImageRegions, encode
-        from ..runner import device_name
+        from .._device import resolve_device
         from ..stages.encoding_hier import join
 
         if block not in self.blocks:
@@ -149,7 +147,7 @@ class PartlearnModel:
         images = [ImageRegions(x.regions, x.boxes, x.size, x.flips) for x in feats]
         codes = [encode(images, parts.weights, parts.bias, pyramid=e.pyramid, top_k=e.top_k,
                         flip_average=e.flip_average, batch_images=e.batch_images,
-                        device=device_name(e.device))
+                        device=str(resolve_device(e.device)))
                  for parts, _ in self.blocks[block]]
         return codes[0] if len(codes) == 1 else join(*codes)
 
@@ -212,21 +210,3 @@ class PartlearnModel:
         out = np.full((len(scores), len(self.classes)), -np.inf, np.float32)
         out[:, labels] = scores
         return out
-
-
-def load_model(path, *, weights: str | None = None, device: str | None = None,
-               n_jobs: int = -1, cache_dir=None) -> PartlearnModel:
-    """The model in ``path``: a folder written by ``partlearn export`` (``export_model``),
-    or a finished run directory (its model read from the cache it used, or ``cache_dir``).
-    ``weights``: the backbone's weights file where the run's path does not hold it here
-    (checked by its sha256); ``device``: "auto", "cpu", "cuda"; ``n_jobs``: CPU tasks."""
-    from ._export import gather, run_pipeline
-
-    path = Path(path)
-    if (path / MODEL_FILE).is_file() or not (path / "config.toml").is_file():
-        meta, arrays = read_model(path)
-        where = str(path / MODEL_FILE)
-    else:
-        meta, arrays = gather(run_pipeline(path, cache_dir), str(path))
-        where = str(path)
-    return PartlearnModel(meta, arrays, where, weights=weights, device=device, n_jobs=n_jobs)

@@ -39,7 +39,37 @@ def _figures(summary: dict, run: Path | None = None) -> list[tuple[str, str]]:
             + _per_class_plot(methods, classes) + _participation_plots(summary)
             + _confusion_plots(methods, classes) + _retrieval_plot(summary.get("retrieval"))
             + _hierarchy_plot(summary.get("hierarchy")) + _transfer_plot(summary.get("transfer"))
+            + _deletion_plot(summary.get("interpretability"))
             + _run_figures(summary, run))
+
+
+def _deletion_plot(found: dict | None) -> list[tuple[str, str]]:
+    """Deletion: the mean probability of the predicted class against the mean area
+    removed, per method, its part regions (solid) and random boxes (dashed)."""
+    import matplotlib.pyplot as plt
+
+    rows = {k: v["deletion"] for k, v in (found or {}).items()
+            if k not in ("about", "constraints") and "deletion" in v}
+    if not rows:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    colours = plt.get_cmap("tab10")
+    for k, (name, d) in enumerate(rows.items()):
+        for key, ls, label in (("curve", "-", f"{name} parts, AUC {d['auc']:.3f}"),
+                               ("curve_random", "--",
+                                f"{name} random, AUC {d['auc_random']:.3f}")):
+            ax.plot(d[key]["area"], d[key]["probability"], marker="o", ms=3, ls=ls,
+                    color=colours(k % 10), label=label)
+    ax.set_xlabel("fraction of the image's area removed")
+    ax.set_ylabel("probability of the predicted class")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    n = next(iter(rows.values()))["images"]
+    return [(f"Deletion: the predicted class's probability as the top part regions are "
+             f"removed, against random boxes of the same sizes (mean over {n} test images)",
+             _png(fig))]
 
 
 def _transfer_plot(transfer: dict | None) -> list[tuple[str, str]]:

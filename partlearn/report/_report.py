@@ -168,12 +168,18 @@ def _localization_md(loc: dict) -> list[str]:
 
 
 def _interpretability_md(found: dict) -> list[str]:
-    models = {k: v for k, v in found.items() if k not in ("about", "constraints")}
-    if not models:
+    models = {k: v for k, v in found.items()
+              if k not in ("about", "constraints") and "consistency" in v}
+    deletion = {k: v["deletion"] for k, v in found.items()
+                if k not in ("about", "constraints") and "deletion" in v}
+    if not models and not deletion:
         return []
-    lines = ["## Interpretability (annotated keypoints, test images)", "",
-             "Each score with the random-box control in brackets.", ""]
+    lines = ["## Interpretability (test images)", "",
+             "Each keypoint score with the random-box control in brackets.", ""]
     lines += [f"- {k}: {v}" for k, v in (found.get("about") or {}).items()]
+    lines += _deletion_md(deletion)
+    if not models:
+        return lines + [""]
     lines += ["", "| parts of | consistency | consistency (peak box) | stability | purity | "
                   "pure parts | duplicate pairs | coverage | keypoint coverage | parts |",
               "|---|---|---|---|---|---|---|---|---|---|"]
@@ -200,6 +206,21 @@ def _interpretability_md(found: dict) -> list[str]:
                 f"{r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
                 for r in row.values()) + " |")
     return lines + [""]
+
+
+def _deletion_md(deletion: dict) -> list[str]:
+    if not deletion:
+        return []
+    lines = ["", "Deletion (AUC of the predicted class's probability against the area "
+             "removed; lower: the removed regions carry the decision):", "",
+             "| method | images | steps | AUC, part regions | AUC, random boxes | "
+             "parts − random [95% interval] |", "|---|---|---|---|---|---|"]
+    for name, d in deletion.items():
+        diff = d["difference"]
+        lines.append(f"| {name} | {d['images']} | {d['steps']} | {d['auc']:.3f} | "
+                     f"{d['auc_random']:.3f} | {diff['diff']:+.3f} "
+                     f"[{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}] |")
+    return lines
 
 
 def _retrieval_md(retrieval: dict) -> list[str]:

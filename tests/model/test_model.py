@@ -15,7 +15,7 @@ import pytest
 import partlearn
 from partlearn.cli import main
 from partlearn.model import PartlearnModel
-from partlearn.model._export import run_pipeline
+from partlearn.model._run import run_pipeline
 from partlearn.model._files import read_model, write_model
 
 METHODS = ["global", "parts", "parts+global"]
