@@ -413,6 +413,8 @@ ROWS = [
      "classifier.n_bootstrap"),
     ("run: classifier.cv_folds=1 (CONFIG)", lambda e: run(e, "classifier.cv_folds=1"), 2,
      "classifier.cv_folds"),
+    ("run: classifier.deletion_images=-1 (CONFIG)",
+     lambda e: run(e, "classifier.deletion_images=-1"), 2, "classifier.deletion_images"),
     ("run: data.on_bad_image unknown", lambda e: run(e, 'data.on_bad_image="ignore"'), 2,
      "data.on_bad_image"),
     # -- status
