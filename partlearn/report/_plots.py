@@ -55,9 +55,9 @@ def _deletion_plot(found: dict | None) -> list[tuple[str, str]]:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     colours = plt.get_cmap("tab10")
     for k, (name, d) in enumerate(rows.items()):
-        for key, ls, label in (("curve", "-", f"{name} parts, AUC {d['auc']:.3f}"),
+        for key, ls, label in (("curve", "-", f"{name}: part regions, AUC {d['auc']:.3f}"),
                                ("curve_random", "--",
-                                f"{name} random, AUC {d['auc_random']:.3f}")):
+                                f"{name}: random boxes, AUC {d['auc_random']:.3f}")):
             ax.plot(d[key]["area"], d[key]["probability"], marker="o", ms=3, ls=ls,
                     color=colours(k % 10), label=label)
     ax.set_xlabel("fraction of the image's area removed")

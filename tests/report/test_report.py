@@ -179,3 +179,23 @@ def test_headlines_of_runs_on_different_sets(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "a"), "--markdown", "-", "--out",
                  str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_deletion_is_a_table_and_a_curve_without_keypoint_scores():
+    """A run whose interpretability holds deletion alone (no keypoints): its table row and
+    its curve figure, the keypoint table left out."""
+    from partlearn.report import results_markdown
+
+    curve = {"area": [0, 0.1, 1], "probability": [0.9, 0.2, 0.1], "score": [1, -1, -2]}
+    deletion = {"images": 7, "steps": 1, "auc": 0.2, "auc_random": 0.4,
+                "difference": {"diff": -0.2, "ci95": [-0.3, -0.1], "n": 7},
+                "curve": curve, "curve_random": curve | {"probability": [0.9, 0.8, 0.1]},
+                "per_image": {}, "method": "parts"}
+    summary = {"interpretability": {"parts": {"deletion": deletion},
+                                    "about": {"deletion": "RISE", "keypoint scores": "no"}}}
+    text = results_markdown(summary)
+    assert "| parts | 7 | 1 | 0.200 | 0.400 | -0.200 [-0.300, -0.100] |" in text
+    assert "| parts of | consistency" not in text
+    page = report_html(summary)
+    assert "Deletion: the predicted class" in page
+    assert "data:image/png;base64," in page
