@@ -186,3 +186,49 @@ def test_deletion_is_memoised_a_second_run_extracts_nothing(finished, tmp_path, 
     assert found["interpretability"]["parts"]["deletion"]["images"] == 2
     evaluate(Pipeline(fewer, cache_dir=cache), tmp_path / "fewer2")
     assert len(calls) == 2
+
+
+def test_svm_parts_are_ranked_by_code_times_weight_summed_over_cells():
+    """Part 0 adds 0.5 x 1 + 0.3 x 10 = 3.5 to the predicted class, part 1 0.4 x 5 = 2
+    (cell-major code, 2 cells x 2 parts): part 0's best own region first; a mirrored
+    region (flips) is never a part's box."""
+    from types import SimpleNamespace
+
+    from partlearn.evaluation._deletion import svm_scorer
+    from partlearn.explain import PartModel
+    from partlearn.stages.multiscale import ImageFeatures
+
+    x = np.array([[1, 0], [0, 1], [5, 5]], np.float16)  # row 2: the mirrored image's
+    boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]], np.float32)
+    f = ImageFeatures(x, boxes, np.array([False, False, True]), (10, 10), None, None)
+    svm = SimpleNamespace(coef=np.array([[1, 5, 10, 0], [0, 0, 0, 0]], np.float32),
+                          classes=np.array([0, 1]))
+    model = SimpleNamespace(
+        methods={"parts": svm},
+        blocks={"parts": [(PartModel(np.eye(2, dtype=np.float32), 0.0, np.array([0, 1])),
+                           ["a", "b"])]},
+        scores_of=lambda feats, m: np.tile([[2.0, 1.0]], (len(feats), 1)),
+        class_scores=lambda s, m: s,
+        codes_of=lambda feats, block: np.array([[0.5, 0.4, 0.3, 0.0]], np.float32))
+    col, ranked = svm_scorer(model, "parts").ranked(f)
+    assert col == 0
+    np.testing.assert_array_equal(ranked, boxes[[0, 1]])
+    svm.coef[0] = [1, 5, 0, 0]  # now part 1 adds more (2 > 0.5)
+    np.testing.assert_array_equal(svm_scorer(model, "parts").ranked(f)[1], boxes[[1, 0]])
+
+
+def test_dpnet_parts_are_ranked_by_their_weight_times_their_best_cosine():
+    from partlearn.evaluation._deletion import dpnet_scorer
+    from partlearn.stages.multiscale import ImageFeatures
+
+    x = np.array([[1, 0], [0, 1], [1, 1]], np.float16)
+    boxes = np.array([[0, 0, 1, 1], [2, 2, 3, 3], [4, 4, 5, 5]], np.float32)
+    f = ImageFeatures(x, boxes, np.zeros(3, bool), (10, 10), None, None)
+    dp = {"U": np.eye(2, dtype=np.float32), "V": np.array([[1, 3], [0, 0]], np.float32),
+          "bias": np.zeros(2, np.float32), "part_class": np.array([0, 0]),
+          "classes": np.arange(2)}
+    scorer = dpnet_scorer(dp)
+    col, ranked = scorer.ranked(f)
+    assert col == 0  # logits 1 x 1 + 3 x 1 and 0
+    np.testing.assert_allclose(scorer.scores([f])[0], [4, 0], atol=1e-3)
+    np.testing.assert_array_equal(ranked, boxes[[1, 0]])  # 3 x 1 before 1 x 1
