@@ -327,12 +327,13 @@ class ClassifierConfig:
         not_keyed="read by the interpretability evaluator; the perturbed features are keyed "
                   "by features.noise")
     deletion_images: int = setting(
-        10, _count(0, expected="be >= 0 (0: off)"),
+        0, _count(0, expected="be >= 0 (0: off)"),
         "the interpretability evaluator's deletion score (RISE): on this many test images "
         "(a seeded sample), each part method's top part regions are filled with the "
         "backbone's mean pixel step by step, against random boxes of the same sizes; the "
         "features of every modified image are extracted (cost: about 1 + 10 × methods "
-        "extractions per image), memoised for later runs; 0: off",
+        "extractions per image: 10 images add about a fifth to a cold CUB run), memoised "
+        "for later runs; 0: off",
         not_keyed="read by the interpretability evaluator; its results are memoised under "
                   "the features' key, the sample, the parts and the classifiers")
     cv_parts: bool = setting(

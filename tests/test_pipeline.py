@@ -567,9 +567,10 @@ def test_evaluators_skip_or_fail_alone(finished, tiny):
     cfg, cache, summary = finished
     assert summary["evaluations"]["localization"]["status"] == "skipped"  # no keypoints
     assert "keypoints" in summary["evaluations"]["localization"]["reason"]
-    # no keypoints: the interpretability evaluator gives deletion alone
-    assert summary["evaluations"]["interpretability"] == {"status": "done"}
-    assert set(summary["interpretability"]) == {"parts", "about"}
+    # no keypoints, and deletion off by default (tests/evaluation/test_deletion.py: on)
+    assert summary["evaluations"]["interpretability"] == {
+        "status": "skipped", "reason": "the dataset has no keypoints; deletion: "
+                                       "classifier.deletion_images = 0"}
 
     def broken(ctx):
         raise ValueError("planted failure")

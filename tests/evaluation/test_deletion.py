@@ -124,7 +124,7 @@ def finished(tiny):
         "backbone.name=resnet18", f"backbone.weights={tiny / 'r18.pth'}",
         "features.short_side=64", "features.workers=0", "regions.scales=[0.5, 0.8]",
         "parts.n_parts=3", "parts.min_images=2", "classifier.n_bootstrap=100",
-        "classifier.methods=[\"global\", \"parts\"]"])
+        "classifier.methods=[\"global\", \"parts\"]", "classifier.deletion_images=4"])
     cache = tiny / "cache-deletion"
     summary = Pipeline(cfg, cache_dir=cache).run(out=tiny / "deletion")
     return cfg, cache, summary
