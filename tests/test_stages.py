@@ -178,6 +178,26 @@ def test_the_stages_that_depend_on_the_seed_are_seeded():
     assert any(BY_NAME[i].seeded for i in BY_NAME["dpnet"].input_names(cfg))
 
 
+def test_a_dataset_entry_made_from_a_copy_elsewhere_reads_this_data(data, tmp_path):
+    """The key holds the files, not their place: the entry a copy computed serves this
+    folder, and its images are read here (the copy is gone)."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)
+
+    def pipe(root):
+        return Pipeline(load_config(None, [f"data.root={root}", "data.format=folders"]),
+                        cache_dir=tmp_path / "cache")
+
+    pipe(copy).ensure("dataset")
+    shutil.rmtree(copy)
+    here = pipe(data)
+    assert here.cache.get("dataset", here.key("dataset")) is not None  # the copy's entry
+    found = here.load("dataset")
+    assert found.manifest.root == str(data) and found.image(0).size == (40, 40)
+
+
 def test_dataset_key_follows_the_files_contents_not_their_times(data, tmp_path, monkeypatch):
     import os
     import shutil

@@ -8,6 +8,7 @@ their sizes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -170,10 +171,13 @@ def crop_boxes(manifest, width, height) -> tuple | None:
 
 
 def load(ctx, entry) -> Dataset:
-    """Apply ``data.on_bad_image`` (``error``: a ``DataError`` naming every bad image)."""
+    """Apply ``data.on_bad_image`` (``error``: a ``DataError`` naming every bad image). The
+    images are where ``data.root`` says now: the key holds the files' contents and relative
+    paths, not their place, so an entry computed from a copy elsewhere is this data's."""
     audit = _audit(entry)
+    stored = datasets.Manifest.from_dict(entry.json("manifest"))
     manifest, kept = datasets.apply_bad_image_policy(
-        datasets.Manifest.from_dict(entry.json("manifest")), audit, ctx.cfg.data.on_bad_image)
+        dataclasses.replace(stored, root=ctx.manifest.root), audit, ctx.cfg.data.on_bad_image)
     kept = np.asarray(kept)
     width, height = audit.width[kept], audit.height[kept]
     crops = crop_boxes(manifest, width, height)
