@@ -88,8 +88,9 @@ def machine() -> dict:
 _FEATURE_SPACE = ("features", "multiscale")
 
 
-def _parts_source(cfg: Config, cache_root: Path) -> "Pipeline":
-    """The pipeline of ``cfg.transfer.parts_from`` (see ``Pipeline.parts_source``)."""
+def _parts_source(cfg: Config, cache_root: Path, say: bool = True) -> "Pipeline":
+    """The pipeline of ``cfg.transfer.parts_from`` (see ``Pipeline.parts_source``);
+    ``say``: log where the parts come from (once per run, not per seed)."""
     where = cfg.transfer.parts_from
     path = Path(where)
     run_dir = path.is_dir()
@@ -117,9 +118,11 @@ def _parts_source(cfg: Config, cache_root: Path) -> "Pipeline":
     if "parts" not in pipe.stages:
         raise ConfigError(f"transfer.parts_from={where!r}: that config learns no supervised "
                           "parts (no `parts` method in classifier.methods)")
-    names = list(pipe.manifest.classes)
-    logger.info("parts: from transfer.parts_from=%s (%d classes: %s), not learnt here", where,
-                len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5 else ""))
+    if say:
+        names = list(pipe.manifest.classes)
+        logger.info("parts: from transfer.parts_from=%s (%d classes: %s), not learnt here",
+                    where, len(names), ", ".join(names[:5]) + (", ..." if len(names) > 5
+                                                              else ""))
     return pipe
 
 
@@ -217,7 +220,7 @@ class Pipeline:
         run's store, at this pipeline's seed. Its backbone and feature settings must be
         this run's (a part is a direction in that feature space)."""
         if self._source is None:
-            self._source = _parts_source(self.cfg, self.cache.root)
+            self._source = _parts_source(self.cfg, self.cache.root, self._parent is None)
         return self._source
 
     @property
