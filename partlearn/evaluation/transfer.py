@@ -210,6 +210,42 @@ def applies(ctx: EvalContext) -> str | None:
         "no novel classes (transfer.novel_classes / transfer.n_novel)")
 
 
+class _AtSeed:
+    """The evaluation context with every seeded stage read as the ``k``-th seed's
+    (``parts`` as ``parts@seed=1``; a stage shared by the seeds as it is)."""
+
+    def __init__(self, ctx: EvalContext, k: int):
+        self._ctx, self._k = ctx, k
+
+    def load(self, stage: str):
+        names = self._ctx.pipe.per_seed(stage)
+        return self._ctx.load(names[self._k][1] if len(names) > 1 else stage)
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+def _mean_found(founds: list[dict]) -> dict:
+    """One method's retrieval over several seeds: every figure, and every query's, the
+    mean over the seeds (the queries are the same; a query left out is left out in all)."""
+    if len(founds) == 1:
+        return founds[0]
+
+    def per_query(key):
+        rows = [np.array([np.nan if v is None else v for v in f[key]], np.float64)
+                for f in founds]
+        mean = np.mean(rows, axis=0)
+        return [None if np.isnan(v) else float(v) for v in mean]
+
+    return {"map": float(np.mean([f["map"] for f in founds])),
+            "map@r": float(np.mean([f["map@r"] for f in founds])),
+            "recall@k": {k: float(np.mean([f["recall@k"][k] for f in founds]))
+                         for k in founds[0]["recall@k"]},
+            "ap": per_query("ap"), "ap@r": per_query("ap@r"),
+            "hits": np.mean([np.asarray(f["hits"], np.float64) for f in founds],
+                            axis=0).tolist()}
+
+
 def _few_shot(t, x, labels, xb, base_labels, shots: int) -> dict:
     """One method's episodes at ``shots``: per classifier, each episode's accuracy, and
     for ``logreg`` the C the base classes chose."""
@@ -233,28 +269,41 @@ def run(ctx: EvalContext) -> dict:
     novel = ctx.pipe.novel.load("dataset")
     labels = novel.manifest.label
     base_labels = ctx.data.manifest.label[ctx.data.train]
-    memo: dict = {}
+    n_seeds = len(ctx.pipe.seeds)
+    memos: list[dict] = [{} for _ in range(n_seeds)]  # per seed: its blocks of the novel images
     timings: dict = {}
     rows, acc = [], {}  # acc[(shots, classifier)][method]: per-episode accuracies
     retrieval, per_query = [], {}
     for name in t.methods:
+        # a method that reads part codes: once per seed of part learning, its per-episode
+        # (per-query) figures the mean over the seeds, as the run's own methods report
+        seeded = any(b.removesuffix("+w") in CODE_STAGES for b in blocks(name))
+        views = [_AtSeed(ctx, k) for k in range(n_seeds)] if seeded else [ctx]
         t0 = time.perf_counter()
-        x, xb = descriptors(ctx, name, memo)
+        found = [descriptors(v, name, memos[k]) for k, v in enumerate(views)]
         timings[f"{name} descriptors"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         for shots in t.shots:
-            for clf, (a, extra) in _few_shot(t, x, labels, xb, base_labels, shots).items():
+            per_seed = [_few_shot(t, x, labels, xb, base_labels, shots) for x, xb in found]
+            for clf in per_seed[0]:
+                a = np.mean([ps[clf][0] for ps in per_seed], axis=0)
+                extra = per_seed[0][clf][1] or {}
+                if len(views) > 1:
+                    extra = extra | {"seeds": len(views),
+                                     "per_seed": [float(ps[clf][0].mean()) for ps in per_seed]}
+                    if clf == "logreg":
+                        extra["C_per_seed"] = [ps[clf][1]["C"] for ps in per_seed]
                 acc.setdefault((shots, clf), {})[name] = a
                 rows.append({"method": name, "shots": shots, "classifier": clf,
-                             "dim": int(x.shape[1]), **interval(a), **(extra or {})})
+                             "dim": int(found[0][0].shape[1]), **interval(a), **extra})
         timings[f"{name} episodes"] = round(time.perf_counter() - t0, 3)
         t0 = time.perf_counter()
         for rerank in ("none", "qe"):
-            found = _rank(x, labels, r, rerank)
-            per_query[(name, rerank)] = found
-            retrieval.append({"method": name, "rerank": rerank, "map": found["map"],
-                              "map@r": found["map@r"],
-                              "recall": {str(k): v for k, v in found["recall@k"].items()}})
+            result = _mean_found([_rank(x, labels, r, rerank) for x, _ in found])
+            per_query[(name, rerank)] = result
+            retrieval.append({"method": name, "rerank": rerank, "map": result["map"],
+                              "map@r": result["map@r"], "seeds": len(views),
+                              "recall": {str(k): v for k, v in result["recall@k"].items()}})
         timings[f"{name} retrieval"] = round(time.perf_counter() - t0, 3)
     reference = "global" if "global" in t.methods else t.methods[0]
     for row in rows:
@@ -280,10 +329,13 @@ def run(ctx: EvalContext) -> dict:
                  "regression with C chosen by the same episodes on the base classes' "
                  "training images; mean accuracy, 95% interval over episodes; differences "
                  "paired over the same episodes. Retrieval: every novel image queries all "
-                 "the other novel images; differences paired over the same queries.",
+                 "the other novel images; differences paired over the same queries. With "
+                 "several seeds of part learning, a method that reads part codes runs once "
+                 "per seed and every per-episode and per-query figure is the mean over them.",
         "base_classes": base_classes, "novel_classes": list(novel.manifest.classes),
         "n_novel_images": int(len(labels)), "ways": t.ways, "queries": t.queries,
         "episodes": t.episodes, "seed": t.seed, "shots": list(t.shots),
+        "part_seeds": list(ctx.pipe.seeds),
         "reference": reference, "ks": list(r.ks), "few_shot": rows, "retrieval": retrieval}}
 
 

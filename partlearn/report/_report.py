@@ -277,6 +277,15 @@ def _ci(r: dict) -> str:
     return f"{100 * r['mean']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
+def _seeds_line(t: dict) -> list[str]:
+    """With several seeds of part learning: that the part methods' figures are means."""
+    seeds = t.get("part_seeds") or []
+    if len(seeds) < 2:
+        return []
+    return [f"The methods that read part codes: each figure the mean over {len(seeds)} seeds "
+            f"of part learning ({', '.join(map(str, seeds))}), per episode and per query.", ""]
+
+
 def _transfer_md(t: dict) -> list[str]:
     if not t:
         return []
@@ -287,7 +296,7 @@ def _transfer_md(t: dict) -> list[str]:
              f"Novel classes: {', '.join(t['novel_classes'])}.", "",
              f"### Few-shot classification on the novel classes ({t['ways']}-way, "
              f"{t['queries']} queries per class, {t['episodes']} episodes, seed "
-             f"({t['seed']}, K))", "",
+             f"({t['seed']}, K))", "", *_seeds_line(t),
              f"| method | classifier | K | accuracy % [95% CI] | vs {ref} (paired) | C (base) |",
              "|---|---|---|---|---|---|"]
     for r in sorted(t["few_shot"], key=lambda r: (r["classifier"], r["shots"])):
@@ -731,6 +740,7 @@ def _transfer_headline(t: dict) -> list[str]:
     lines = [f"Transfer to {len(t['novel_classes'])} classes outside training "
              f"({t['n_novel_images']} images; {t['ways']}-way, {t['episodes']} episodes, "
              f"logistic regression; difference to `{t['reference']}` in brackets):", "",
+             *_seeds_line(t),
              "| method | " + " | ".join(f"{k}-shot" for k in shots) + " | R@1 | MAP@R |",
              "|---|" + "---|" * (len(shots) + 2)]
     for m in methods:

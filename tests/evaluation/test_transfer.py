@@ -295,3 +295,25 @@ def test_base_parts_that_detect_a_pattern_shared_by_novel_classes_beat_global():
     acc = {name: accuracies(ncm_scores(d @ d.T, ep), ep).mean()
            for name, d in descriptors.items()}
     assert acc["parts"] > 0.95 and acc["parts"] - acc["global"] > 0.15, acc
+
+
+def test_with_seeds_the_part_methods_are_the_mean_of_each_seeds_run(four):
+    """``seeds = [0, 1]``: a part method's few-shot row is the mean over the seeds, its
+    seed-1 figure that of a run at seed 1 alone; `global` runs once."""
+    base = [s for s in settings(four) if not s.startswith(("transfer.methods", "groups."))]
+    runs = {}
+    for name, extra in (("both", "seeds=[0, 1]"), ("one", "seed=1")):
+        pipe = Pipeline(load_config(None, base + ['transfer.methods=["global", "parts"]',
+                                                  extra]),
+                        cache_dir=four / "cache-seeds")
+        runs[name] = {(r["method"], r["shots"], r["classifier"]): r
+                      for r in pipe.run(out=four / f"run-seeds-{name}")["transfer"]["few_shot"]}
+    both, one = runs["both"], runs["one"]
+    for key, r in both.items():
+        if key[0] == "global":
+            assert "per_seed" not in r
+            continue
+        assert r["seeds"] == 2 and r["mean"] == pytest.approx(np.mean(r["per_seed"]))
+        assert r["per_seed"][1] == pytest.approx(one[key]["mean"])
+    report = (four / "run-seeds-both" / "report.md").read_text()
+    assert "mean over 2 seeds of part learning" in report
