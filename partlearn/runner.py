@@ -106,10 +106,14 @@ def _parts_source(cfg: Config, cache_root: Path, say: bool = True) -> "Pipeline"
                           f"{src.transfer.parts_from!r} in turn; point at the run or config "
                           "that learns them")
     src = with_values(src, {"seed": cfg.seed, "seeds": ()})
-    mismatch = [f"{k} = {v!r} there, {mine!r} here"
-                for s in _FEATURE_SPACE for k, v in BY_NAME[s].params(src).items()
-                if not k.startswith(("data.", "regions.", "features.pools", "features.gem_p"))
-                and (mine := BY_NAME[s].params(cfg).get(k)) != v]
+
+    def space(c: Config) -> dict:
+        return {k: v for s in _FEATURE_SPACE for k, v in BY_NAME[s].params(c).items()
+                if not k.startswith(("data.", "regions.", "features.pools", "features.gem_p"))}
+
+    mine = space(cfg)
+    mismatch = [f"{k} = {v!r} there, {mine.get(k)!r} here" for k, v in space(src).items()
+                if mine.get(k) != v]
     if mismatch:
         raise ConfigError(f"transfer.parts_from={where!r}: its parts live in another feature "
                           f"space ({'; '.join(mismatch)}); the backbone and feature settings "
